@@ -1,0 +1,28 @@
+# Two commands do all the set-up on a fresh machine: `make experiments` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: experiments test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+## Run the standard experiment suite on the embedded default backend; writes reports/.
+experiments: $(STAMP)
+	$(PY) -m pytest experiments $(PYTEST_ARGS)
+
+## Run the whole test suite.
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check chaoskit tests experiments bench
+	$(VENV)/bin/mypy chaoskit
+
+clean:
+	rm -rf $(VENV) reports/*/ reports/latest

@@ -1,0 +1,115 @@
+"""The Fault protocol: a frozen set of parameters that can inject one disruption and undo it.
+
+A fault's public ``inject(ctx)`` is final: it calls the subclass's ``_inject`` and
+journals ``fault.injected`` with the parameters, the seed and exactly what was
+changed; it returns an :class:`Injection`, a context manager whose exit always reverts.
+``Injection.revert()`` is idempotent and journals ``fault.reverted`` once.
+Random choices come from ``ctx.rng``, seeded from the seed recorded in the journal,
+so a run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, final
+
+from chaoskit.errors import FaultError
+from chaoskit.journal import Journal
+
+
+@dataclass
+class FaultContext:
+    """What a fault may act on: the journal, a seeded RNG and the running stack."""
+
+    journal: Journal
+    seed: int = 0
+    stack: Any = None
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+
+@dataclass
+class Changes:
+    """What ``_inject`` did: ``record`` goes into the journal, ``undo`` is kept for revert."""
+
+    record: dict[str, Any] = field(default_factory=dict)
+    undo: Any = None
+
+
+@dataclass(frozen=True)
+class Fault(ABC):
+    """Base class of every fault; subclasses are frozen dataclasses of their parameters."""
+
+    kind: ClassVar[str] = "fault"
+
+    @abstractmethod
+    def _inject(self, ctx: FaultContext) -> Changes:
+        """Cause the disruption; return what changed and how to undo it."""
+
+    @abstractmethod
+    def _revert(self, ctx: FaultContext, changes: Changes) -> None:
+        """Undo what ``_inject`` changed; must tolerate the target having moved on."""
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{self.kind}({args})"
+
+    @final
+    def inject(self, ctx: FaultContext) -> Injection:
+        try:
+            changes = self._inject(ctx)
+        except FaultError:
+            raise
+        except Exception as e:
+            raise FaultError(f"could not inject {self.describe()}: {e}") from e
+        ctx.journal.record(
+            "fault.injected",
+            fault=self.kind,
+            params=self.params(),
+            seed=ctx.seed,
+            changes=changes.record,
+        )
+        return Injection(self, ctx, changes)
+
+
+class Injection:
+    """One applied fault; leaving the ``with`` block (however it is left) reverts it."""
+
+    def __init__(self, fault: Fault, ctx: FaultContext, changes: Changes) -> None:
+        self.fault = fault
+        self.ctx = ctx
+        self.changes = changes
+        self._reverted = False
+        self._lock = threading.Lock()
+
+    @property
+    def reverted(self) -> bool:
+        return self._reverted
+
+    def revert(self) -> None:
+        with self._lock:
+            if self._reverted:
+                return
+            try:
+                self.fault._revert(self.ctx, self.changes)
+            except FaultError:
+                raise
+            except Exception as e:
+                raise FaultError(f"could not revert {self.fault.describe()}: {e}") from e
+            self._reverted = True
+            self.ctx.journal.record("fault.reverted", fault=self.fault.kind)
+
+    def __enter__(self) -> Injection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.revert()

@@ -1,0 +1,105 @@
+"""A small client for the TF Serving REST API (stdlib only, so probes stay cheap).
+
+Used by the monitor, the load generator and tests; works against chaoskit's own
+model server and against a real tensorflow/serving.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Response:
+    """One HTTP answer: status code and decoded JSON body (or ``{"error": text}``)."""
+
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+class ServingClient:
+    """Talks to one model server at ``host:port`` about one model."""
+
+    def __init__(self, host: str, port: int, model: str, *, timeout: float = 5.0) -> None:
+        self.host = host
+        self.port = port
+        self.model = model
+        self.timeout = timeout
+
+    def _model_path(self, version: int | str | None) -> str:
+        path = f"/v1/models/{self.model}"
+        if version is not None:
+            path += f"/versions/{version}"
+        return path
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, *, timeout: float | None = None
+    ) -> Response:
+        """Send one request on a new connection; raises OSError on connect/read failure."""
+        conn = http.client.HTTPConnection(
+            self.host, self.port, timeout=self.timeout if timeout is None else timeout
+        )
+        try:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
+            answer = conn.getresponse()
+            raw = answer.read()
+        except http.client.HTTPException as e:
+            raise OSError(f"bad HTTP answer from {self.host}:{self.port}: {e!r}") from e
+        finally:
+            conn.close()
+        try:
+            decoded = json.loads(raw) if raw else {}
+            if not isinstance(decoded, dict):
+                decoded = {"error": f"unexpected JSON body: {raw[:200]!r}"}
+        except ValueError:
+            decoded = {"error": raw[:500].decode("utf-8", "replace")}
+        return Response(answer.status, decoded)
+
+    def status(self, version: int | str | None = None, *, timeout: float | None = None) -> Response:
+        return self.request("GET", self._model_path(version), timeout=timeout)
+
+    def metadata(self, version: int | str | None = None) -> Response:
+        return self.request("GET", self._model_path(version) + "/metadata")
+
+    def predict(
+        self,
+        instances: Any = None,
+        *,
+        inputs: Any = None,
+        version: int | str | None = None,
+        signature_name: str | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """POST ``:predict`` in row ("instances") or columnar ("inputs") form."""
+        payload: dict[str, Any] = {}
+        if signature_name is not None:
+            payload["signature_name"] = signature_name
+        if inputs is not None:
+            payload["inputs"] = inputs
+        else:
+            payload["instances"] = instances
+        body = json.dumps(payload).encode()
+        return self.request("POST", self._model_path(version) + ":predict", body, timeout=timeout)
+
+    def available_version(self, *, timeout: float | None = None) -> int | None:
+        """The highest version in state AVAILABLE, or None (also when unreachable)."""
+        try:
+            answer = self.status(timeout=timeout)
+        except OSError:
+            return None
+        if not answer.ok:
+            return None
+        versions = [
+            int(v["version"])
+            for v in answer.body.get("model_version_status", [])
+            if v.get("state") == "AVAILABLE"
+        ]
+        return max(versions) if versions else None
