@@ -28,6 +28,8 @@ class FaultContext:
     journal: Journal
     seed: int = 0
     stack: Any = None
+    annotations: dict[str, Any] = field(default_factory=dict)
+    """Extra facts recorded with ``fault.injected`` (e.g. the trainer step at the fault)."""
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +79,7 @@ class Fault(ABC):
             params=self.params(),
             seed=ctx.seed,
             changes=changes.record,
+            **ctx.annotations,
         )
         return Injection(self, ctx, changes)
 

@@ -1,0 +1,111 @@
+"""The DR engine loop: probe serving at a fixed interval, detect, recover, confirm.
+
+It only acts and writes events (probe, detected, recovery.*, steady_state.*); how fast
+it was is computed from the journal afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from chaoskit.dr.detector import ConsecutiveFailureDetector
+from chaoskit.dr.probe import probe_predict
+from chaoskit.dr.recovery import RecoveryAction
+from chaoskit.errors import ConfigError
+from chaoskit.journal import Journal
+from chaoskit.serving.client import ServingClient
+
+
+@dataclass(frozen=True)
+class DRConfig:
+    """Monitor cadence and patience.  Defaults: probe every 100 ms, alert after 2 misses."""
+
+    probe_interval: float = 0.1
+    probe_timeout: float = 0.3
+    failures_to_alert: int = 2
+    recovery_timeout: float = 90.0
+
+    def __post_init__(self) -> None:
+        for name in ("probe_interval", "probe_timeout", "recovery_timeout"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
+
+
+class DREngine:
+    """Monitors one service through its :predict endpoint and recovers it when it fails."""
+
+    def __init__(
+        self,
+        client: ServingClient,
+        canary_inputs: list[list[float]],
+        journal: Journal,
+        recovery: RecoveryAction,
+        *,
+        service: str = "serving",
+        config: DRConfig | None = None,
+    ) -> None:
+        self.config = config or DRConfig()
+        self.client = client
+        self.inputs = canary_inputs
+        self.journal = journal
+        self.recovery = recovery
+        self.service = service
+        self.detector = ConsecutiveFailureDetector(self.config.failures_to_alert)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._changed = threading.Condition()
+        self._last_steady_ok: float = float("-inf")
+
+    def start(self) -> DREngine:
+        self._thread = threading.Thread(target=self._loop, name="chaoskit-dr", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        interval = self.config.probe_interval
+        next_probe = time.monotonic()
+        while not self._stop.is_set():
+            result = probe_predict(self.client, self.inputs, timeout=self.config.probe_timeout)
+            self.journal.record(
+                "probe",
+                service=self.service,
+                ok=result.ok,
+                latency_s=round(result.latency_s, 6),
+                status=result.status,
+                error=result.error,
+            )
+            if self.detector.observe(result.ok):
+                self.journal.record(
+                    "detected",
+                    service=self.service,
+                    signal="probe",
+                    failures=self.detector.streak,
+                    reason=result.error,
+                )
+                if self._stop.is_set():
+                    break
+                if self.recovery.run(self.service):
+                    with self._changed:
+                        self._last_steady_ok = time.monotonic()
+                        self._changed.notify_all()
+                self.detector.reset()
+                next_probe = time.monotonic()
+            next_probe += interval
+            delay = next_probe - time.monotonic()
+            if delay < 0:  # a slow probe: keep the cadence instead of bursting to catch up
+                next_probe = time.monotonic()
+                delay = 0
+            self._stop.wait(delay)
+
+    def wait_recovered(self, since: float, timeout: float) -> bool:
+        """Block until a recovery confirmed after monotonic time *since*, or *timeout*."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._last_steady_ok > since, timeout)

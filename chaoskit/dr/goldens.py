@@ -1,0 +1,85 @@
+"""Golden canary outputs per model version, read from each version's canary file.
+
+The trainer records, with every exported version, a fixed set of canary inputs and the
+outputs that version computes.  A prediction is *correct* when it equals the golden
+outputs of a version (within the version's tolerance).  Reading goldens needs no
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+from chaoskit.model import load_canary
+
+
+class Goldens:
+    """Lazily loaded canary files of the versions under one model base path."""
+
+    def __init__(self, model_base_path: Path) -> None:
+        self.base = Path(model_base_path)
+        self._by_version: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Read the canary files of versions not seen yet (damaged ones are skipped)."""
+        try:
+            entries = [p for p in self.base.iterdir() if p.name.isdigit() and p.is_dir()]
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            version = int(entry.name)
+            if version in self._by_version:
+                continue
+            try:
+                canary = load_canary(entry)
+            except (OSError, ValueError, KeyError):
+                continue
+            with self._lock:
+                self._by_version[version] = canary
+
+    def for_version(self, version: int) -> dict[str, Any] | None:
+        if version not in self._by_version:
+            self.refresh()
+        return self._by_version.get(version)
+
+    def latest(self) -> tuple[int, dict[str, Any]] | None:
+        self.refresh()
+        if not self._by_version:
+            return None
+        version = max(self._by_version)
+        return version, self._by_version[version]
+
+    def inputs(self) -> list[list[float]]:
+        latest = self.latest()
+        if latest is None:
+            raise LookupError(f"no canary file under {self.base}")
+        return list(latest[1]["inputs"])
+
+    def matching_version(self, predictions: Any) -> int | None:
+        """The newest version whose golden outputs equal *predictions*, else None."""
+        for attempt in range(2):
+            with self._lock:
+                candidates = sorted(self._by_version.items(), reverse=True)
+            for version, canary in candidates:
+                if max_abs_error(predictions, canary["outputs"]) <= canary.get("tolerance", 1e-4):
+                    return version
+            if attempt == 0:
+                self.refresh()
+        return None
+
+
+def max_abs_error(got: Any, want: Any) -> float:
+    """Largest absolute difference of two equally shaped nested lists; inf if shapes differ."""
+    if isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            return math.inf
+        return max((max_abs_error(g, w) for g, w in zip(got, want, strict=True)), default=0.0)
+    try:
+        diff = abs(float(got) - float(want))
+    except (TypeError, ValueError):
+        return math.inf
+    return diff if math.isfinite(diff) else math.inf

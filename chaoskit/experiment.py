@@ -1,0 +1,185 @@
+"""One chaos experiment against a running stack: steady state, fault, DR engine, verdict.
+
+Flow: record ``experiment.started`` with the budgets → confirm the steady state holds →
+start the load generator and the DR engine → inject faults (each reverted on exit) →
+wait until the engine confirms recovery → stop, check the steady state again → record
+``experiment.finished``.  The verdict is computed from the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chaoskit.dr.engine import DRConfig, DREngine
+from chaoskit.dr.goldens import Goldens
+from chaoskit.dr.recovery import RestartService, confirm_steady_state
+from chaoskit.errors import ChaosKitError, StackError
+from chaoskit.faults.base import Fault, FaultContext, Injection
+from chaoskit.journal import Journal, read_journal
+from chaoskit.loadgen import LoadGenerator
+from chaoskit.objectives import Objectives
+from chaoskit.report.metrics import ExperimentResult, compute, split_experiments
+from chaoskit.stack.reference import ReferenceStack
+
+
+class ExperimentFailed(AssertionError):
+    """The experiment ran, and a budget or invariant did not hold."""
+
+
+class Experiment:
+    """Drives one experiment; use as a context manager or through the ``chaos`` fixture."""
+
+    def __init__(
+        self,
+        name: str,
+        stack: ReferenceStack,
+        journal: Journal,
+        objectives: Objectives,
+        *,
+        backend: str = "process",
+        seed: int = 0,
+        dr_config: DRConfig | None = None,
+        load_rate: float = 20.0,
+        record_property: Callable[[str, Any], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.stack = stack
+        self.journal = journal
+        self.objectives = objectives
+        self.backend = backend
+        self.seed = seed
+        self.dr_config = dr_config or DRConfig()
+        self.load_rate = load_rate
+        self.record_property = record_property
+        self.client = stack.client()
+        self.goldens = Goldens(stack.model_base_path)
+        self._injections: list[Injection] = []
+        self._engine: DREngine | None = None
+        self._load: LoadGenerator | None = None
+        self._last_fault_t = float("inf")
+        self._finished = False
+        self.result: ExperimentResult | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> Experiment:
+        self.journal.record(
+            "experiment.started",
+            name=self.name,
+            budgets=self.objectives.as_dict(),
+            backend=self.backend,
+            seed=self.seed,
+        )
+        repaired = self.stack.ensure_running()
+        if repaired:
+            self.journal.record("stack.repaired", services=repaired)
+        if not confirm_steady_state(
+            self.client, self.goldens, self.journal, timeout=60.0, phase="before"
+        ):
+            raise StackError(
+                f"experiment {self.name}: the steady state does not hold before the fault "
+                "(serving does not answer its canary correctly); see the service logs"
+            )
+        self._load = LoadGenerator(self.client, self.goldens, self.journal, rate=self.load_rate)
+        self._load.start()
+        recovery = RestartService(
+            self.stack, self.client, self.goldens, self.journal,
+            timeout=self.dr_config.recovery_timeout,
+        )  # fmt: skip
+        self._engine = DREngine(
+            self.stack.client(),
+            self.goldens.inputs(),
+            self.journal,
+            recovery,
+            config=self.dr_config,
+        ).start()
+        return self
+
+    def inject(self, fault: Fault) -> Injection:
+        """Apply *fault* now; the returned injection reverts when its ``with`` block ends."""
+        ctx = FaultContext(
+            self.journal, seed=self.seed, stack=self.stack, annotations=self._annotations()
+        )
+        injection = fault.inject(ctx)
+        self._injections.append(injection)
+        self._last_fault_t = time.monotonic()
+        return injection
+
+    def _annotations(self) -> dict[str, Any]:
+        try:
+            status = json.loads(self.stack.status_file.read_text())
+            return {"trainer_step": int(status["step"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def default_timeout(self) -> float:
+        rto = self.objectives.rto
+        return 120.0 if rto is None else max(2 * rto, rto + 30.0)
+
+    def wait_recovered(self, timeout: float | None = None) -> bool:
+        """Wait until the DR engine confirms the steady state after the latest fault."""
+        if self._engine is None:
+            raise StackError(f"experiment {self.name} was not started")
+        return self._engine.wait_recovered(
+            self._last_fault_t, self.default_timeout() if timeout is None else timeout
+        )
+
+    def run(self, fault: Fault, *, timeout: float | None = None) -> ExperimentResult:
+        """Inject, wait for recovery, revert, and verify the budgets (raises on failure)."""
+        with self.inject(fault):
+            self.wait_recovered(timeout)
+        return self.verify()
+
+    def finish(self, outcome: str = "passed") -> None:
+        """Revert every fault, stop load and engine, re-check the steady state.  Idempotent."""
+        if self._finished:
+            return
+        self._finished = True
+        errors = []
+        for injection in reversed(self._injections):
+            try:
+                injection.revert()
+            except ChaosKitError as e:
+                errors.append(str(e))
+                self.journal.record("fault.revert_failed", fault=injection.fault.kind, error=str(e))
+        if self._engine is not None:
+            self._engine.stop()
+        if self._load is not None:
+            self._load.stop()
+        if self._engine is not None:
+            confirm_steady_state(
+                self.client, self.goldens, self.journal, timeout=30.0, phase="after"
+            )
+        self.journal.record("experiment.finished", name=self.name, outcome=outcome)
+        if errors:
+            raise StackError(f"experiment {self.name}: " + "; ".join(errors))
+
+    def compute_result(self) -> ExperimentResult:
+        windows = [
+            w
+            for w in split_experiments(read_journal(self.journal.path))
+            if w[0].get("name") == self.name
+        ]
+        if not windows:
+            raise StackError(f"experiment {self.name} has no events in {self.journal.path}")
+        start, events = windows[-1]
+        return compute(start, events)
+
+    def verify(self) -> ExperimentResult:
+        """Finish, compute the result from the journal, and raise if the verdict is fail."""
+        self.finish()
+        self.result = result = self.compute_result()
+        if self.record_property is not None:
+            for key in ("ttd_s", "rto_s", "rpo_s", "failed_requests", "verdict"):
+                self.record_property(key, getattr(result, key))
+        if result.verdict != "pass":
+            raise ExperimentFailed(f"{self.name}: " + "; ".join(result.reasons))
+        return result
+
+    def __enter__(self) -> Experiment:
+        return self.start()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.finish("passed" if exc_type is None else "failed")

@@ -1,0 +1,69 @@
+"""A load generator: keeps calling :predict for the whole experiment and journals each call.
+
+Each answer is classified: failed (error status or no answer), correct (equals the
+golden outputs of some exported version) or wrong (200 but matching no golden) — the
+raw material for failed_requests and wrong_predictions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from chaoskit.dr.goldens import Goldens
+from chaoskit.dr.probe import probe_predict
+from chaoskit.errors import ConfigError
+from chaoskit.journal import Journal
+from chaoskit.serving.client import ServingClient
+
+
+class LoadGenerator:
+    """Sends ``rate`` requests per second (one at a time) until stopped."""
+
+    def __init__(
+        self,
+        client: ServingClient,
+        goldens: Goldens,
+        journal: Journal,
+        *,
+        rate: float = 20.0,
+        timeout: float = 2.0,
+    ) -> None:
+        if not rate > 0:
+            raise ConfigError(f"load rate must be > 0 requests/s, got {rate!r}")
+        self.client = client
+        self.goldens = goldens
+        self.journal = journal
+        self.rate = rate
+        self.timeout = timeout
+        self.inputs = goldens.inputs()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> LoadGenerator:
+        self._thread = threading.Thread(target=self._loop, name="chaoskit-load", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timeout + 5)
+
+    def _loop(self) -> None:
+        period = 1.0 / self.rate
+        next_call = time.monotonic()
+        while not self._stop.is_set():
+            result = probe_predict(self.client, self.inputs, timeout=self.timeout)
+            version = self.goldens.matching_version(result.predictions) if result.ok else None
+            self.journal.record(
+                "request",
+                ok=result.ok,
+                correct=None if not result.ok else version is not None,
+                version=version,
+                latency_s=round(result.latency_s, 6),
+                status=result.status,
+                error=result.error,
+            )
+            next_call = max(next_call + period, time.monotonic())
+            self._stop.wait(next_call - time.monotonic())

@@ -1,0 +1,160 @@
+"""Experiment metrics computed from the journal alone (as Jepsen checks a history).
+
+For each experiment window (experiment.started .. experiment.finished):
+TTD  = first ``detected`` after the first ``fault.injected`` − fault time;
+RTO  = first ``steady_state.ok`` after the fault − fault time (restored *and confirmed*);
+RPO  = fault wall time − creation time of the recovery point restored (``restore.done``);
+failed_requests / wrong_predictions = ``request`` events that failed / answered wrongly.
+A value that an experiment does not measure is None (an empty cell), never zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chaoskit.durations import format_duration
+from chaoskit.journal import Event
+
+COLUMNS = (
+    "name", "fault", "ttd_s", "rto_s", "rpo_s", "rpo_steps", "failed_requests",
+    "wrong_predictions", "integrity", "verdict", "reasons", "ttd_budget_s", "rto_budget_s",
+    "rpo_budget_s", "backend", "seed", "started_wall", "duration_s",
+)  # fmt: skip
+
+
+@dataclass
+class ExperimentResult:
+    name: str
+    fault: str | None = None
+    ttd_s: float | None = None
+    rto_s: float | None = None
+    rpo_s: float | None = None
+    rpo_steps: int | None = None
+    failed_requests: int | None = None
+    wrong_predictions: int | None = None
+    integrity: bool | None = None
+    verdict: str = "fail"
+    reasons: list[str] = field(default_factory=list)
+    ttd_budget_s: float | None = None
+    rto_budget_s: float | None = None
+    rpo_budget_s: float | None = None
+    backend: str | None = None
+    seed: int | None = None
+    started_wall: float | None = None
+    duration_s: float | None = None
+
+    def row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["reasons"] = "; ".join(self.reasons)
+        return {k: row[k] for k in COLUMNS}
+
+
+def split_experiments(events: Iterable[Event]) -> list[tuple[Event, list[Event]]]:
+    """(experiment.started event, events inside its window) for every experiment."""
+    windows: list[tuple[Event, list[Event]]] = []
+    current: tuple[Event, list[Event]] | None = None
+    for event in sorted(events, key=lambda e: e["t"]):
+        kind = event["event"]
+        if kind == "experiment.started":
+            current = (event, [])
+            windows.append(current)
+        elif current is not None:
+            current[1].append(event)
+            if kind == "experiment.finished" and event.get("name") == current[0].get("name"):
+                current = None
+    return windows
+
+
+def _first(events: list[Event], kind: str, after: float, **match: Any) -> Event | None:
+    for event in events:
+        if event["event"] == kind and event["t"] >= after:
+            if all(event.get(k) == v for k, v in match.items()):
+                return event
+    return None
+
+
+def compute(start: Event, events: list[Event]) -> ExperimentResult:
+    """The measured values and verdict of one experiment window."""
+    budgets = start.get("budgets") or {}
+    result = ExperimentResult(
+        name=start.get("name", "?"),
+        ttd_budget_s=budgets.get("ttd"),
+        rto_budget_s=budgets.get("rto"),
+        rpo_budget_s=budgets.get("rpo"),
+        backend=start.get("backend"),
+        seed=start.get("seed"),
+        started_wall=start.get("wall"),
+    )
+    finished = next((e for e in events if e["event"] == "experiment.finished"), None)
+    if finished is not None:
+        result.duration_s = round(finished["t"] - start["t"], 3)
+    requests = [e for e in events if e["event"] == "request"]
+    if requests:
+        result.failed_requests = sum(1 for e in requests if not e.get("ok"))
+        result.wrong_predictions = sum(
+            1 for e in requests if e.get("ok") and e.get("correct") is False
+        )
+    fault = _first(events, "fault.injected", start["t"])
+    reasons = result.reasons
+    if fault is None:
+        reasons.append("no fault was injected")
+    else:
+        result.fault = fault.get("fault")
+        detected = _first(events, "detected", fault["t"])
+        recovered = _first(events, "steady_state.ok", fault["t"], phase="recovery")
+        if detected is not None:
+            result.ttd_s = round(detected["t"] - fault["t"], 4)
+        if recovered is not None:
+            result.rto_s = round(recovered["t"] - fault["t"], 4)
+        _rpo(result, fault, events)
+        if detected is None:
+            reasons.append("the fault was never detected")
+        if recovered is None:
+            reasons.append("the steady state was never restored")
+    for name in ("ttd", "rto", "rpo"):
+        budget = budgets.get(name)
+        measured = getattr(result, f"{name}_s")
+        if budget is None:
+            continue
+        if measured is None:
+            if name != "rpo" or fault is None:
+                continue
+            result.rpo_s = math.inf
+            measured = math.inf
+        if measured > budget:
+            got, limit = format_duration(measured), format_duration(budget)
+            reasons.append(f"{name.upper()} {got} exceeds budget {limit}")
+    if result.wrong_predictions:
+        reasons.append(f"{result.wrong_predictions} wrong predictions were served")
+    if result.integrity is False:
+        reasons.append("restored data failed the integrity check")
+    outcome = finished.get("outcome") if finished else "interrupted"
+    if outcome not in (None, "passed"):
+        reasons.append(f"the experiment itself {outcome}")
+    after = _first(events, "steady_state.violated", start["t"], phase="after")
+    if after is not None:
+        reasons.append(f"steady state violated after the experiment: {after.get('reason')}")
+    result.verdict = "pass" if not reasons else "fail"
+    return result
+
+
+def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
+    """Fill RPO and integrity from restore events, when the experiment restored data."""
+    restore = _first(events, "restore.done", fault["t"])
+    if restore is None:
+        return
+    created = restore.get("recovery_point_created_wall")
+    if created is not None:
+        result.rpo_s = round(fault["wall"] - float(created), 3)
+    step_at_fault = fault.get("trainer_step")
+    if step_at_fault is not None and restore.get("recovery_point_step") is not None:
+        result.rpo_steps = int(step_at_fault) - int(restore["recovery_point_step"])
+    if "integrity" in restore:
+        result.integrity = bool(restore["integrity"])
+
+
+def results_from_events(events: Iterable[Event]) -> list[ExperimentResult]:
+    return [compute(start, window) for start, window in split_experiments(events)]

@@ -1,0 +1,318 @@
+"""The embedded default backend: every service is a local process.
+
+No process outlives the run: each child gets SIGKILL from the kernel when the process
+that started it dies (``setpriv --pdeathsig``, spawned from one long-lived thread so a
+finished worker thread does not trigger it), ``close()`` stops everything, and a new
+backend reaps processes left by a run whose owner is gone (found by their environment).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import signal as signals
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chaoskit.errors import BackendError, ConfigError, StackError
+from chaoskit.stack.ports import ensure_port_free, free_port
+from chaoskit.stack.service import ServiceSpec
+
+OWNER_ENV = "CHAOSKIT_OWNER_PID"
+RUN_ENV = "CHAOSKIT_RUN_ID"
+HOST = "127.0.0.1"
+
+
+def parse_signal(name: str | int) -> signals.Signals:
+    """SIGKILL, KILL, 9 -> Signals.SIGKILL; anything else is a ConfigError naming it."""
+    try:
+        if isinstance(name, int) or str(name).isdigit():
+            return signals.Signals(int(name))
+        text = str(name).upper()
+        return signals.Signals[text if text.startswith("SIG") else "SIG" + text]
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"unknown signal {name!r}") from e
+
+
+class _Spawner:
+    """Runs Popen on one daemon thread that lives as long as the interpreter.
+
+    The kernel's parent-death signal fires when the *thread* that forked exits, so
+    children must not be forked from short-lived threads such as the DR engine's.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]]] = queue.Queue()
+        thread = threading.Thread(target=self._loop, name="chaoskit-spawner", daemon=True)
+        thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job, answer = self._jobs.get()
+            try:
+                answer.put((True, job()))
+            except BaseException as e:  # handed back to the caller
+                answer.put((False, e))
+
+    def run(self, job: Callable[[], Any]) -> Any:
+        answer: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._jobs.put((job, answer))
+        ok, value = answer.get()
+        if not ok:
+            raise value
+        return value
+
+
+_spawner: _Spawner | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = _Spawner()
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        argv = [setpriv, "--pdeathsig", "SIGKILL", "--", *argv]
+
+    def job() -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # Ctrl-C in the terminal reaches pytest, not the stack
+            )
+
+    return _spawner.run(job)  # type: ignore[union-attr]
+
+
+@dataclass
+class _Running:
+    spec: ServiceSpec
+    ports: dict[str, int]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+
+class ProcessBackend:
+    """Runs services as local processes under ``run_dir`` (logs) and ``data_dir``."""
+
+    name = "process"
+
+    def __init__(self, run_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+        self.data_dir = Path(data_dir)
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = self.run_dir.name
+        self._services: dict[str, _Running] = {}
+        self._lock = threading.RLock()
+        reap_orphans()
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self, spec: ServiceSpec) -> None:
+        with self._lock:
+            running = self._services.get(spec.name)
+            if running and running.proc and running.proc.poll() is None:
+                raise StackError(f"service {spec.name!r} is already running")
+            if running is None:
+                ports = {}
+                for port_name, port in spec.ports.items():
+                    if port:
+                        ensure_port_free(HOST, port, what=f"service {spec.name!r}")
+                    ports[port_name] = port or free_port(HOST)
+                running = _Running(spec, ports, self.run_dir / "logs" / f"{spec.name}.log")
+                self._services[spec.name] = running
+            self._launch(running)
+        self._wait_ready(running)
+
+    def _launch(self, running: _Running) -> None:
+        spec = running.spec
+        values = {f"port_{k}": v for k, v in running.ports.items()}
+        values.update(run_dir=str(self.run_dir), data_dir=str(self.data_dir))
+        env = dict(os.environ)
+        env.update(spec.env)
+        env.update({OWNER_ENV: str(os.getpid()), RUN_ENV: self.run_id})
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        try:
+            running.proc = _spawn(spec.render(values), env, running.log)
+        except OSError as e:
+            raise BackendError(f"cannot start service {spec.name!r}: {e}") from e
+
+    def _wait_ready(self, running: _Running) -> None:
+        spec = running.spec
+        deadline = time.monotonic() + spec.readiness.timeout
+        while time.monotonic() < deadline:
+            proc = running.proc
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise StackError(
+                    f"service {spec.name!r} exited with code {code} before it was ready; "
+                    f"last output:\n{self.logs(spec.name, tail=15)}"
+                )
+            if self._is_ready(running):
+                return
+            time.sleep(0.02)
+        self._terminate(running, grace=0)
+        raise StackError(
+            f"service {spec.name!r} was not ready within {spec.readiness.timeout:g}s; "
+            f"last output:\n{self.logs(spec.name, tail=15)}"
+        )
+
+    def _is_ready(self, running: _Running) -> bool:
+        readiness = running.spec.readiness
+        if readiness.file:
+            path = readiness.file.format(run_dir=self.run_dir, data_dir=self.data_dir)
+            if not Path(path).exists():
+                return False
+        if readiness.http_path and running.ports:
+            port = next(iter(running.ports.values()))
+            url = f"http://{HOST}:{port}{readiness.http_path}"
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as answer:
+                    return bool(answer.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+        return True
+
+    def _terminate(self, running: _Running, grace: float) -> None:
+        proc = running.proc
+        if proc is None or proc.poll() is not None:
+            if proc is not None:
+                proc.wait()
+            return
+        if grace > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signals.SIGCONT)  # a paused process cannot handle SIGTERM
+                os.killpg(proc.pid, signals.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signals.SIGKILL)
+        proc.wait()
+
+    def _get(self, service: str) -> _Running:
+        try:
+            return self._services[service]
+        except KeyError:
+            known = ", ".join(sorted(self._services)) or "none"
+            raise StackError(f"no service {service!r} in this stack (services: {known})") from None
+
+    def stop(self, service: str, timeout: float | None = None) -> None:
+        running = self._get(service)
+        self._terminate(running, running.spec.stop_timeout if timeout is None else timeout)
+
+    def kill(self, service: str, signal: str = "SIGKILL") -> str:
+        proc = self._get(service).proc
+        sig = parse_signal(signal)
+        if proc is None or proc.poll() is not None:
+            raise StackError(f"service {service!r} is not running")
+        os.kill(proc.pid, sig)
+        return str(proc.pid)
+
+    def pause(self, service: str) -> None:
+        self.kill(service, "SIGSTOP")
+
+    def resume(self, service: str) -> None:
+        self.kill(service, "SIGCONT")
+
+    def restart(self, service: str) -> None:
+        running = self._get(service)
+        with self._lock:
+            self._terminate(running, grace=0)
+            self._launch(running)
+        self._wait_ready(running)
+
+    def instance(self, service: str) -> str | None:
+        """The running process's pid as text, or None; changes on every restart."""
+        proc = self._get(service).proc
+        return None if proc is None or proc.poll() is not None else str(proc.pid)
+
+    def status(self, service: str) -> str:
+        running = self._services.get(service)
+        if running is None or running.proc is None:
+            return "absent"
+        if running.proc.poll() is not None:
+            return "exited"
+        return "paused" if process_state(running.proc.pid) == "T" else "running"
+
+    def endpoint(self, service: str, port: str) -> tuple[str, int]:
+        ports = self._get(service).ports
+        if port not in ports:
+            raise StackError(f"service {service!r} has no port named {port!r}")
+        return HOST, ports[port]
+
+    def logs(self, service: str, tail: int = 50) -> str:
+        log = self._get(service).log
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(lines[-tail:])
+
+    def services(self) -> list[str]:
+        return list(self._services)
+
+    def close(self) -> None:
+        """Stop every service: SIGTERM with a short grace, then SIGKILL; waits for each."""
+        with self._lock:
+            for running in reversed(list(self._services.values())):
+                self._terminate(running, grace=min(running.spec.stop_timeout, 2.0))
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter from /proc/<pid>/stat (R, S, T, Z …), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def chaoskit_processes() -> dict[int, dict[str, str]]:
+    """Every live process started by a chaoskit process backend: pid -> its env markers."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        env = _environ(int(entry.name))
+        if OWNER_ENV in env and process_state(int(entry.name)) not in (None, "Z"):
+            found[int(entry.name)] = {OWNER_ENV: env[OWNER_ENV], RUN_ENV: env.get(RUN_ENV, "")}
+    return found
+
+
+def reap_orphans() -> list[int]:
+    """Kill service processes whose owning chaoskit process is gone (an interrupted run)."""
+    killed = []
+    for pid, markers in chaoskit_processes().items():
+        owner = int(markers[OWNER_ENV])
+        if owner != os.getpid() and process_state(owner) in (None, "Z"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signals.SIGKILL)
+                killed.append(pid)
+    return killed
