@@ -1,0 +1,228 @@
+"""The chaoskit pytest plugin (registered through the ``pytest11`` entry point).
+
+Marker ``@pytest.mark.chaos(ttd=..., rto=..., rpo=...)`` sets an experiment's budgets;
+fixture ``chaos`` gives the running :class:`~chaoskit.experiment.Experiment`, and
+``chaos_stack`` the shared reference stack (started once per session, because a
+TensorFlow process takes seconds to start).  Each run writes ``<report-dir>/<run-id>/``
+(journal, results, report) and points ``<report-dir>/latest`` at it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaoskit.errors import ChaosKitError, ConfigError
+from chaoskit.objectives import NAMES, Objectives
+from chaoskit.stack.backend import BACKENDS
+
+
+@dataclass
+class RunState:
+    """Per-run state kept in ``config.stash``."""
+
+    backend: str
+    report_dir: Path
+    seed: int
+    defaults: Objectives
+    run_id: str = field(
+        default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    )
+    journal: Any = None
+    stacks: list[Any] = field(default_factory=list)
+    results: list[Any] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.report_dir / self.run_id
+
+    def open_journal(self) -> Any:
+        if self.journal is None:
+            from chaoskit.journal import Journal
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.journal = Journal(self.run_dir / "journal.jsonl", source="chaoskit")
+        return self.journal
+
+
+STATE = pytest.StashKey[RunState]()
+CALL_OUTCOME = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("chaoskit", "chaos and disaster-recovery experiments")
+    group.addoption("--chaos-backend", help="where the stack runs: process (default) or docker")
+    group.addoption("--chaos-report-dir", help="directory for run reports (default: reports)")
+    group.addoption("--chaos-seed", type=int, help="seed for the faults' random choices")
+    parser.addini("chaos_backend", "default backend: process or docker", default="process")
+    parser.addini("chaos_report_dir", "directory for run reports", default="reports")
+    for name in NAMES:
+        parser.addini(f"chaos_{name}", f"default {name.upper()} budget (e.g. 30s)", default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "chaos(ttd=None, rto=None, rpo=None): a chaos experiment with its recovery budgets "
+        "(seconds or strings like '500ms', '30s', '5m')",
+    )
+    backend = config.getoption("chaos_backend") or config.getini("chaos_backend") or "process"
+    if backend not in BACKENDS:
+        choices = ", ".join(BACKENDS)
+        raise pytest.UsageError(
+            f"--chaos-backend: unknown backend {backend!r} (choose from: {choices})"
+        )
+    report_dir = config.getoption("chaos_report_dir") or config.getini("chaos_report_dir")
+    try:
+        defaults = Objectives.parse(
+            {n: config.getini(f"chaos_{n}") for n in NAMES if config.getini(f"chaos_{n}")},
+            where="ini option chaos_*",
+        )
+    except ConfigError as e:
+        raise pytest.UsageError(str(e)) from e
+    seed = config.getoption("chaos_seed")
+    config.stash[STATE] = RunState(
+        backend=backend,
+        report_dir=Path(config.rootpath, report_dir)
+        if not os.path.isabs(report_dir)
+        else Path(report_dir),
+        seed=seed if seed is not None else secrets.randbelow(2**31),
+        defaults=defaults,
+    )
+
+
+def _objectives(item: pytest.Item) -> Objectives:
+    marker = item.get_closest_marker("chaos")
+    state = item.config.stash[STATE]
+    if marker is None:
+        return state.defaults
+    if marker.args:
+        raise ConfigError(
+            f"{item.nodeid}: @pytest.mark.chaos takes keyword budgets only (ttd=, rto=, rpo=)"
+        )
+    return Objectives.parse(marker.kwargs, where=f"{item.nodeid}: @pytest.mark.chaos").merged_over(
+        state.defaults
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Validate every chaos marker at collection, so a typo fails before any stack starts."""
+    for item in items:
+        try:
+            _objectives(item)
+        except ConfigError as e:
+            raise pytest.UsageError(str(e)) from e
+
+
+@pytest.fixture(scope="session")
+def chaos_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The reference stack (trainer + serving), shared by the session's experiments."""
+    from chaoskit.stack.reference import ReferenceStack, StackConfig, make_backend
+
+    state = request.config.stash[STATE]
+    state.open_journal()
+    data_dir = tmp_path_factory.mktemp("chaoskit-stack")
+    try:
+        backend = make_backend(state.backend, state.run_dir, data_dir)
+        stack = ReferenceStack(backend, data_dir, state.journal.path, StackConfig())
+        state.stacks.append(stack)
+        stack.start()
+    except ChaosKitError as e:
+        pytest.fail(f"chaoskit could not start the stack: {e}", pytrace=False)
+    try:
+        yield stack
+    finally:
+        stack.close()
+        state.stacks.remove(stack)
+
+
+@pytest.fixture
+def chaos(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
+    """A started experiment named after the test; faults injected through it always revert."""
+    from chaoskit.experiment import Experiment
+
+    state = request.config.stash[STATE]
+    item = request.node
+    experiment = Experiment(
+        item.nodeid,
+        chaos_stack,
+        state.open_journal(),
+        _objectives(item),
+        backend=state.backend,
+        seed=state.seed,
+        record_property=lambda key, value: item.user_properties.append((key, value)),
+    )
+    item.stash[EXPERIMENT] = experiment
+    try:
+        experiment.start()
+    except ChaosKitError as e:
+        experiment.finish("error")
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield experiment
+    finally:
+        experiment.finish(item.stash.get(CALL_OUTCOME, "interrupted"))
+
+
+EXPERIMENT = pytest.StashKey[Any]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """After a passing experiment body, verify its budgets unless the test already did."""
+    result = yield
+    experiment = item.stash.get(EXPERIMENT, None)
+    if experiment is not None and experiment.result is None:
+        experiment.verify()
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_OUTCOME] = report.outcome
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is None:
+        return
+    for stack in list(state.stacks):  # interrupted before fixture teardown: stop them now
+        stack.close()
+    if state.journal is None:
+        return
+    state.journal.close()
+    from chaoskit.report.results import point_latest, write_run_report
+
+    state.results = write_run_report(state.run_dir)
+    point_latest(state.report_dir, state.run_dir)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or not state.results:
+        return
+    from chaoskit.report.results import SUMMARY_HEADERS, format_table, summary_rows
+
+    terminalreporter.write_sep("=", "chaoskit experiments")
+    for line in format_table(SUMMARY_HEADERS, summary_rows(state.results)):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"report: {state.run_dir}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        for stack in list(state.stacks):
+            stack.close()
