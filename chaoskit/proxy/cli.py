@@ -1,0 +1,56 @@
+"""``chaoskit proxy serve``: run the embedded Toxiproxy-compatible server in the foreground.
+
+Cheap to import: the server is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "proxy", help="Toxiproxy-compatible network fault proxy",
+        description="A server speaking Toxiproxy's HTTP API, embedded in chaoskit.")
+    sub = parser.add_subparsers(dest="proxy_command", metavar="ACTION")
+    parser.set_defaults(func=lambda args: _help(parser))
+    serve = sub.add_parser("serve", help="serve the Toxiproxy API and its proxies until stopped")
+    serve.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8474,
+                       help="API port (default 8474; 0 picks a free one)")
+    serve.add_argument("--config", metavar="FILE",
+                       help="JSON list of proxies to create at start, as for POST /populate")
+    serve.add_argument("--seed", type=int, default=None,
+                       help="seed for toxicity draws and jitter, for reproducible runs")
+    serve.set_defaults(func=_serve)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from chaoskit.errors import ConfigError
+    from chaoskit.proxy.server import ProxyServer
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} is not a TCP port")
+    server = ProxyServer(args.host, args.port, seed=args.seed, config=args.config)
+    server.start()
+
+    def on_term(signum: int, frame: Any) -> None:
+        server.stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    print(f"chaoskit proxy: Toxiproxy API listening on {server.url}", flush=True)
+    try:
+        while not server.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return 0

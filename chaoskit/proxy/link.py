@@ -1,0 +1,465 @@
+"""The data plane: one proxied TCP connection as two links, each running its toxics.
+
+Every connection is a client transport and an upstream transport joined by two
+:class:`Link` objects (upstream = client→server, downstream = server→client).  A link
+with no active toxic writes each chunk straight through from ``data_received`` — no
+task, no queue — which is what keeps bulk throughput and small-request latency close
+to a direct connection.  When toxics apply, chunks go through a queue drained by one
+pump task that re-reads the proxy's toxic chain whenever it is woken, so toxics added,
+changed or removed through the API act on live connections at once.  Everything here
+runs on the server's single event-loop thread; nothing needs a lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from chaoskit.proxy.model import Toxic, slice_offsets
+
+if TYPE_CHECKING:
+    from chaoskit.proxy.server import Proxy
+
+HIGH_WATER = 1 << 20
+"""Queued bytes at which a link stops reading its source (backpressure)."""
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class _State:
+    """What one link remembers about one toxic: its toxicity draw and running counters."""
+
+    __slots__ = ("enabled", "toxicity", "sent", "next_free", "timer", "timer_ms")
+
+    def __init__(self, enabled: bool, toxicity: float) -> None:
+        self.enabled = enabled
+        self.toxicity = toxicity
+        self.sent = 0  # limit_data: bytes let through so far
+        self.next_free = 0.0  # bandwidth: loop time when the next byte may leave
+        self.timer: asyncio.TimerHandle | None = None  # timeout / reset_peer
+        self.timer_ms = -1
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Link:
+    """One direction of a connection: reads ``src``, applies the toxics, writes ``dst``."""
+
+    def __init__(self, conn: Connection, direction: str) -> None:
+        self.conn = conn
+        self.direction = direction
+        self.proxy = conn.proxy
+        self.loop = conn.loop
+        self.src: asyncio.Transport | None = None
+        self.dst: asyncio.Transport | None = None
+        self.queue: deque[tuple[float, bytes]] = deque()
+        self.queued = 0
+        self.task: asyncio.Task[None] | None = None
+        self.eof_at: float | None = None
+        self.finished = False
+        self.dst_paused = False
+        self.src_paused = False
+        self.states: dict[Toxic, _State] = {}
+        self._cache_version = -1
+        self._cache: list[tuple[Toxic, _State]] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._idle = False
+
+    # -- set-up and toxic bookkeeping -------------------------------------------------
+    def start(self, src: asyncio.Transport, dst: asyncio.Transport) -> None:
+        self.src, self.dst = src, dst
+        self.on_change()
+
+    def active(self) -> list[tuple[Toxic, _State]]:
+        """The toxics of this direction that apply to this connection (toxicity drawn once)."""
+        version = self.proxy.version
+        if version == self._cache_version:
+            return self._cache
+        chain = self.proxy.chains[self.direction]
+        result = []
+        for toxic in chain:
+            state = self.states.get(toxic)
+            if state is None or state.toxicity != toxic.toxicity:
+                enabled = self.proxy.rng.random() < toxic.toxicity
+                if state is None:
+                    state = self.states[toxic] = _State(enabled, toxic.toxicity)
+                state.enabled, state.toxicity = enabled, toxic.toxicity
+            if state.enabled:
+                result.append((toxic, state))
+        for gone in [t for t in self.states if t not in chain]:
+            self.states.pop(gone).cancel()
+        self._cache_version, self._cache = version, result
+        return result
+
+    def on_change(self) -> None:
+        """The proxy's toxics changed: redraw, re-arm timers and wake the pump."""
+        if self.src is None or self.conn.closed:
+            return
+        for toxic, state in self.active():
+            if toxic.type == "timeout":
+                ms = toxic.attributes["timeout"]
+                if state.timer_ms != ms:
+                    state.cancel()
+                    state.timer_ms = ms
+                    if ms > 0:
+                        state.timer = self.loop.call_later(ms / 1000, self.conn.close)
+        for state in self.states.values():
+            if not state.enabled:
+                state.cancel()
+                state.timer_ms = -1
+        if self.queue or self.eof_at is not None:
+            self._ensure_task()
+        self.wake()
+
+    # -- input from the source transport --------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        self.proxy.rx[self.direction] += len(data)
+        if self.task is None and (not self.proxy.chains[self.direction] or not self.active()):
+            self._send(data)
+            return
+        self.queue.append((self.loop.time(), data))
+        self.queued += len(data)
+        self._ensure_task()
+        if self._idle:
+            self.wake()
+        self.update_reading()
+
+    def feed_eof(self) -> None:
+        self.eof_at = self.loop.time()
+        if self.task is None and not self.active():
+            self._propagate_eof()
+            return
+        self._ensure_task()
+        self.wake()
+
+    def set_dst_paused(self, paused: bool) -> None:
+        self.dst_paused = paused
+        self.update_reading()
+        if not paused:
+            self.wake()
+
+    def update_reading(self) -> None:
+        src = self.src
+        if src is None or src.is_closing():
+            return
+        want = self.dst_paused or self.queued > HIGH_WATER
+        if want != self.src_paused:
+            self.src_paused = want
+            if want:
+                src.pause_reading()
+            else:
+                src.resume_reading()
+
+    # -- the pump -------------------------------------------------------------------------
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, deadline: float | None) -> None:
+        """Sleep until ``deadline`` (loop time) or until woken, whichever is first."""
+        fut = self._waiter = self.loop.create_future()
+        handle = self.loop.call_at(deadline, _resolve, fut) if deadline is not None else None
+        try:
+            await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._waiter = None
+
+    def _ensure_task(self) -> None:
+        if self.task is None and not self.conn.closed:
+            self.task = self.loop.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while not self.conn.closed:
+                if self.queue:
+                    t0, data = self.queue.popleft()
+                    await self._process(t0, data)
+                    self.queued -= len(data)
+                    self.update_reading()
+                elif self.eof_at is not None:
+                    await self._finish_eof()
+                    return
+                elif not self.active():
+                    return  # back to the direct path
+                else:
+                    self._idle = True
+                    try:
+                        await self._wait(None)
+                    finally:
+                        self._idle = False
+        finally:
+            self.task = None
+
+    async def _process(self, t0: float, data: bytes) -> None:
+        """Carry one chunk through the current toxics; re-evaluated after every wake-up."""
+        drawn: dict[Toxic, tuple[tuple[int, int], float]] = {}
+        while True:
+            if self.conn.closed:
+                return
+            deadline = t0
+            for toxic, state in self.active():
+                kind = toxic.type
+                if kind == "timeout":
+                    return  # held: data is dropped until the toxic goes or the timer fires
+                if kind == "reset_peer":
+                    if state.timer is None:
+                        ms = toxic.attributes["timeout"]
+                        state.timer = self.loop.call_later(ms / 1000, self.conn.close, True)
+                    return
+                if kind == "latency":
+                    key = (toxic.attributes["latency"], toxic.attributes["jitter"])
+                    entry = drawn.get(toxic)
+                    if entry is None or entry[0] != key:
+                        jitter = self.proxy.rng.uniform(-key[1], key[1]) if key[1] else 0.0
+                        entry = drawn[toxic] = (key, max(0.0, key[0] + jitter) / 1000)
+                    deadline += entry[1]
+            if self.dst_paused:
+                await self._wait(None)
+            elif deadline > self.loop.time():
+                await self._wait(deadline)
+            else:
+                break
+        limits = [(t, s) for t, s in self.active() if t.type == "limit_data"]
+        if limits:
+            remaining = min(t.attributes["bytes"] - s.sent for t, s in limits)
+            if remaining <= 0:
+                self.conn.close()
+                return
+            data = data[:remaining]
+        await self._write_sliced(data)
+        if limits:
+            for _, state in limits:
+                state.sent += len(data)
+            if any(t.attributes["bytes"] - s.sent <= 0 for t, s in limits):
+                self.conn.close()
+
+    def _first(self, kind: str) -> tuple[Toxic, _State] | None:
+        for toxic, state in self.active():
+            if toxic.type == kind:
+                return toxic, state
+        return None
+
+    async def _write_sliced(self, data: bytes) -> None:
+        slicer = self._first("slicer")
+        if slicer is None:
+            await self._write_paced(data)
+            return
+        attrs = slicer[0].attributes
+        cuts = slice_offsets(len(data), attrs["average_size"], attrs["size_variation"],
+                             self.proxy.rng)
+        start = 0
+        for i, end in enumerate(cuts):
+            await self._write_paced(data[start:end])
+            start = end
+            if i == len(cuts) - 1:
+                return
+            while not self.conn.closed:
+                current = self._first("slicer")
+                if current is None:  # removed mid-chunk: the rest goes at once
+                    await self._write_paced(data[start:])
+                    return
+                pause_until = self.loop.time() + current[0].attributes["delay"] / 1e6
+                if pause_until <= self.loop.time():
+                    break
+                await self._wait(pause_until)
+                if self.loop.time() >= pause_until:
+                    break
+            if self.conn.closed:
+                return
+
+    async def _write_paced(self, data: bytes) -> None:
+        """Write ``data``, at the bandwidth toxic's rate when one applies."""
+        while data and not self.conn.closed:
+            if self.dst_paused:
+                await self._wait(None)
+                continue
+            rates = [t.attributes["rate"] for t, _ in self.active()
+                     if t.type == "bandwidth" and t.attributes["rate"] > 0]
+            if not rates:
+                self._send(data)
+                return
+            bw = self._first("bandwidth")
+            assert bw is not None
+            state = bw[1]
+            rate = min(rates) * 1000  # KB/s -> bytes/s, as Toxiproxy counts
+            now = self.loop.time()
+            if state.next_free > now:
+                await self._wait(state.next_free)
+                continue
+            size = max(1, rate // 10)  # at most 100 ms worth per write
+            piece, data = data[:size], data[size:]
+            self._send(piece)
+            state.next_free = max(state.next_free, now) + len(piece) / rate
+
+    def _send(self, data: bytes) -> None:
+        dst = self.dst
+        if dst is not None and not dst.is_closing():
+            dst.write(data)
+            self.proxy.tx[self.direction] += len(data)
+
+    async def _finish_eof(self) -> None:
+        """The source closed: pass the close on, after any slow_close delay."""
+        while not self.conn.closed:
+            deadline = self.eof_at or self.loop.time()
+            held = False
+            for toxic, _ in self.active():
+                if toxic.type in ("timeout", "reset_peer"):
+                    held = True
+                elif toxic.type == "slow_close":
+                    deadline += toxic.attributes["delay"] / 1000
+            if held:
+                await self._wait(None)
+            elif deadline > self.loop.time():
+                await self._wait(deadline)
+            else:
+                self._propagate_eof()
+                return
+
+    def _propagate_eof(self) -> None:
+        self.finished = True
+        other = self.conn.down if self is self.conn.up else self.conn.up
+        dst = self.dst
+        if other.finished or dst is None or not dst.can_write_eof():
+            self.conn.close()
+        elif not dst.is_closing():
+            dst.write_eof()
+
+    def stop(self) -> None:
+        for state in self.states.values():
+            state.cancel()
+        self.wake()
+
+
+class Connection:
+    """A client connection and its upstream connection, joined by two links."""
+
+    def __init__(self, proxy: Proxy, client: asyncio.Transport) -> None:
+        self.proxy = proxy
+        self.loop = proxy.loop
+        self.client = client
+        self.upstream: asyncio.Transport | None = None
+        self.up = Link(self, "upstream")
+        self.down = Link(self, "downstream")
+        self.closed = False
+        self.connect_task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        host, port = self.proxy.upstream_addr
+        try:
+            await self.loop.create_connection(
+                lambda: _UpstreamProtocol(self), host or "127.0.0.1", port
+            )
+        except (OSError, ValueError, UnicodeError):
+            self.proxy.upstream_failures += 1
+            self.close()
+
+    def upstream_made(self, transport: asyncio.Transport) -> None:
+        if self.closed:
+            transport.abort()
+            return
+        self.upstream = transport
+        self.up.start(self.client, transport)
+        self.down.start(transport, self.client)
+        self.client.resume_reading()
+
+    def close(self, reset: bool = False) -> None:
+        """Close both sides; ``reset`` sends a TCP RST instead of a FIN (reset_peer)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.proxy.connections.discard(self)
+        for link in (self.up, self.down):
+            link.stop()
+        if self.connect_task is not None and not self.connect_task.done():
+            self.connect_task.cancel()
+        for transport in (self.client, self.upstream):
+            if transport is None:
+                continue
+            if reset:
+                sock: Any = transport.get_extra_info("socket")
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except (OSError, AttributeError):
+                    pass
+                transport.abort()
+            else:
+                transport.close()
+
+    def lost(self, exc: Exception | None) -> None:
+        self.close(reset=exc is not None)
+
+
+class ClientProtocol(asyncio.Protocol):
+    """The listening side: each accepted client opens its upstream connection."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.conn: Connection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        conn = self.conn = Connection(self.proxy, transport)
+        self.proxy.connections.add(conn)
+        self.proxy.connections_total += 1
+        conn.connect_task = self.proxy.loop.create_task(conn.connect())
+
+    def data_received(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.up.feed(data)
+
+    def eof_received(self) -> bool:
+        assert self.conn is not None
+        self.conn.up.feed_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        assert self.conn is not None
+        self.conn.down.set_dst_paused(True)
+
+    def resume_writing(self) -> None:
+        assert self.conn is not None
+        self.conn.down.set_dst_paused(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.lost(exc)
+
+
+class _UpstreamProtocol(asyncio.Protocol):
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.conn.upstream_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.down.feed(data)
+
+    def eof_received(self) -> bool:
+        self.conn.down.feed_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        self.conn.up.set_dst_paused(True)
+
+    def resume_writing(self) -> None:
+        self.conn.up.set_dst_paused(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.lost(exc)
