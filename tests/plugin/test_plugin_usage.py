@@ -1,0 +1,65 @@
+"""The plugin's usage errors: one clear message naming the bad value, nothing started."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_marker_is_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["*@pytest.mark.chaos(ttd=None, rto=None, rpo=None)*"])
+
+
+def test_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--chaos-backend=kubernetes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown backend 'kubernetes' (choose from: process, docker)*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_bad_budget_names_test_and_value(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.chaos(rto="soonish")
+        def test_slow_recovery(chaos):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_slow_recovery*rto='soonish'*not a duration*"])
+    assert "Traceback" not in result.stderr.str()
+    assert not (pytester.path / "reports").exists()  # nothing was started or written
+
+
+def test_positional_budget_is_rejected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.chaos("30s")
+        def test_x():
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_x*keyword budgets only*"])
+
+
+def test_bad_ini_budget_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nchaos_rto = forever\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*rto='forever'*not a duration*"])
+
+
+def test_tests_without_chaos_write_no_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest()
+    assert result.ret == 0
+    assert not (pytester.path / "reports").exists()
