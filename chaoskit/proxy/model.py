@@ -142,7 +142,7 @@ class Toxic:
         if not isinstance(name, str):
             raise bad_request(f"name={name!r} is not a string")
         toxicity = _toxicity(body.get("toxicity", 1.0))
-        raw = body.get("attributes") or {}
+        raw = body.get("attributes")
         attrs = dict(TOXIC_ATTRIBUTES[toxic_type])
         attrs.update(_parse_attributes(toxic_type, raw))
         _check_attributes(toxic_type, attrs)
@@ -153,13 +153,13 @@ class Toxic:
         body = _as_object(body, "toxic")
         toxicity = _toxicity(body["toxicity"]) if "toxicity" in body else self.toxicity
         attrs = dict(self.attributes)
-        attrs.update(_parse_attributes(self.type, body.get("attributes") or {}))
+        attrs.update(_parse_attributes(self.type, body.get("attributes")))
         _check_attributes(self.type, attrs)
         return toxicity, attrs
 
 
 def _parse_attributes(toxic_type: str, raw: Any) -> dict[str, int]:
-    raw = _as_object(raw, "attributes")
+    raw = _as_object({} if raw is None else raw, "attributes")
     known = TOXIC_ATTRIBUTES[toxic_type]
     # unknown keys are ignored, as Go's decoder does
     return {k: _int_attr(toxic_type, k, v) for k, v in raw.items() if k in known}
