@@ -24,7 +24,8 @@ def kill_journal(budgets, *, detected=True, recovered=True, outcome="passed"):
         events.append(ev(11.2, "detected", service="serving"))
     if recovered:
         events.append(ev(15.5, "steady_state.ok", phase="recovery"))
-    events += [ev(16.0, "fault.reverted"), ev(16.5, "experiment.finished", name="exp", outcome=outcome)]
+    events.append(ev(16.0, "fault.reverted"))
+    events.append(ev(16.5, "experiment.finished", name="exp", outcome=outcome))
     return events
 
 
