@@ -265,8 +265,8 @@ def _files_of_prefix(prefix: Path, message: str) -> str | None:
         if index.exists():
             return str(index)
     shard = _SHARD.search(message)
-    pattern = f"{prefix.name}.data-{int(shard.group(1)):05d}-of-*" if shard else (
-        f"{prefix.name}.data-*"
+    pattern = (
+        f"{prefix.name}.data-{int(shard.group(1)):05d}-of-*" if shard else (f"{prefix.name}.data-*")
     )
     hits = sorted(prefix.parent.glob(pattern))
     return str(hits[0]) if hits else None

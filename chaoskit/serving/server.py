@@ -1,0 +1,236 @@
+"""The HTTP side of the model server: TF Serving's REST API subset, JSON in and out.
+
+A ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive; each request reads the
+currently served version once, so a version switch in the middle of a request is
+harmless.  Every answer, including errors and unknown paths, is a JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from chaoskit.serving import tensors
+from chaoskit.serving.store import ModelStore, Servable
+
+_ROUTE = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+    r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?/?$"
+)
+MAX_BODY = 64 * 1024 * 1024
+
+
+class ApiError(Exception):
+    """An answer other than 200: HTTP status and TF Serving-style message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ServingHTTPServer(ThreadingHTTPServer):
+    """Threading server that knows the store and skips the slow reverse DNS lookup."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], store: ModelStore) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.store = store
+        super().__init__(address, ServingHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), which may wait on DNS.
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(self.server_address)
+        self.server_address = self.socket.getsockname()
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+
+class ServingHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "chaoskit-serving/0.1"
+    timeout = 120  # idle keep-alive connections are closed after this
+    server: ServingHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Quiet: the journal, not stderr, records what matters."""
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        raw = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(raw)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            return b""
+        try:
+            length = int(length_text)
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(400, f"bad Content-Length header: {length_text!r}") from None
+        if length < 0 or length > MAX_BODY:
+            self.close_connection = True
+            raise ApiError(400, f"request body of {length} bytes refused (max {MAX_BODY})")
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise ApiError(400, "malformed chunked request body") from None
+            if size == 0:
+                while self.rfile.readline(1024).strip():
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > MAX_BODY:
+                self.close_connection = True
+                raise ApiError(400, f"request body over {MAX_BODY} bytes refused")
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            body = self._read_body() if method == "POST" else b""
+            status, answer = self._route(method, body)
+        except ApiError as e:
+            status, answer = e.status, {"error": e.message}
+        except Exception as e:  # noqa: BLE001 - a request must never kill the server
+            status, answer = 500, {"error": f"Internal: {type(e).__name__}: {e}"}
+        self._send(status, answer)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch("GET")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    # -- the API -----------------------------------------------------------------
+
+    def _route(self, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        path = self.path.split("?", 1)[0]
+        match = _ROUTE.match(path)
+        if match is None:
+            raise ApiError(404, f"Malformed request: {method} {path}")
+        name, version_text = match["name"], match["version"]
+        verb, metadata = match["verb"], match["metadata"]
+        version: int | None = None
+        if version_text is not None:
+            if not version_text.isdigit():
+                raise ApiError(400, f"Failed to convert version: {version_text} to numeric.")
+            version = int(version_text)
+        if verb is not None:
+            if method != "POST":
+                raise ApiError(404, f"Malformed request: {method} {path}")
+            if verb != "predict":
+                raise ApiError(400, f"chaoskit-serving answers only :predict, not :{verb}")
+            return 200, self._predict(name, version, body)
+        if method != "GET":
+            raise ApiError(404, f"Malformed request: {method} {path}")
+        if metadata:
+            return 200, self._metadata(name, version)
+        return 200, self._status(name, version)
+
+    def _check_model(self, name: str, version: int | None) -> None:
+        if name != self.server.store.model_name:
+            spec = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+            raise ApiError(404, f"Servable not found for request: {spec}")
+
+    def _servable(self, name: str, version: int | None) -> Servable:
+        self._check_model(name, version)
+        servable = self.server.store.current()
+        if version is not None:
+            if servable is None or servable.version != version:
+                raise ApiError(404, f"Servable not found for request: Specific({name}, {version})")
+            return servable
+        if servable is None:
+            raise ApiError(503, f"Servable not available: no version of model {name} is loaded")
+        return servable
+
+    def _status(self, name: str, version: int | None) -> dict[str, Any]:
+        store = self.server.store
+        if name != store.model_name:
+            raise ApiError(404, f"Could not find any versions of model {name}")
+        states = store.status()
+        if version is not None:
+            states = [s for s in states if s["version"] == str(version)]
+            if not states:
+                raise ApiError(404, f"Could not find version {version} of model {name}")
+        elif not states:
+            raise ApiError(404, f"Could not find any versions of model {name}")
+        return {"model_version_status": states}
+
+    def _metadata(self, name: str, version: int | None) -> dict[str, Any]:
+        servable = self._servable(name, version)
+        return {
+            "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+            "metadata": {"signature_def": {"signature_def": servable.signature_def}},
+        }
+
+    def _predict(self, name: str, version: int | None, body: bytes) -> dict[str, Any]:
+        import tensorflow as tf
+
+        try:
+            doc = tensors.parse_body(body)
+            signature_name = tensors.signature_name(doc)
+        except tensors.RequestError as e:
+            raise ApiError(400, str(e)) from None
+        servable = self._servable(name, version)
+        signature = servable.signatures.get(signature_name)
+        if signature is None:
+            raise ApiError(
+                400, f'Serving signature name: "{signature_name}" not found in signature def'
+            )
+        try:
+            fmt, inputs = tensors.request_tensors(doc, signature.inputs)
+        except tensors.RequestError as e:
+            raise ApiError(400, str(e)) from None
+        try:
+            outputs = signature(inputs)
+        except tf.errors.InvalidArgumentError as e:
+            raise ApiError(400, _first_line(e.message)) from None
+        except tf.errors.DataLossError as e:
+            raise ApiError(500, f"Data loss: {_first_line(e.message)}") from None
+        except (tf.errors.OpError, ValueError, TypeError) as e:
+            raise ApiError(500, f"Internal: {_first_line(str(e))}") from None
+        try:
+            return tensors.response_body(fmt, outputs)
+        except ValueError as e:
+            raise ApiError(400, str(e)) from None
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else text

@@ -1,0 +1,331 @@
+"""Version polling and loading for the model server (TF Serving's "latest" policy).
+
+Every poll lists ``base_path/<int>/`` and tries the versions newer than the one served,
+highest first, until one loads; a load is complete only after the canary inputs ran
+through it (and matched the canary outputs stored with the version), so a switch
+never exposes a version that cannot answer.  Choices, where TF Serving leaves room:
+
+* a version that fails to load is reported as END with DATA_LOSS/UNKNOWN and is not
+  retried until something in its directory changes (size or mtime of any file);
+* if the newest version fails, the next older one newer than the served one is tried
+  (TF Serving would keep aspiring to the newest only) -- at a cold start after a bad
+  export this keeps the model available;
+* the served version stays in memory when its directory disappears from disk and
+  is unloaded only when a newer version has loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chaoskit import model as ref
+from chaoskit.journal import Journal
+from chaoskit.serving.tensors import InputSpec
+
+log = logging.getLogger(__name__)
+
+Fingerprint = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A callable signature of a loaded version."""
+
+    name: str
+    function: Any
+    inputs: dict[str, InputSpec]
+    outputs: tuple[str, ...]
+
+    def __call__(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        args = {
+            name: tf.constant(array, dtype=tf.as_dtype(self.inputs[name].dtype))
+            if array.dtype != object
+            else tf.constant(array.tolist(), dtype=tf.string)
+            for name, array in tensors.items()
+        }
+        result = self.function(**args)
+        return {name: value.numpy() for name, value in result.items()}
+
+
+@dataclass
+class Servable:
+    """One loaded version: the SavedModel object (kept alive), signatures, metadata."""
+
+    version: int
+    path: Path
+    loaded: Any
+    signatures: dict[str, Signature]
+    signature_def: dict[str, Any]
+
+
+@dataclass
+class VersionState:
+    """What the status endpoint reports about one version."""
+
+    version: int
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+    fingerprint: Fingerprint | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "version": str(self.version),
+            "state": self.state,
+            "status": {"error_code": self.error_code, "error_message": self.error_message},
+        }
+
+
+class LoadError(Exception):
+    """A version could not be loaded; carries what the status and journal report."""
+
+    def __init__(self, code: str, error_type: str, message: str, file: str | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.error_type = error_type
+        self.message = message
+        self.file = file
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """Cheap change detector for a version directory: every file's size and mtime."""
+    entries: list[tuple[str, int, int]] = []
+    try:
+        entries.append(("", 0, path.stat().st_mtime_ns))
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                entries.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
+    except FileNotFoundError:
+        pass
+    return tuple(entries)
+
+
+def _signature_def_json(path: Path) -> dict[str, Any]:
+    """The SignatureDefs of ``saved_model.pb`` as TF Serving's metadata JSON shows them."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    defs = proto.meta_graphs[0].signature_def if proto.meta_graphs else {}
+
+    def tensor_info(info: Any) -> dict[str, Any]:
+        shape = info.tensor_shape
+        return {
+            "dtype": types_pb2.DataType.Name(info.dtype),
+            "tensor_shape": {
+                "dim": [{"size": str(d.size), "name": d.name} for d in shape.dim],
+                "unknown_rank": bool(shape.unknown_rank),
+            },
+            "name": info.name,
+        }
+
+    return {
+        key: {
+            "inputs": {k: tensor_info(v) for k, v in sorted(sig.inputs.items())},
+            "outputs": {k: tensor_info(v) for k, v in sorted(sig.outputs.items())},
+            "method_name": sig.method_name,
+            "defaults": {},
+        }
+        for key, sig in sorted(defs.items())
+    }
+
+
+def _classify(error: BaseException) -> str:
+    import tensorflow as tf
+
+    text = str(error).lower()
+    if isinstance(error, (tf.errors.DataLossError, IndexError)) or any(
+        hint in text for hint in ("checksum", "corrupt", "read less bytes", "magic", "cannot parse")
+    ):
+        return "DATA_LOSS"
+    return "UNKNOWN"
+
+
+def load_version(version: int, path: Path) -> Servable:
+    """Load one SavedModel version and prove it answers (the canary, when present)."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+        signature_def = _signature_def_json(path)
+        signatures: dict[str, Signature] = {}
+        for key, function in loaded.signatures.items():
+            inputs = {
+                name: InputSpec(
+                    name,
+                    np.dtype(object)
+                    if spec.dtype == tf.string
+                    else np.dtype(spec.dtype.as_numpy_dtype),
+                    None if spec.shape.rank is None else tuple(spec.shape.as_list()),
+                )
+                for name, spec in function.structured_input_signature[1].items()
+            }
+            signatures[key] = Signature(key, function, inputs, tuple(function.structured_outputs))
+        _warm_up(version, path, signatures)
+    except LoadError:
+        raise
+    except (tf.errors.OpError, IndexError, OSError, ValueError, KeyError) as e:
+        lines = str(e).strip().splitlines()
+        raise LoadError(
+            _classify(e), type(e).__name__, lines[0] if lines else repr(e), ref.error_file(e, path)
+        ) from e
+    return Servable(version, path, loaded, signatures, signature_def)
+
+
+def _warm_up(version: int, path: Path, signatures: dict[str, Signature]) -> None:
+    """Run the canary inputs once; refuse a version whose answers differ from its
+    canary (the weights are not the ones exported) or that has no usable signature."""
+    signature = signatures.get(ref.SIGNATURE_NAME)
+    if signature is None:
+        raise LoadError(
+            "UNKNOWN", "SignatureError", f"no '{ref.SIGNATURE_NAME}' signature in {path}", None
+        )
+    try:
+        canary = ref.load_canary(path)
+    except FileNotFoundError:
+        canary = None
+    except (OSError, ValueError) as e:
+        raise LoadError(
+            "DATA_LOSS", type(e).__name__, f"unreadable canary: {e}", str(ref.canary_file(path))
+        ) from e
+    if len(signature.inputs) != 1:
+        return  # not the reference model shape: loading it was the whole check
+    ((name, spec),) = signature.inputs.items()
+    rows = canary["inputs"] if canary else ref.CANARY_INPUTS
+    if spec.dtype.kind != "f" or spec.shape is None or len(spec.shape) != 2:
+        return
+    outputs = signature({name: np.asarray(rows, dtype=spec.dtype)})
+    if canary is None or len(outputs) != 1:
+        return
+    got = next(iter(outputs.values()))
+    want = np.asarray(canary["outputs"], dtype=np.float64)
+    tolerance = float(canary.get("tolerance", ref.CANARY_TOLERANCE))
+    if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=tolerance):
+        worst = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("nan")
+        raise LoadError(
+            "DATA_LOSS",
+            "CanaryMismatch",
+            f"version {version} answers its canary inputs off by up to {worst:.3g} "
+            f"(tolerance {tolerance:g})",
+            str(ref.canary_file(path)),
+        )
+
+
+@dataclass
+class ModelStore:
+    """Polls a base path and keeps the newest loadable version serving."""
+
+    model_name: str
+    base_path: Path
+    journal: Journal | None = None
+    loader: Callable[[int, Path], Servable] = load_version
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _served: Servable | None = None
+    _states: dict[int, VersionState] = field(default_factory=dict)
+
+    def current(self) -> Servable | None:
+        return self._served
+
+    def status(self) -> list[dict[str, Any]]:
+        """Known versions, newest first, in TF Serving's ``model_version_status`` form."""
+        with self._lock:
+            return [self._states[v].as_json() for v in sorted(self._states, reverse=True)]
+
+    def version_state(self, version: int) -> VersionState | None:
+        with self._lock:
+            return self._states.get(version)
+
+    def _record(self, event: str, **fields: Any) -> None:
+        if self.journal is not None:
+            self.journal.record(event, **fields)
+
+    def _set(self, state: VersionState) -> None:
+        with self._lock:
+            self._states[state.version] = state
+
+    def poll_once(self) -> None:
+        """One look at the base path: forget vanished versions, load a newer one."""
+        on_disk = ref.version_dirs(self.base_path)
+        served = self._served
+        with self._lock:
+            for version in list(self._states):
+                if version not in on_disk and (served is None or version != served.version):
+                    del self._states[version]
+        floor = -1 if served is None else served.version
+        for version in sorted((v for v in on_disk if v > floor), reverse=True):
+            path = on_disk[version]
+            print_ = fingerprint(path)
+            known = self.version_state(version)
+            if known is not None and known.state == "END" and known.fingerprint == print_:
+                continue  # failed before, unchanged since: do not retry
+            if self._try_load(version, path, print_):
+                break
+
+    def _try_load(self, version: int, path: Path, print_: Fingerprint) -> bool:
+        self._set(VersionState(version, "LOADING", fingerprint=print_))
+        started = time.monotonic()
+        try:
+            servable = self.loader(version, path)
+        except LoadError as e:
+            self._set(VersionState(version, "END", e.code, e.message, print_))
+            self._record(
+                "serving.load_failed",
+                version=version,
+                path=str(path),
+                file=e.file,
+                error_type=e.error_type,
+                error=e.message,
+            )
+            return False
+        except Exception as e:  # noqa: BLE001 - a bad version must never stop serving
+            message = f"{type(e).__name__}: {e}".splitlines()[0]
+            self._set(VersionState(version, "END", "UNKNOWN", message, print_))
+            self._record(
+                "serving.load_failed",
+                version=version,
+                path=str(path),
+                file=None,
+                error_type=type(e).__name__,
+                error=message,
+            )
+            return False
+        load_s = time.monotonic() - started
+        old = self._served
+        with self._lock:
+            self._served = servable
+            self._states[version] = VersionState(version, "AVAILABLE", fingerprint=print_)
+            if old is not None and old.version in self._states:
+                self._states[old.version] = VersionState(
+                    old.version, "END", fingerprint=self._states[old.version].fingerprint
+                )
+        self._record("serving.version_loaded", version=version, load_s=round(load_s, 4))
+        if old is not None:
+            self._record("serving.version_unloaded", version=old.version)
+        return True
+
+    def run(self, stop: threading.Event, poll_interval: float) -> None:
+        """Poll until *stop* is set; the first poll happens at once."""
+        while not stop.is_set():
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - keep serving whatever happens to the disk
+                log.exception("polling %s failed", self.base_path)
+            stop.wait(poll_interval)
