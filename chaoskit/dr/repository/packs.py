@@ -1,0 +1,170 @@
+"""Pack files: many encrypted chunks in one file, with an encrypted header at the end.
+
+Layout: ``blob blob ... blob header header_length(u32 LE)``.  Each blob is a sealed chunk
+(its AAD is the chunk id); the header lists ``(chunk id, sealed length, plain length)``
+for each blob in order and is sealed with the pack id as AAD, so the index can always
+be rebuilt from the packs alone.  A pack is written under a temporary name, fsynced and
+renamed; only then may an index point at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaoskit.atomic import fsync_dir
+from chaoskit.dr.repository.crypto import Cipher
+from chaoskit.errors import IntegrityError
+
+PACK_TARGET = 16 << 20
+_ENTRY = struct.Struct("<32sII")
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """Where one sealed chunk lives."""
+
+    pack: str
+    offset: int
+    length: int
+    raw_length: int
+
+
+def pack_path(data_dir: Path, pack_id: str) -> Path:
+    return data_dir / pack_id[:2] / pack_id
+
+
+def list_packs(data_dir: Path) -> dict[str, Path]:
+    """Pack id -> path for every finished pack (temporary files are skipped)."""
+    packs: dict[str, Path] = {}
+    if not data_dir.is_dir():
+        return packs
+    for sub in data_dir.iterdir():
+        if sub.is_dir():
+            for p in sub.iterdir():
+                if not p.name.startswith("."):
+                    packs[p.name] = p
+    return packs
+
+
+def header_aad(pack_id: str) -> bytes:
+    return b"chaoskit-pack\0" + pack_id.encode()
+
+
+class _OpenPack:
+    def __init__(self, data_dir: Path) -> None:
+        self.id = os.urandom(16).hex()
+        self.final = pack_path(data_dir, self.id)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.with_name(f".{self.id}.tmp")
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        self.size = 0
+        self.entries: list[tuple[bytes, int, int, int]] = []  # id, offset, length, raw
+
+
+class PackWriter:
+    """Appends sealed chunks to packs; finishing (fsync + rename) runs in a worker thread."""
+
+    def __init__(self, data_dir: Path, cipher: Cipher, *, target: int = PACK_TARGET) -> None:
+        self.data_dir = data_dir
+        self.cipher = cipher
+        self.target = target
+        self._current: _OpenPack | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="chaoskit-pack")
+        self._pending: list[tuple[_OpenPack, Future[None]]] = []
+        self.bytes_written = 0
+
+    def add(self, chunk_id: bytes, sealed: bytes, raw_length: int) -> None:
+        pack = self._current
+        if pack is None:
+            pack = self._current = _OpenPack(self.data_dir)
+        view = memoryview(sealed)
+        while view:
+            view = view[os.write(pack.fd, view) :]
+        pack.entries.append((chunk_id, pack.size, len(sealed), raw_length))
+        pack.size += len(sealed)
+        self.bytes_written += len(sealed)
+        if pack.size >= self.target:
+            self._seal_current()
+
+    def _seal_current(self) -> None:
+        pack, self._current = self._current, None
+        if pack is not None:
+            self._pending.append((pack, self._pool.submit(self._finish, pack)))
+
+    def _finish(self, pack: _OpenPack) -> None:
+        header = b"".join(_ENTRY.pack(i, n, raw) for i, _, n, raw in pack.entries)
+        sealed = self.cipher.seal(header, header_aad(pack.id))
+        tail = sealed + struct.pack("<I", len(sealed))
+        view = memoryview(tail)
+        while view:
+            view = view[os.write(pack.fd, view) :]
+        os.fsync(pack.fd)
+        os.close(pack.fd)
+        pack.fd = -1
+        os.rename(pack.tmp, pack.final)
+        fsync_dir(pack.final.parent)
+
+    def flush(self) -> dict[bytes, BlobLocation]:
+        """Finish every pack and return the locations of all chunks now durable."""
+        self._seal_current()
+        located: dict[bytes, BlobLocation] = {}
+        for pack, future in self._pending:
+            future.result()
+            for chunk_id, offset, length, raw in pack.entries:
+                located[chunk_id] = BlobLocation(pack.id, offset, length, raw)
+        return located
+
+    def packs(self) -> list[str]:
+        return [p.id for p, _ in self._pending]
+
+    def abort(self) -> None:
+        """Remove everything this writer created: none of it is indexed yet."""
+        packs = [p for p, _ in self._pending]
+        if self._current is not None:
+            packs.append(self._current)
+        self._current = None
+        for pack, future in self._pending:
+            with contextlib.suppress(BaseException):
+                future.result()
+        for pack in packs:
+            if pack.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(pack.fd)
+            for path in (pack.tmp, pack.final):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        self._pending.clear()
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def read_header(path: Path, pack_id: str, cipher: Cipher) -> list[tuple[bytes, BlobLocation]]:
+    """The blobs a pack says it holds, authenticated; IntegrityError names the pack."""
+    what = f"pack {pack_id}"
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 4:
+            raise IntegrityError(f"{what}: truncated ({size} bytes)")
+        f.seek(size - 4)
+        (hlen,) = struct.unpack("<I", f.read(4))
+        if hlen + 4 > size:
+            raise IntegrityError(f"{what}: header length {hlen} exceeds the file")
+        f.seek(size - 4 - hlen)
+        header = cipher.open(f.read(hlen), header_aad(pack_id), what=f"{what} header")
+    if len(header) % _ENTRY.size:
+        raise IntegrityError(f"{what}: header has a partial entry")
+    out: list[tuple[bytes, BlobLocation]] = []
+    offset = 0
+    for chunk_id, length, raw in _ENTRY.iter_unpack(header):
+        out.append((chunk_id, BlobLocation(pack_id, offset, length, raw)))
+        offset += length
+    if offset + hlen + 4 != size:
+        raise IntegrityError(f"{what}: blobs and header do not add up to the file size")
+    return out

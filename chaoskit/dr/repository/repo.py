@@ -1,0 +1,225 @@
+"""The repository: a DR-site directory of config, keys, packs, index, snapshots and locks.
+
+``init_repository`` and ``open_repository`` return a :class:`Repository`, whose methods
+are the operations (backup, restore, verify, check, forget, prune, keys).  The config is
+written last at init, so a half-made directory is never taken for a repository; it names
+the format version, and a newer version is refused instead of being misread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chaoskit.atomic import atomic_write_bytes
+from chaoskit.dr.repository import keys as keyfiles
+from chaoskit.dr.repository.crypto import Cipher, MasterKey
+from chaoskit.dr.repository.index import Index, load_index
+from chaoskit.dr.repository.locks import STALE_AFTER, Lock
+from chaoskit.dr.repository.packs import list_packs, read_header
+from chaoskit.dr.repository.snapshots import Snapshot, load_snapshot, resolve, snapshot_ids
+from chaoskit.errors import IntegrityError, RepositoryError
+
+if TYPE_CHECKING:
+    from chaoskit.dr.repository.check import CheckReport
+    from chaoskit.dr.repository.progress import Progress
+    from chaoskit.dr.repository.prune import ForgetResult, PruneStats
+    from chaoskit.dr.repository.restore import RestoreResult
+    from chaoskit.dr.repository.retention import RetentionPolicy
+    from chaoskit.dr.repository.verify import VerifyReport
+
+FORMAT_VERSION = 1
+
+
+def _config_body(config: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in config.items() if k != "mac"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise RepositoryError(f"repository {path} does not exist")
+    if not path.is_dir():
+        raise RepositoryError(f"{path} is not a chaoskit repository (not a directory)")
+    try:
+        config = json.loads((path / "config").read_bytes())
+    except FileNotFoundError as e:
+        raise RepositoryError(f"{path} is not a chaoskit repository (no config file)") from e
+    except (OSError, ValueError) as e:
+        raise IntegrityError(f"repository {path}: config file unreadable ({e})") from e
+    if not isinstance(config, dict) or not isinstance(config.get("version"), int):
+        raise IntegrityError(f"repository {path}: config file has no format version")
+    if config["version"] > FORMAT_VERSION:
+        raise RepositoryError(
+            f"repository {path} has format version {config['version']}; this chaoskit reads "
+            f"version {FORMAT_VERSION} only: upgrade chaoskit to use it"
+        )
+    return config
+
+
+def init_repository(path: str | os.PathLike[str], password: str | bytes, *,
+                    scrypt_n: int = keyfiles.DEFAULT_SCRYPT_N) -> Repository:
+    """Create a repository in an empty or missing directory and return it opened."""
+    root = Path(path)
+    if (root / "config").exists():
+        raise RepositoryError(f"{root} is already a chaoskit repository")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise RepositoryError(f"{root} exists and is not an empty directory")
+    pw = password.encode() if isinstance(password, str) else password
+    master = MasterKey.generate()
+    repo_id = os.urandom(16).hex()
+    for sub in ("data", "index", "snapshots", "keys", "locks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    key_id = keyfiles.write_key_file(root / "keys", repo_id, master, pw, scrypt_n=scrypt_n)
+    config: dict[str, Any] = {"version": FORMAT_VERSION, "id": repo_id, "created": time.time(),
+                              "chunk_id": "hmac-sha256", "cipher": "aes-256-gcm"}
+    config["mac"] = Cipher(master).mac(_config_body(config))
+    atomic_write_bytes(root / "config", json.dumps(config, indent=1).encode())
+    return Repository(root, config, master, key_id)
+
+
+def open_repository(path: str | os.PathLike[str], password: str | bytes) -> Repository:
+    """Open an existing repository; RepositoryError on a wrong password or a non-repository."""
+    root = Path(path)
+    config = _read_config(root)
+    pw = password.encode() if isinstance(password, str) else password
+    master, key_id = keyfiles.open_master_key(root / "keys", str(config.get("id")), pw)
+    repo = Repository(root, config, master, key_id)
+    try:
+        repo.cipher.verify_mac(_config_body(config), str(config.get("mac")), what="config")
+    except IntegrityError as e:
+        warnings.warn(f"repository {root}: {e}", stacklevel=2)
+    return repo
+
+
+class Repository:
+    """An opened repository: the master key is in memory, operations take locks."""
+
+    def __init__(self, root: Path, config: dict[str, Any], master: MasterKey, key_id: str):
+        self.root = root
+        self.config = config
+        self.master = master
+        self.key_id = key_id
+        self.cipher = Cipher(master)
+        self.data_dir = root / "data"
+        self.index_dir = root / "index"
+        self.snap_dir = root / "snapshots"
+        self.keys_dir = root / "keys"
+        self.locks_dir = root / "locks"
+        self.stale_lock_after = STALE_AFTER
+
+    @property
+    def id(self) -> str:
+        return str(self.config["id"])
+
+    def lock(self, *, exclusive: bool) -> Lock:
+        return Lock(self.locks_dir, exclusive=exclusive,
+                    stale_after=self.stale_lock_after).acquire()
+
+    # -- reading ---------------------------------------------------------------------
+    def load_index(self) -> Index:
+        """All index files; packs a damaged index file covered are re-read from headers."""
+        index = load_index(self.index_dir, self.cipher)
+        if index.damaged:
+            known = index.packs()
+            for pack_id, path in list_packs(self.data_dir).items():
+                if pack_id in known:
+                    continue
+                try:
+                    for chunk_id, loc in read_header(path, pack_id, self.cipher):
+                        index.blobs.setdefault(chunk_id, loc)
+                except (OSError, IntegrityError):
+                    continue
+        return index
+
+    def load_snapshots(self) -> tuple[list[Snapshot], dict[str, str]]:
+        """(readable snapshots, damaged snapshot id -> problem)."""
+        snaps, damaged = [], {}
+        for snap_id in snapshot_ids(self.snap_dir):
+            try:
+                snaps.append(load_snapshot(self.snap_dir, self.cipher, snap_id))
+            except IntegrityError as e:
+                damaged[snap_id] = str(e)
+            except RepositoryError:  # removed meanwhile
+                continue
+        snaps.sort(key=lambda s: (s.time, s.backup_time))
+        return snaps, damaged
+
+    def snapshots(self) -> list[Snapshot]:
+        """Readable snapshots, oldest checkpoint first; damaged ones are warned about."""
+        snaps, damaged = self.load_snapshots()
+        for snap_id, problem in damaged.items():
+            warnings.warn(f"skipping {problem} (snapshot {snap_id[:8]})", stacklevel=2)
+        return snaps
+
+    def snapshot(self, ref: str) -> Snapshot:
+        """A snapshot by id, unique prefix or ``latest``."""
+        if ref != "latest" and len(ref) == 32 and (self.snap_dir / ref).exists():
+            return load_snapshot(self.snap_dir, self.cipher, ref)
+        matches = [i for i in snapshot_ids(self.snap_dir) if i.startswith(ref)]
+        if ref != "latest" and len(matches) == 1:
+            return load_snapshot(self.snap_dir, self.cipher, matches[0])
+        return resolve(self.snapshots(), ref)
+
+    # -- operations (implemented in their own modules) -------------------------------
+    def backup(self, source: str | os.PathLike[str], **kwargs: Any) -> Snapshot:
+        from chaoskit.dr.repository.backup import run_backup
+
+        return run_backup(self, Path(source), **kwargs)
+
+    def restore(self, ref: str, target: str | os.PathLike[str], *,
+                progress: Progress | None = None) -> RestoreResult:
+        from chaoskit.dr.repository.restore import run_restore
+
+        return run_restore(self, ref, Path(target), progress=progress)
+
+    def verify(self, source: str | os.PathLike[str], ref: str = "latest") -> VerifyReport:
+        from chaoskit.dr.repository.verify import verify_directory
+
+        return verify_directory(self, Path(source), ref)
+
+    def check(self, *, read_data: bool = False, progress: Progress | None = None) -> CheckReport:
+        from chaoskit.dr.repository.check import run_check
+
+        return run_check(self, read_data=read_data, progress=progress)
+
+    def forget(self, policy: RetentionPolicy, *, prune: bool = False,
+               dry_run: bool = False) -> ForgetResult:
+        from chaoskit.dr.repository.prune import run_forget
+
+        return run_forget(self, policy, prune=prune, dry_run=dry_run)
+
+    def prune(self) -> PruneStats:
+        from chaoskit.dr.repository.prune import run_prune
+
+        return run_prune(self)
+
+    # -- keys --------------------------------------------------------------------------
+    def add_key(self, password: str | bytes, *, scrypt_n: int | None = None) -> str:
+        pw = password.encode() if isinstance(password, str) else password
+        n = scrypt_n or keyfiles.DEFAULT_SCRYPT_N
+        return keyfiles.write_key_file(self.keys_dir, self.id, self.master, pw, scrypt_n=n)
+
+    def list_keys(self) -> list[keyfiles.KeyInfo]:
+        return keyfiles.list_keys(self.keys_dir, self.key_id)
+
+    def remove_key(self, key_id: str) -> str:
+        return keyfiles.remove_key(self.keys_dir, key_id, self.key_id)
+
+    def change_password(self, new_password: str | bytes, *, scrypt_n: int | None = None) -> str:
+        """Write a key file for the new password, then remove the current one."""
+        old = self.key_id
+        self.key_id = self.add_key(new_password, scrypt_n=scrypt_n)
+        keyfiles.remove_key(self.keys_dir, old, self.key_id)
+        return self.key_id
+
+
+def find_parent(snapshots: Sequence[Snapshot], hostname: str, source: str) -> Snapshot | None:
+    """Newest earlier snapshot of the same source on the same host (to skip unchanged files)."""
+    same = [s for s in snapshots if s.hostname == hostname and s.source == source]
+    return max(same, key=lambda s: s.backup_time) if same else None
