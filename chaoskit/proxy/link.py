@@ -282,7 +282,13 @@ class Link:
                 return
 
     async def _write_paced(self, data: bytes) -> None:
-        """Write ``data``, at the bandwidth toxic's rate when one applies."""
+        """Write ``data``, at the bandwidth toxic's rate when one applies.
+
+        Each piece (at most 100 ms worth) waits for its own transmission time before it
+        leaves, as Toxiproxy does, so a limited transfer takes size/rate from the start.
+        """
+        release: float | None = None
+        release_rate = 0
         while data and not self.conn.closed:
             if self.dst_paused:
                 await self._wait(None)
@@ -296,14 +302,18 @@ class Link:
             assert bw is not None
             state = bw[1]
             rate = min(rates) * 1000  # KB/s -> bytes/s, as Toxiproxy counts
+            size = max(1, rate // 10)
             now = self.loop.time()
-            if state.next_free > now:
-                await self._wait(state.next_free)
+            if release is None or release_rate != rate:
+                release = max(state.next_free, now) + min(size, len(data)) / rate
+                release_rate = rate
+            if release > now:
+                await self._wait(release)
                 continue
-            size = max(1, rate // 10)  # at most 100 ms worth per write
-            piece, data = data[:size], data[size:]
-            self._send(piece)
-            state.next_free = max(state.next_free, now) + len(piece) / rate
+            self._send(data[:size])
+            data = data[size:]
+            state.next_free = release
+            release = None
 
     def _send(self, data: bytes) -> None:
         dst = self.dst
