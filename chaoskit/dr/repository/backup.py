@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from chaoskit.dr.repository.chunker import Chunker
 from chaoskit.dr.repository.index import Index, write_index_file
@@ -129,6 +130,7 @@ def run_backup(
     model_name: str | None = None,
     model_version: str | None = None,
     progress: Progress | None = None,
+    summary: Mapping[str, Any] | None = None,
 ) -> Snapshot:
     """Back up *source* (or only *files* under it, plus in-memory *extra_files*)."""
     source = source.absolute()
@@ -203,7 +205,7 @@ def run_backup(
             summary={"files": sum(f.type == "file" for f in manifest), "bytes": total,
                      "new_bytes": session.new_bytes, "new_chunks": len(session.seen),
                      "stored_bytes": session.writer.bytes_written, "unchanged_files": reused,
-                     "bundle_files": session.chunker.bundle_files},
+                     "bundle_files": session.chunker.bundle_files, **(summary or {})},
         )
         try:
             save_snapshot(repo.snap_dir, repo.cipher, snap)

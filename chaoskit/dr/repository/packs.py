@@ -128,7 +128,7 @@ class PackWriter:
         if self._current is not None:
             packs.append(self._current)
         self._current = None
-        for pack, future in self._pending:
+        for _pack, future in self._pending:
             with contextlib.suppress(BaseException):
                 future.result()
         for pack in packs:

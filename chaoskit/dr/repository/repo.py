@@ -188,11 +188,13 @@ class Repository:
 
         return run_check(self, read_data=read_data, progress=progress)
 
-    def forget(self, policy: RetentionPolicy, *, prune: bool = False,
-               dry_run: bool = False) -> ForgetResult:
+    def forget(self, policy: RetentionPolicy | None = None, *, ids: Sequence[str] = (),
+               prune: bool = False, dry_run: bool = False) -> ForgetResult:
         from chaoskit.dr.repository.prune import run_forget
+        from chaoskit.dr.repository.retention import RetentionPolicy
 
-        return run_forget(self, policy, prune=prune, dry_run=dry_run)
+        return run_forget(self, policy or RetentionPolicy(), ids=tuple(ids), prune=prune,
+                          dry_run=dry_run)
 
     def prune(self) -> PruneStats:
         from chaoskit.dr.repository.prune import run_prune
