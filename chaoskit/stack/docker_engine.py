@@ -1,0 +1,152 @@
+"""Talking to the Docker engine: connecting, translating its errors, labels and cleanup.
+
+Everything the Docker backend creates (containers, the stack network, volumes) carries
+``chaoskit.managed=1``, its project and its owner (host, pid and start time of the
+Python process that created it).  That is how a run finds its own objects to remove in
+``close()``, and how the next backend removes what an interrupted run (SIGKILL, power
+loss) left behind: objects whose owner process is gone.  Objects without the label are
+never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from chaoskit.errors import BackendError
+
+MANAGED = "chaoskit.managed"
+PROJECT = "chaoskit.project"
+SERVICE = "chaoskit.service"
+OWNER = "chaoskit.owner"
+DEFAULT_URL = "unix:///var/run/docker.sock"
+
+
+def engine_url(base_url: str | None = None) -> str:
+    return base_url or os.environ.get("DOCKER_HOST") or DEFAULT_URL
+
+
+def connect(base_url: str | None = None, *, timeout: float = 30.0) -> Any:
+    """A docker SDK client whose engine answered a ping; BackendError naming the URL if not."""
+    import docker
+
+    url = engine_url(base_url)
+    try:
+        client = docker.DockerClient(base_url=url, timeout=int(timeout))
+        client.ping()
+    except Exception as e:  # DockerException, requests errors, bad URLs: all "no engine"
+        raise BackendError(
+            f"no Docker engine answers at {url} ({type(e).__name__}: {e}); start dockerd "
+            f"or point DOCKER_HOST at a running engine"
+        ) from e
+    return client
+
+
+@contextlib.contextmanager
+def engine_errors(what: str) -> Iterator[None]:
+    """Translate docker/requests errors raised inside the block into BackendError about *what*."""
+    import docker.errors
+    import requests
+
+    try:
+        yield
+    except docker.errors.NotFound as e:
+        raise BackendError(f"{what}: not found ({_explain(e)})") from e
+    except docker.errors.APIError as e:
+        raise BackendError(f"{what}: the Docker engine refused: {_explain(e)}") from e
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        raise BackendError(f"{what}: Docker engine unreachable or failing: {e}") from e
+
+
+def _explain(e: Any) -> str:
+    return str(getattr(e, "explanation", None) or e)
+
+
+def is_not_found(e: BaseException) -> bool:
+    import docker.errors
+
+    cause = e.__cause__ if isinstance(e, BackendError) else e
+    return isinstance(cause, docker.errors.NotFound)
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (tells a live owner from a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def owner_label(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def owner_alive(owner: str) -> bool:
+    """False only when the owner ran on this host and is gone; unknown owners count as alive."""
+    try:
+        host, pid, started = owner.rsplit(":", 2)
+        number = int(pid)
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True
+    return _start_time(number) == started
+
+
+def labels_for(project: str, service: str | None = None) -> dict[str, str]:
+    labels = {MANAGED: "1", PROJECT: project, OWNER: owner_label()}
+    if service is not None:
+        labels[SERVICE] = service
+    return labels
+
+
+def managed_objects(client: Any, *, project: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Every chaoskit-labelled container, network and volume (of *project* if given)."""
+    label = MANAGED if project is None else f"{PROJECT}={project}"
+    api = client.api
+    with engine_errors("listing chaoskit's containers, networks and volumes"):
+        containers = api.containers(all=True, filters={"label": label})
+        networks = api.networks(filters={"label": label})
+        volumes = api.volumes(filters={"label": label}).get("Volumes") or []
+    return {"containers": containers, "networks": networks, "volumes": volumes}
+
+
+def remove_objects(client: Any, found: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Remove containers (forced), then networks, then volumes; returns what was removed."""
+    import docker.errors
+
+    api, removed = client.api, []
+    steps = (
+        ("containers", lambda o: o["Id"], lambda i: api.remove_container(i, force=True)),
+        ("networks", lambda o: o["Id"], api.remove_network),
+        ("volumes", lambda o: o["Name"], lambda n: api.remove_volume(n, force=True)),
+    )
+    for kind, ident, remove in steps:
+        for obj in found[kind]:
+            with contextlib.suppress(docker.errors.NotFound):
+                with engine_errors(f"removing {kind[:-1]} {ident(obj)[:12]}"):
+                    remove(ident(obj))
+                removed.append(f"{kind[:-1]} {ident(obj)[:12]}")
+    return removed
+
+
+def remove_project(client: Any, project: str) -> list[str]:
+    """Remove every object labelled with *project*."""
+    return remove_objects(client, managed_objects(client, project=project))
+
+
+def reap_orphans(client: Any) -> list[str]:
+    """Remove chaoskit objects whose owning process (on this host) is gone."""
+    found = managed_objects(client)
+    orphans = {
+        kind: [o for o in objs if not owner_alive((o.get("Labels") or {}).get(OWNER, ""))]
+        for kind, objs in found.items()
+    }
+    return remove_objects(client, orphans)
