@@ -1,21 +1,29 @@
-"""Write a run's results (pandas): results.csv, results.json and report.md in the run dir.
+"""Write a run's report from its journal: results.csv/.json, report.md, report.html, history.
 
-Everything is recomputed from the run's journal, so a report can always be re-rendered
-from ``journal.jsonl`` alone.  Files are written atomically; ``reports/latest`` is a
-symlink swapped atomically to the newest run.
+Everything is recomputed from the run's ``journal.jsonl``, so a report can always be
+re-rendered from the journal alone (``chaoskit report RUN_DIR``).  Files are written
+atomically; ``reports/latest`` is a symlink swapped atomically to the newest run, and
+``reports/history.csv`` collects every run's rows for the trends in report.html.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chaoskit.atomic import atomic_write_text
 from chaoskit.durations import format_duration
-from chaoskit.journal import read_journal
-from chaoskit.report.metrics import COLUMNS, ExperimentResult, results_from_events
+from chaoskit.errors import ChaosKitError
+from chaoskit.journal import Event, read_journal
+from chaoskit.report.metrics import (
+    COLUMNS,
+    ExperimentResult,
+    results_from_events,
+    split_experiments,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,15 +64,74 @@ def format_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[
     return [line, "  ".join("-" * w for w in widths), *body]
 
 
+def load_journal(run_dir: Path) -> tuple[list[Event], list[str]]:
+    """The run's events and the warnings met reading them (e.g. a cut-off last line).
+
+    The warnings are re-issued so pytest and the CLI still show them, and also returned
+    so the report can say what it skipped.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        events = read_journal(run_dir / "journal.jsonl")
+    notes = [str(w.message) for w in caught]
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=2)
+    return events, notes
+
+
 def write_run_report(run_dir: Path) -> list[ExperimentResult]:
-    """(Re)compute results from ``run_dir/journal.jsonl`` and write the report files."""
-    results = results_from_events(read_journal(run_dir / "journal.jsonl"))
+    """(Re)compute results from ``run_dir/journal.jsonl`` and write the report files.
+
+    Writes results.csv, results.json, report.md and report.html into *run_dir* and puts
+    the run's rows into ``history.csv`` in its parent (the report dir).  A history that
+    cannot be read is reported as a warning, not allowed to block this run's report.
+    """
+    run_dir = Path(run_dir).resolve()  # "reports/latest" names the run it points at
+    events, notes = load_journal(run_dir)
+    results = results_from_events(events)
     frame = results_frame(results)
     atomic_write_text(run_dir / "results.csv", frame.to_csv(index=False))
     records = json.loads(frame.to_json(orient="records"))
     atomic_write_text(run_dir / "results.json", json.dumps(records, indent=2) + "\n")
     atomic_write_text(run_dir / "report.md", _markdown(run_dir.name, results))
+    history = None
+    try:
+        from chaoskit.report.history import update_history
+
+        history = update_history(run_dir.parent, run_dir.name, frame)
+    except (ChaosKitError, OSError) as e:
+        message = f"history not updated: {e}"
+        notes.append(message)
+        warnings.warn(message, stacklevel=2)
+    atomic_write_text(run_dir / "report.html", _html(run_dir, events, results, history, notes))
     return results
+
+
+def _html(
+    run_dir: Path,
+    events: list[Event],
+    results: list[ExperimentResult],
+    history: pd.DataFrame | None,
+    notes: list[str],
+) -> str:
+    from chaoskit.report.figures import timeline_png, trend_png
+    from chaoskit.report.page import ExperimentView, render_html
+
+    views = []
+    windows = split_experiments(events)
+    for number, ((start, window), result) in enumerate(zip(windows, results, strict=True), 1):
+        trend = None if history is None else trend_png(history, result.name, run_dir.name)
+        views.append(
+            ExperimentView(
+                result=result,
+                start=start,
+                events=window,
+                timeline_png=timeline_png(start, window, result),
+                trend_png=trend,
+                anchor=f"experiment-{number}",
+            )
+        )
+    return render_html(run_dir.name, views, notes=notes, journal=str(run_dir / "journal.jsonl"))
 
 
 def _markdown(run_id: str, results: list[ExperimentResult]) -> str:

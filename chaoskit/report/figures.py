@@ -1,0 +1,292 @@
+"""Matplotlib figures of a run, as PNG bytes: one timeline per experiment, one RTO/RPO trend.
+
+Every mark on a figure comes from a journal event (or from history.csv, which holds
+values computed from journals), so a reader can trace each one back.  The figures are
+drawn on ``matplotlib.figure.Figure`` with the Agg canvas directly: no pyplot, no global
+backend switch, nothing left open in the process that hosts pytest.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import TYPE_CHECKING, Any
+
+from chaoskit.durations import format_duration
+from chaoskit.journal import Event
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from chaoskit.report.metrics import ExperimentResult
+
+FAULT = "#d62728"
+DETECTED = "#ff7f0e"
+RECOVERY = "#9467bd"
+RECOVERED = "#2ca02c"
+REQUEST = "#1f77b4"
+PROBE = "#17becf"
+WRONG = "#8c564b"
+METRIC_COLORS = {"ttd": DETECTED, "rto": RECOVERED, "rpo": "#7f7f7f"}
+ERROR_BIN_S = 0.5
+MIN_LATENCY_MS = 0.1  # log axis: a latency of 0 is drawn here
+
+
+def _first(events: list[Event], kind: str, after: float, **match: Any) -> Event | None:
+    for event in events:
+        if event["event"] == kind and event["t"] >= after:
+            if all(event.get(k) == v for k, v in match.items()):
+                return event
+    return None
+
+
+def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def timeline_png(start: Event, events: list[Event], result: ExperimentResult) -> bytes:
+    """Latency and errors over time, the fault window, detection and recovery, TTD/RTO/RPO.
+
+    Time 0 is the fault injection (the start of every TTD/RTO/RPO), or the experiment
+    start when no fault was injected.
+    """
+    from matplotlib.figure import Figure
+
+    fault = _first(events, "fault.injected", start["t"])
+    origin = fault["t"] if fault else start["t"]
+    end_t = max((e["t"] for e in events), default=start["t"] + 1.0)
+    x_min, x_max = start["t"] - origin, max(end_t - origin, start["t"] - origin + 1.0)
+
+    fig = Figure(figsize=(11, 6.2))
+    grid = fig.add_gridspec(
+        3, 1, height_ratios=[1.0, 3.0, 1.5], hspace=0.08, left=0.08, right=0.98, top=0.9,
+        bottom=0.17,
+    )
+    ax_s = fig.add_subplot(grid[0])
+    ax_l = fig.add_subplot(grid[1], sharex=ax_s)
+    ax_e = fig.add_subplot(grid[2], sharex=ax_s)
+    verdict = result.verdict.upper()
+    title = f"{result.name}\nfault: {result.fault or 'none'}  -  verdict: {verdict}"
+    ax_s.set_title(title, fontsize=10, loc="left", color=FAULT if verdict == "FAIL" else "black")
+
+    _latency(ax_l, events, origin)
+    _errors(ax_e, events, origin, x_min, x_max)
+    marks = _marks(events, fault, origin, x_max)
+    for ax in (ax_s, ax_l, ax_e):
+        for x0, x1 in marks["window"]:
+            ax.axvspan(x0, x1, color=FAULT, alpha=0.07, lw=0)
+        for x, color, style in marks["lines"]:
+            ax.axvline(x, color=color, ls=style, lw=1.2)
+    ax_s.set_xlim(x_min, x_max)
+    _objectives_strip(ax_s, result, fault is not None, x_min, x_max)
+    for ax in (ax_s, ax_l):
+        ax.tick_params(labelbottom=False)
+    ax_e.set_xlabel(
+        "seconds since the fault was injected" if fault else "seconds since the experiment started"
+    )
+    _legend(fig)
+    return _png(fig)
+
+
+def _latency(ax: Axes, events: list[Event], origin: float) -> None:
+    for kind, color, fail_marker in (("request", REQUEST, "x"), ("probe", PROBE, "+")):
+        for ok in (True, False):
+            xs = [e["t"] - origin for e in events if e["event"] == kind and bool(e.get("ok")) is ok]
+            ys = [
+                max(float(e.get("latency_s") or 0.0) * 1000, MIN_LATENCY_MS)
+                for e in events
+                if e["event"] == kind and bool(e.get("ok")) is ok
+            ]
+            if not xs:
+                continue
+            if ok:
+                ax.scatter(xs, ys, s=5, color=color, alpha=0.55, lw=0)
+            else:
+                ax.scatter(xs, ys, s=18, color=FAULT, marker=fail_marker, lw=1)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _errors(ax: Axes, events: list[Event], origin: float, x_min: float, x_max: float) -> None:
+    n_bins = max(1, math.ceil((x_max - x_min) / ERROR_BIN_S))
+    series = {
+        "failed requests": [0.0] * n_bins,
+        "failed probes": [0.0] * n_bins,
+        "wrong predictions": [0.0] * n_bins,
+    }
+    for e in events:
+        if e["event"] not in ("request", "probe"):
+            continue
+        i = min(n_bins - 1, max(0, int((e["t"] - origin - x_min) // ERROR_BIN_S)))
+        if not e.get("ok"):
+            series[f"failed {e['event']}s"][i] += 1 / ERROR_BIN_S
+        elif e["event"] == "request" and e.get("correct") is False:
+            series["wrong predictions"][i] += 1 / ERROR_BIN_S
+    lefts = [x_min + i * ERROR_BIN_S for i in range(n_bins)]
+    bottom = [0.0] * n_bins
+    for label, color in (
+        ("failed requests", FAULT), ("failed probes", DETECTED), ("wrong predictions", WRONG)
+    ):  # fmt: skip
+        values = series[label]
+        if any(values):
+            ax.bar(lefts, values, width=ERROR_BIN_S, bottom=bottom, align="edge", color=color,
+                   alpha=0.8, lw=0)  # fmt: skip
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_ylim(0, max(1.0, max(bottom) * 1.15))
+    ax.set_ylabel("errors / s")
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def _marks(
+    events: list[Event], fault: Event | None, origin: float, x_max: float
+) -> dict[str, list[Any]]:
+    """Fault window spans and the vertical lines for injection, detection and recovery."""
+    marks: dict[str, list[Any]] = {"window": [], "lines": []}
+    if fault is None:
+        return marks
+    reverted = _first(events, "fault.reverted", fault["t"])
+    marks["window"].append((0.0, reverted["t"] - origin if reverted else x_max))
+    marks["lines"].append((0.0, FAULT, "-"))
+    detected = _first(events, "detected", fault["t"])
+    if detected:
+        marks["lines"].append((detected["t"] - origin, DETECTED, "-"))
+        started = _first(events, "recovery.started", detected["t"])
+        if started:
+            marks["lines"].append((started["t"] - origin, RECOVERY, ":"))
+    recovered = _first(events, "steady_state.ok", fault["t"], phase="recovery")
+    if recovered:
+        marks["lines"].append((recovered["t"] - origin, RECOVERED, "-"))
+    return marks
+
+
+def _objectives_strip(
+    ax: Axes, result: ExperimentResult, faulted: bool, x_min: float, x_max: float
+) -> None:
+    """One bar per objective, from the fault to the measured moment, labelled with budget."""
+    rows = [("TTD", result.ttd_s, result.ttd_budget_s, "never detected")]
+    rows.append(("RTO", result.rto_s, result.rto_budget_s, "steady state never restored"))
+    if result.rpo_s is not None or result.rpo_budget_s is not None:
+        rows.append(("RPO", result.rpo_s, result.rpo_budget_s, "nothing was restored"))
+    span = x_max - x_min
+    for y, (label, value, budget, missing) in enumerate(rows):
+        color = METRIC_COLORS[label.lower()]
+        budget_text = f" (budget {format_duration(budget)})" if budget is not None else ""
+        breached = budget is not None and (value is None or value > budget)
+        text_color = FAULT if breached or value is None else "black"
+        if not faulted:
+            ax.text(x_min + 0.01 * span, y, f"{label}: no fault was injected", va="center",
+                    fontsize=8.5, color=FAULT)  # fmt: skip
+            continue
+        if value is None or math.isinf(value):
+            why = "unbounded, " + missing if value is not None else "not measured, " + missing
+            ax.text(0.01 * span, y, f"{label} {why}{budget_text}", va="center", fontsize=8.5,
+                    color=FAULT)  # fmt: skip
+            continue
+        left, width = (-value, value) if label == "RPO" else (0.0, value)
+        clipped = left < x_min
+        if clipped:
+            left, width = x_min, -x_min
+        ax.barh(y, width, left=left, height=0.55, color=color, alpha=0.85)
+        text = f"{label} {format_duration(value)}{budget_text}"
+        if label == "RPO" and result.rpo_steps is not None:
+            text += f", {result.rpo_steps} steps"
+        if clipped:
+            text += " (starts off the left edge)"
+        anchor = 0.0 if label == "RPO" else value
+        ax.text(anchor + 0.01 * span, y, text, va="center", fontsize=8.5, color=text_color,
+                fontweight="bold" if breached else "normal", zorder=5,
+                bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1})  # fmt: skip
+        if budget is not None and label != "RPO" and budget <= x_max:
+            ax.plot([budget, budget], [y - 0.38, y + 0.38], color=color, ls="--", lw=1.2)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8.5)
+    ax.tick_params(axis="y", length=0)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _legend(fig: Figure) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=4, color=REQUEST, label="request ok"),
+        Line2D([], [], ls="", marker="o", ms=4, color=PROBE, label="probe ok"),
+        Line2D([], [], ls="", marker="x", ms=6, color=FAULT, label="request failed"),
+        Line2D([], [], ls="", marker="+", ms=7, color=FAULT, label="probe failed"),
+        Patch(color=FAULT, alpha=0.15, label="fault window"),
+        Line2D([], [], color=FAULT, label="fault injected"),
+        Line2D([], [], color=DETECTED, label="detected"),
+        Line2D([], [], color=RECOVERY, ls=":", label="recovery started"),
+        Line2D([], [], color=RECOVERED, label="steady state restored"),
+        Line2D([], [], color="gray", ls="--", label="budget"),
+        Patch(color=DETECTED, alpha=0.8, label="failed probes"),
+        Patch(color=WRONG, alpha=0.8, label="wrong predictions"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+
+
+def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) -> bytes | None:
+    """TTD/RTO/RPO of experiment *name* across the last *last* runs; None without history."""
+    from matplotlib.figure import Figure
+
+    rows = history[history["name"] == name]
+    if rows.empty:
+        return None
+    rows = rows.sort_values("started_wall", na_position="first").drop_duplicates(
+        "run_id", keep="last"
+    )
+    rows = rows.tail(last)
+    runs = [str(r) for r in rows["run_id"]]
+    xs = list(range(len(runs)))
+    fig = Figure(figsize=(11, 3.0))
+    fig.subplots_adjust(left=0.08, right=0.83, top=0.88, bottom=0.3)
+    ax = fig.add_subplot()
+    if run_id in runs:
+        i = runs.index(run_id)
+        ax.axvspan(i - 0.4, i + 0.4, color="#ffd54f", alpha=0.35, lw=0, label="this run")
+    finite: list[float] = []
+    for metric, color in METRIC_COLORS.items():
+        values = [float(v) for v in rows[f"{metric}_s"]]
+        budget = rows[f"{metric}_budget_s"].iloc[-1]
+        if all(math.isnan(v) for v in values) and (budget is None or math.isnan(budget)):
+            continue
+        plotted = [v if math.isfinite(v) else math.nan for v in values]
+        ax.plot(xs, plotted, marker="o", ms=4, color=color, label=metric.upper())
+        finite += [v for v in plotted if not math.isnan(v) and v > 0]
+        faulted = [isinstance(f, str) and bool(f) for f in rows["fault"]]
+        for marker, label, picked in (
+            ("^", "unbounded", [x for x, v in zip(xs, values, strict=True) if math.isinf(v)]),
+            ("x", "not measured", [
+                x for x, v, f in zip(xs, values, faulted, strict=True) if math.isnan(v) and f
+            ]),
+        ):  # fmt: skip
+            if picked and (label == "unbounded" or metric != "rpo"):
+                ax.plot(picked, [0.97] * len(picked), ls="", marker=marker, ms=8, color=color,
+                        transform=ax.get_xaxis_transform(), clip_on=False,
+                        label=f"{metric.upper()} {label}")  # fmt: skip
+        if budget is not None and not math.isnan(budget):
+            ax.axhline(budget, color=color, ls="--", lw=1, alpha=0.8,
+                       label=f"{metric.upper()} budget {format_duration(budget)}")  # fmt: skip
+            finite.append(budget)
+    if finite and max(finite) / max(min(finite), 1e-3) > 50:
+        ax.set_yscale("log")
+    ax.set_xticks(xs, runs, rotation=25, ha="right", fontsize=7)
+    for label, verdict in zip(ax.get_xticklabels(), rows["verdict"], strict=True):
+        if verdict != "pass":
+            label.set_color(FAULT)
+    ax.set_xlim(-0.6, len(runs) - 0.4)
+    ax.set_ylabel("seconds")
+    ax.set_title(f"{name}: TTD / RTO / RPO by run (failed runs in red)", fontsize=9, loc="left")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return _png(fig)
