@@ -153,8 +153,8 @@ class Repository:
     def snapshots(self) -> list[Snapshot]:
         """Readable snapshots, oldest checkpoint first; damaged ones are warned about."""
         snaps, damaged = self.load_snapshots()
-        for snap_id, problem in damaged.items():
-            warnings.warn(f"skipping {problem} (snapshot {snap_id[:8]})", stacklevel=2)
+        for problem in damaged.values():
+            warnings.warn(f"skipping unreadable {problem}", stacklevel=2)
         return snaps
 
     def snapshot(self, ref: str) -> Snapshot:
