@@ -439,6 +439,10 @@ class DockerBackend:
         return info is not None and self.network in info["NetworkSettings"]["Networks"]
 
     # -- observation ----------------------------------------------------------------
+    def container_id(self, service: str) -> str | None:
+        """The id of the service's current container (None before the first start)."""
+        return self._get(service).container
+
     def instance(self, service: str) -> str | None:
         return instance_of(self._inspect(self._get(service)))
 
