@@ -1,0 +1,49 @@
+"""A full disk during backup: a clear error, and the repository exactly as before."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chaoskit.dr import init_repository
+from chaoskit.errors import RepositoryError
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB tmpfs (needs root, as on CI); skipped where mounting is not allowed."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def snapshot_of_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_enospc_during_backup_leaves_repository_unchanged(small_fs: Path,
+                                                          tmp_path: Path) -> None:
+    repo = init_repository(small_fs / "repo", "pw", scrypt_n=2**10)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small").write_bytes(os.urandom(500_000))
+    repo.backup(src)
+    before = snapshot_of_tree(repo.root)
+    (src / "big").write_bytes(os.urandom(8 << 20))
+    with pytest.raises(RepositoryError, match="no space left on device .* repository unchanged"):
+        repo.backup(src)
+    assert snapshot_of_tree(repo.root) == before
+    assert repo.check(read_data=True).ok
+    assert len(repo.snapshots()) == 1
