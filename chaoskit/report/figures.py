@@ -130,16 +130,16 @@ def _errors(ax: Axes, events: list[Event], origin: float, x_min: float, x_max: f
             series[f"failed {e['event']}s"][i] += 1 / ERROR_BIN_S
         elif e["event"] == "request" and e.get("correct") is False:
             series["wrong predictions"][i] += 1 / ERROR_BIN_S
-    lefts = [x_min + i * ERROR_BIN_S for i in range(n_bins)]
+    edges = [x_min + i * ERROR_BIN_S for i in range(n_bins + 1)]
     bottom = [0.0] * n_bins
     for label, color in (
         ("failed requests", FAULT), ("failed probes", DETECTED), ("wrong predictions", WRONG)
     ):  # fmt: skip
         values = series[label]
         if any(values):
-            ax.bar(lefts, values, width=ERROR_BIN_S, bottom=bottom, align="edge", color=color,
-                   alpha=0.8, lw=0)  # fmt: skip
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+            top = [b + v for b, v in zip(bottom, values, strict=True)]
+            ax.stairs(top, edges, baseline=bottom, fill=True, color=color, alpha=0.8, lw=0)
+            bottom = top
     ax.set_ylim(0, max(1.0, max(bottom) * 1.15))
     ax.set_ylabel("errors / s")
     ax.grid(True, axis="y", alpha=0.3)
@@ -205,7 +205,8 @@ def _objectives_strip(
                 fontweight="bold" if breached else "normal", zorder=5,
                 bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1})  # fmt: skip
         if budget is not None and label != "RPO" and budget <= x_max:
-            ax.plot([budget, budget], [y - 0.38, y + 0.38], color=color, ls="--", lw=1.2)
+            ax.plot([budget, budget], [y - 0.42, y + 0.42], color="#333333", ls="--", lw=1.4,
+                    zorder=4)  # fmt: skip
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8.5)
     ax.tick_params(axis="y", length=0)
@@ -227,16 +228,18 @@ def _legend(fig: Figure) -> None:
         Line2D([], [], color=DETECTED, label="detected"),
         Line2D([], [], color=RECOVERY, ls=":", label="recovery started"),
         Line2D([], [], color=RECOVERED, label="steady state restored"),
-        Line2D([], [], color="gray", ls="--", label="budget"),
+        Line2D([], [], color="#333333", ls="--", label="budget"),
+        Patch(color=FAULT, alpha=0.8, label="failed requests"),
         Patch(color=DETECTED, alpha=0.8, label="failed probes"),
         Patch(color=WRONG, alpha=0.8, label="wrong predictions"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False,
+    fig.legend(handles=handles, loc="lower center", ncol=7, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))  # fmt: skip
 
 
 def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) -> bytes | None:
     """TTD/RTO/RPO of experiment *name* across the last *last* runs; None without history."""
+    import pandas as pd
     from matplotlib.figure import Figure
 
     rows = history[history["name"] == name]
@@ -256,9 +259,10 @@ def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) 
         ax.axvspan(i - 0.4, i + 0.4, color="#ffd54f", alpha=0.35, lw=0, label="this run")
     finite: list[float] = []
     for metric, color in METRIC_COLORS.items():
-        values = [float(v) for v in rows[f"{metric}_s"]]
-        budget = rows[f"{metric}_budget_s"].iloc[-1]
-        if all(math.isnan(v) for v in values) and (budget is None or math.isnan(budget)):
+        values = pd.to_numeric(rows[f"{metric}_s"], errors="coerce").astype(float).tolist()
+        budgets = pd.to_numeric(rows[f"{metric}_budget_s"], errors="coerce").astype(float)
+        budget = float(budgets.iloc[-1])
+        if all(math.isnan(v) for v in values) and math.isnan(budget):
             continue
         plotted = [v if math.isfinite(v) else math.nan for v in values]
         ax.plot(xs, plotted, marker="o", ms=4, color=color, label=metric.upper())
@@ -274,7 +278,7 @@ def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) 
                 ax.plot(picked, [0.97] * len(picked), ls="", marker=marker, ms=8, color=color,
                         transform=ax.get_xaxis_transform(), clip_on=False,
                         label=f"{metric.upper()} {label}")  # fmt: skip
-        if budget is not None and not math.isnan(budget):
+        if not math.isnan(budget):
             ax.axhline(budget, color=color, ls="--", lw=1, alpha=0.8,
                        label=f"{metric.upper()} budget {format_duration(budget)}")  # fmt: skip
             finite.append(budget)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,13 +39,18 @@ def _locked(report_dir: Path) -> Iterator[None]:
 
 def read_history(report_dir: Path) -> pd.DataFrame | None:
     """The history in *report_dir*, or None when there is none yet."""
-    import pandas as pd
 
     path = report_dir / HISTORY_FILE
     if not path.exists():
         return None
+    return _parse(path, path)
+
+
+def _parse(source: Path | io.StringIO, path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
-        frame = pd.read_csv(path, dtype={"run_id": str, "name": str, "fault": str})
+        frame = pd.read_csv(source, dtype={"run_id": str, "name": str, "fault": str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ConfigError(
             f"{path} is not a chaoskit history ({e}); move it aside to start a new one"
@@ -78,5 +84,6 @@ def update_history(report_dir: Path, run_id: str, results: pd.DataFrame) -> pd.D
         merged = merged.sort_values(
             ["started_wall", "run_id"], kind="stable", na_position="last"
         ).reset_index(drop=True)
-        atomic_write_text(report_dir / HISTORY_FILE, merged.to_csv(index=False))
-    return merged
+        text = merged.to_csv(index=False)
+        atomic_write_text(report_dir / HISTORY_FILE, text)
+    return _parse(io.StringIO(text), report_dir / HISTORY_FILE)  # the types a reader gets

@@ -1,0 +1,153 @@
+"""Run reports written from real journals: files, empty-not-zero cells, HTML, bad input."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from chaoskit.errors import JournalError
+from chaoskit.report.results import point_latest, write_run_report
+from chaoskit.report.testing import SampleExperiment, cut_last_line, write_sample_run
+
+KILL = SampleExperiment()
+RESTORE = SampleExperiment(
+    name="experiments/test_restore.py::test_restore[<b>corrupt</b>]",
+    fault="corrupt_checkpoint",
+    budgets={"ttd": 1.0, "rto": 30.0, "rpo": 60.0},
+    ttd=0.5,
+    rto=8.4,
+    rpo=30.0,
+    rpo_steps=40,
+    integrity=True,
+)
+NEVER = SampleExperiment(
+    name="experiments/test_x.py::test_never_recovers",
+    fault="partition",
+    budgets={"ttd": 1.0, "rto": 10.0, "rpo": None},
+    ttd=None,
+    rto=None,
+    outcome="failed",
+)
+DATA_URI = re.compile(r'<img class="(\w+)" alt="[^"]*" src="data:image/png;base64,([^"]+)">')
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One rendered run of three experiments (rendering figures is the slow part)."""
+    run_dir = tmp_path_factory.mktemp("reports") / "20261127-120000-aaaa"
+    write_sample_run(run_dir, [KILL, RESTORE, NEVER])
+    write_run_report(run_dir)
+    return run_dir
+
+
+def test_results_files_hold_measured_values_and_leave_unmeasured_empty(run: Path) -> None:
+    frame = pd.read_csv(run / "results.csv")
+    kill, restore, never = frame.to_dict("records")
+    assert math.isclose(kill["ttd_s"], 0.32) and math.isclose(kill["rto_s"], 4.21)
+    assert math.isnan(kill["rpo_s"]) and math.isnan(kill["rpo_steps"])  # empty, not zero
+    assert math.isclose(restore["rpo_s"], 30.0) and restore["rpo_steps"] == 40
+    assert math.isnan(never["ttd_s"]) and math.isnan(never["rto_s"])
+    assert [kill["verdict"], restore["verdict"], never["verdict"]] == ["pass", "pass", "fail"]
+    records = json.loads((run / "results.json").read_text())
+    assert records[0]["rpo_s"] is None and records[0]["integrity"] is None
+    assert records[1]["integrity"] is True
+    md = (run / "report.md").read_text()
+    assert "2 of 3 experiments passed" in md and "the fault was never detected" in md
+
+
+def test_html_is_self_contained_with_one_decodable_timeline_per_experiment(run: Path) -> None:
+    page = (run / "report.html").read_text()
+    assert not re.search(r"(?:src|href)=\"(?!data:|#)", page)  # no file or network reference
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    images = DATA_URI.findall(page)
+    timelines = [data for kind, data in images if kind == "timeline"]
+    trends = [data for kind, data in images if kind == "trend"]
+    assert len(timelines) == 3 and len(trends) == 3
+    for data in timelines:
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert image.format == "PNG" and image.width > 800 and image.height > 400
+        colors = image.convert("RGB").getcolors(maxcolors=1_000_000)
+        assert colors is not None and len(colors) > 50  # something was drawn, not blank
+
+
+def test_html_summary_shows_budgets_values_and_verdicts_and_escapes_journal_text(
+    run: Path,
+) -> None:
+    page = (run / "report.html").read_text()
+    assert "<b>corrupt</b>" not in page  # an experiment name is data, not markup
+    assert "&lt;b&gt;corrupt&lt;/b&gt;" in page
+    summary = page[page.index('<table class="summary">') : page.index("</table>")]
+    assert summary.count("<tr>") == 4  # header + 3 experiments
+    assert "320ms / 1.00s" in summary and "4.21s / 20.00s" in summary
+    assert "30.00s / 60.00s" in summary  # RPO with its budget
+    assert '<span class="breach">-</span> / 10.00s' in summary  # never recovered: breach
+    assert summary.count('class="pass"') == 2 and summary.count('class="fail"') == 1
+
+
+def test_history_gains_runs_and_rerendering_replaces_a_runs_rows(tmp_path: Path) -> None:
+    first, second = tmp_path / "20261127-100000-aaaa", tmp_path / "20261127-110000-bbbb"
+    write_sample_run(first, [KILL])
+    write_sample_run(second, [SampleExperiment(rto=6.5)], start=3600)
+    write_run_report(first)
+    write_run_report(second)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history["run_id"]) == [first.name, second.name]
+    assert list(history["rto_s"]) == [4.21, 6.5]
+
+    # the journal of the first run gains an experiment: re-rendering replaces, not appends
+    write_sample_run(first, [NEVER], start=100)
+    point_latest(tmp_path, first)
+    write_run_report(tmp_path / "latest")  # through the symlink: still the run's own id
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert sorted(history["run_id"]) == [first.name, first.name, second.name]
+    assert history["name"].tolist().count(KILL.name) == 2
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_damaged_history_does_not_block_the_run_report(tmp_path: Path) -> None:
+    (tmp_path / "history.csv").write_text("this is,not\na history\n")
+    run_dir = tmp_path / "20261127-120000-cccc"
+    write_sample_run(run_dir, [KILL])
+    with pytest.warns(UserWarning, match=r"history not updated: .*history.csv.*move it aside"):
+        [result] = write_run_report(run_dir)
+    assert result.verdict == "pass"
+    assert (tmp_path / "history.csv").read_text() == "this is,not\na history\n"  # untouched
+    page = (run_dir / "report.html").read_text()
+    assert "history not updated" in page and 'class="timeline"' in page
+
+
+def test_a_cut_off_last_line_is_skipped_with_a_warning_and_the_rest_reported(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "20261127-130000-dddd"
+    journal = write_sample_run(run_dir, [KILL])
+    cut_last_line(journal)
+    with pytest.warns(UserWarning, match=r"skipped line \d+, cut off"):
+        [result] = write_run_report(run_dir)
+    assert result.verdict == "pass" and math.isclose(result.rto_s or 0, 4.21)
+    assert "cut off (the run was probably interrupted)" in (run_dir / "report.html").read_text()
+
+
+def test_a_run_dir_without_journal_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match=re.escape(str(tmp_path / "journal.jsonl"))):
+        write_run_report(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_an_empty_run_still_writes_a_report(tmp_path: Path) -> None:
+    run_dir = tmp_path / "20261127-140000-eeee"
+    run_dir.mkdir()
+    (run_dir / "journal.jsonl").write_text("")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert write_run_report(run_dir) == []
+    assert "holds no experiment" in (run_dir / "report.html").read_text()
