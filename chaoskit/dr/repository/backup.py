@@ -37,6 +37,8 @@ from chaoskit.dr.repository.snapshots import (
 from chaoskit.dr.repository.source import describe_source
 from chaoskit.errors import ConfigError, RepositoryError
 
+RACY_WINDOW = 2.0
+
 
 def scan(source: Path, only: Iterable[str] | None = None) -> list[tuple[str, os.stat_result]]:
     """(relative path, lstat) of directories and regular files under *source*, sorted."""
@@ -114,7 +116,8 @@ class _Session:
             warnings.warn(f"{path} changed size during the backup", stacklevel=4)
         self.progress.add(0, 1)
         return FileEntry(path=rel, size=size, mode=stat.S_IMODE(st.st_mode),
-                         mtime_ns=st.st_mtime_ns, ino=st.st_ino, sha256=digest.hexdigest(),
+                         mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, ino=st.st_ino,
+                         sha256=digest.hexdigest(),
                          chunks=chunks)
 
 
@@ -141,6 +144,11 @@ def run_backup(
         index = repo.load_index()
         parent = find_parent(repo.snapshots(), hostname, str(source))
         previous = {f.path: f for f in parent.files} if parent else {}
+        # a file changed within the clock granularity of the parent's scan ("racily clean",
+        # as git calls it) may show the same size and times with new content: read it again
+        racy_after = int((float(parent.summary.get("scan_started", 0)) - RACY_WINDOW) * 1e9
+                         ) if parent else 0
+        scan_started = _now()
         try:
             entries = scan(source, files)
         except OSError as e:
@@ -161,7 +169,8 @@ def run_backup(
                     continue
                 old = previous.get(rel)
                 if (old is not None and old.type == "file" and old.size == st.st_size
-                        and old.mtime_ns == st.st_mtime_ns and old.ino == st.st_ino
+                        and old.mtime_ns == st.st_mtime_ns and old.ctime_ns == st.st_ctime_ns
+                        and old.ino == st.st_ino and old.mtime_ns < racy_after
                         and all(c in index for c in old.chunk_ids)):
                     manifest.append(old)
                     reused += 1
@@ -205,7 +214,8 @@ def run_backup(
             summary={"files": sum(f.type == "file" for f in manifest), "bytes": total,
                      "new_bytes": session.new_bytes, "new_chunks": len(session.seen),
                      "stored_bytes": session.writer.bytes_written, "unchanged_files": reused,
-                     "bundle_files": session.chunker.bundle_files, **(summary or {})},
+                     "bundle_files": session.chunker.bundle_files,
+                     "scan_started": scan_started, **(summary or {})},
         )
         try:
             save_snapshot(repo.snap_dir, repo.cipher, snap)

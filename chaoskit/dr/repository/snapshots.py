@@ -29,6 +29,7 @@ class FileEntry:
     size: int = 0
     mode: int = 0o644
     mtime_ns: int = 0
+    ctime_ns: int = 0
     ino: int = 0
     sha256: str = ""
     chunks: list[str] = field(default_factory=list)

@@ -1,0 +1,130 @@
+"""Crash safety: backup, forget and prune SIGKILLed at random moments, hundreds of times.
+
+Each round starts a real subprocess that opens the repository, reports ready, and on a
+signal runs one operation; the test kills it after a random delay drawn from the
+operation's observed duration, so kills land before, inside and after the writes.
+After every kill: the repository passes ``check --read-data``, no snapshot that had
+completed is lost (forget may only remove what its policy does not keep), and at the
+end every snapshot whose content the test knows restores byte-identical.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from chaoskit.dr import init_repository, open_repository
+from chaoskit.dr.repository.repo import Repository
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROUNDS = int(os.environ.get("CHAOSKIT_CRASH_ROUNDS", "200"))
+
+DRIVER = r"""
+import sys, time, warnings
+warnings.simplefilter("ignore")
+from chaoskit.dr import RetentionPolicy, open_repository
+repo = open_repository(sys.argv[1], "pw")
+op, src = sys.argv[2], sys.argv[3]
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.monotonic()
+if op == "backup":
+    print("snapshot", repo.backup(src).id, flush=True)
+elif op == "forget":
+    repo.forget(RetentionPolicy(keep_last=3), prune=True)
+else:
+    repo.prune()
+print("done", time.monotonic() - started, flush=True)
+"""
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def mutate(src: Path, rng: random.Random) -> None:
+    name = src / f"f{rng.randrange(8)}"
+    action = rng.random()
+    if action < 0.15 and name.exists():
+        name.unlink()
+    elif action < 0.4 and name.exists():
+        with open(name, "ab") as f:
+            f.write(rng.randbytes(rng.randrange(1, 5000)))
+    else:
+        name.write_bytes(rng.randbytes(rng.randrange(0, 40_000)))
+
+
+def quiet_open(path: Path) -> Repository:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_repository(path, "pw")
+
+
+def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
+    rng = random.Random(20261127)
+    root, src = tmp_path / "repo", tmp_path / "src"
+    init_repository(root, "pw", scrypt_n=2**8)
+    src.mkdir()
+    contents: dict[str, dict[str, bytes]] = {}
+    longest = {"backup": 0.05, "forget": 0.05, "prune": 0.05}
+    killed = completed = 0
+    for round_no in range(ROUNDS):
+        op = rng.choices(["backup", "forget", "prune"], weights=[6, 2, 2])[0]
+        mutate(src, rng)
+        tree = read_tree(src)
+        repo = quiet_open(root)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            before = repo.snapshots()
+        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(root), op, str(src)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        try:  # the kill moment: uniformly within (a bit beyond) the op's longest run
+            proc.wait(timeout=rng.uniform(0, 1.2 * longest[op]))
+        except subprocess.TimeoutExpired:
+            pass
+        proc.kill()
+        out, _ = proc.communicate(timeout=30)
+        lines = out.splitlines()
+        if lines and lines[-1].startswith("done"):
+            completed += 1
+            longest[op] = max(longest[op], float(lines[-1].split()[1]))
+        else:
+            killed += 1
+        for line in lines:
+            if line.startswith("snapshot "):
+                contents[line.split()[1]] = tree
+
+        repo = quiet_open(root)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = repo.check(read_data=True)
+            after = {s.id for s in repo.snapshots()}
+        assert report.ok, f"round {round_no} ({op}): {[str(p) for p in report.problems]}"
+        must_keep = {s.id for s in before}
+        if op == "forget":
+            must_keep = {s.id for s in sorted(before, key=lambda s: (s.time, s.backup_time))[-3:]}
+        assert must_keep <= after, f"round {round_no} ({op}) lost {must_keep - after}"
+        for snap_id in list(contents):
+            if snap_id not in after:
+                del contents[snap_id]
+    assert killed >= ROUNDS // 4 and completed >= ROUNDS // 10, (killed, completed)
+    repo = quiet_open(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n, (snap_id, tree) in enumerate(contents.items()):
+            target = tmp_path / f"restore{n}"
+            repo.restore(snap_id, target)
+            assert read_tree(target) == tree
