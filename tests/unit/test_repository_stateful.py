@@ -33,8 +33,18 @@ from chaoskit.errors import IntegrityError
 
 BIG = [os.urandom(1_200_000), os.urandom(600_000)]  # multi-chunk files that dedup
 PATHS = ["a", "b", "d/c", "d/e/f", "g"]
-_big = st.integers(0, len(BIG) - 1).map(BIG.__getitem__)
-contents = st.one_of(st.binary(max_size=3000), _big, _big.map(lambda b: b[:-1] + b"!"))
+
+
+def _big_blob(i: int) -> bytes:
+    return BIG[i]
+
+
+def _tweak(blob: bytes) -> bytes:
+    return blob[:-1] + b"!"
+
+
+_big = st.integers(0, len(BIG) - 1).map(_big_blob)
+contents = st.one_of(st.binary(max_size=3000), _big, _big.map(_tweak))
 trees = st.dictionaries(st.sampled_from(PATHS), contents, max_size=5)
 
 
@@ -152,6 +162,6 @@ class RepositoryMachine(RuleBasedStateMachine):
 
 
 RepositoryMachine.TestCase.settings = settings(
-    max_examples=12, stateful_step_count=12, deadline=None,
+    max_examples=10, stateful_step_count=12, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 test_repository_state_machine = RepositoryMachine.TestCase
