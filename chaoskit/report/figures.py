@@ -200,18 +200,42 @@ def _objectives_strip(
             text += f", {result.rpo_steps} steps"
         if clipped:
             text += " (starts off the left edge)"
-        anchor = 0.0 if label == "RPO" else value
-        ax.text(anchor + 0.01 * span, y, text, va="center", fontsize=8.5, color=text_color,
-                fontweight="bold" if breached else "normal", zorder=5,
-                bbox={"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1})  # fmt: skip
-        if budget is not None and label != "RPO" and budget <= x_max:
+        budget_shown = budget is not None and label != "RPO" and budget <= x_max
+        if budget_shown:
             ax.plot([budget, budget], [y - 0.42, y + 0.42], color="#333333", ls="--", lw=1.4,
                     zorder=4)  # fmt: skip
+        # the label goes right of the bar and of its budget mark; near the right edge it
+        # goes inside the bar, so it never leaves the figure or hides the budget mark
+        anchor = 0.0 if label == "RPO" else max(value, budget if budget_shown else value)
+        x, align = _label_place(
+            text, anchor, value, budget if budget_shown else None, x_min, x_max, label != "RPO"
+        )
+        ax.text(x, y, text, va="center", ha=align, fontsize=8.5, color=text_color,
+                fontweight="bold" if breached else "normal", zorder=5,
+                bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1})  # fmt: skip
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8.5)
     ax.tick_params(axis="y", length=0)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+
+
+def _label_place(
+    text: str, anchor: float, value: float, budget: float | None, x_min: float, x_max: float,
+    inside_ok: bool,
+) -> tuple[float, str]:
+    """Where a bar label fits: right of the bar, else inside it; never over the budget mark."""
+    span = x_max - x_min
+    pad, width = 0.01 * span, len(text) * 0.0062 * span  # 8.5 pt text on an 11-inch axis
+    candidates = [(anchor + pad, "left", x_min, x_max)]
+    if inside_ok:  # inside the bar, which runs from 0 to value
+        candidates += [(pad, "left", 0.0, value), (value - pad, "right", 0.0, value)]
+    for x, align, low, high in candidates:
+        lo, hi = (x, x + width) if align == "left" else (x - width, x)
+        covers_budget = budget is not None and lo - pad / 2 < budget < hi + pad / 2
+        if lo >= low and hi <= high and not covers_budget:
+            return x, align
+    return candidates[0][:2]
 
 
 def _legend(fig: Figure) -> None:

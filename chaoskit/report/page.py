@@ -26,7 +26,7 @@ max-width:1200px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px;word-break:break-all}
 .meta{color:#666;font-size:13px;margin-bottom:14px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}table.summary{width:100%}
-table.summary td:first-child{word-break:break-word;max-width:340px}
+table.summary td:first-child{max-width:380px}
 table.summary td:last-child{min-width:200px}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;white-space:nowrap}
@@ -81,6 +81,11 @@ def _count(value: int | None) -> str:
     return '<span class="muted">-</span>' if value is None else str(value)
 
 
+def _breakable(name: str) -> str:
+    """Escaped test id that may wrap after '/' and '::' rather than mid-word."""
+    return escape(name).replace("::", "::<wbr>").replace("/", "/<wbr>")
+
+
 def _badge(verdict: str) -> str:
     css = "pass" if verdict == "pass" else "fail"
     return f'<span class="{css}">{escape(verdict.upper())}</span>'
@@ -98,7 +103,7 @@ def _summary(views: list[ExperimentView]) -> list[str]:
         integrity = {None: '<span class="muted">-</span>', True: "ok", False: "FAILED"}
         rows.append(
             "<tr>"
-            f'<td><a href="#{view.anchor}">{escape(r.name)}</a></td>'
+            f'<td><a href="#{view.anchor}">{_breakable(r.name)}</a></td>'
             f"<td>{escape(r.fault or '-')}</td>"
             f'<td class="num">{_measure(r.ttd_s, r.ttd_budget_s)}</td>'
             f'<td class="num">{_measure(r.rto_s, r.rto_budget_s)}</td>'
