@@ -42,39 +42,55 @@ CANARY_INPUTS: list[list[float]] = [
 _VERSION_TMP_PREFIX = ".tmp-"
 
 
-class _BlockOptional:
-    """Meta-path finder that hides optional packages TF/Keras import eagerly but the
-    serving stack never uses (Keras' sklearn wrapper pulls in scikit-learn: ~0.8 s)."""
+class _Refused:
+    """Loader of a module kept out of the process: importing it raises ImportError."""
+
+    def create_module(self, spec: Any) -> Any:
+        raise ImportError(f"{spec.name} is kept out of this process by chaoskit")
+
+    def exec_module(self, module: Any) -> None:  # pragma: no cover - create_module raised
+        raise ImportError(f"{module.__name__} is kept out of this process by chaoskit")
+
+
+class _KeepOut:
+    """Meta-path finder for packages TF imports eagerly "just in case" and a model server
+    never uses: Keras (~1 s, TF's ``__init__`` tolerates its absence) and scikit-learn
+    (~0.8 s, pulled in by Keras' sklearn wrapper).  The spec keeps the real origin so
+    TF's ``find_spec``-based path lookups still work; only executing the module fails."""
 
     def __init__(self, names: frozenset[str]) -> None:
         self.names = names
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name.partition(".")[0] in self.names:
-            raise ImportError(f"{name} is not needed by chaoskit's serving stack")
-        return None
+        if name.partition(".")[0] not in self.names:
+            return None
+        from importlib.machinery import ModuleSpec, PathFinder
+
+        real = PathFinder.find_spec(name, path)
+        return ModuleSpec(name, _Refused(), origin=real.origin if real else None)  # type: ignore[arg-type]
 
 
-def import_tensorflow(threads: int = 1) -> Any:
+def import_tensorflow(threads: int = 1, *, lean: bool = False) -> Any:
     """Import TensorFlow quietly and cheaply, with *threads* intra/inter-op threads.
 
     Sets TF_CPP_MIN_LOG_LEVEL=2 and TF_ENABLE_ONEDNN_OPTS=0 (unless already set) before
-    the import, keeps scikit-learn out of the process (cold start is what RTO is
-    measured against), and silences absl's INFO logging.
+    the import, keeps scikit-learn out of the process and, with *lean* (the model server,
+    whose cold start is what RTO is measured against), Keras too; silences absl INFO.
     """
     import sys
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     fresh = "tensorflow" not in sys.modules
-    blocker = _BlockOptional(frozenset({"sklearn"}) - frozenset(sys.modules))
+    names = {"sklearn", "keras"} if lean else {"sklearn"}
+    keep_out = _KeepOut(frozenset(names - set(sys.modules)))
     if fresh:
-        sys.meta_path.insert(0, blocker)  # type: ignore[arg-type]
+        sys.meta_path.insert(0, keep_out)  # type: ignore[arg-type]
     try:
         import tensorflow as tf
     finally:
         if fresh:
-            sys.meta_path.remove(blocker)  # type: ignore[arg-type]
+            sys.meta_path.remove(keep_out)  # type: ignore[arg-type]
     if fresh:
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if not stop.is_set():
             from chaoskit.model import import_tensorflow
 
-            import_tensorflow(threads=max(1, args.tf_threads))
+            import_tensorflow(threads=max(1, args.tf_threads), lean=True)
         store.run(stop, args.poll_interval)
     except OSError as e:
         return _fail(str(e))

@@ -8,14 +8,17 @@ harmless.  Every answer, including errors and unknown paths, is a JSON object.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from chaoskit.serving import tensors
 from chaoskit.serving.store import ModelStore, Servable
 
+log = logging.getLogger(__name__)
 _ROUTE = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?/?$"
@@ -44,6 +47,14 @@ class ServingHTTPServer(ThreadingHTTPServer):
         self.store = store
         super().__init__(address, ServingHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up or timed out is routine (probes give up); anything else
+        is logged once, without a traceback on stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return
+        log.warning("request from %s failed: %r", client_address, error)
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), which may wait on DNS.
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -71,9 +82,12 @@ class ServingHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(raw)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(raw)
+        try:
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(raw)
+        except (ConnectionError, TimeoutError):  # the client gave up waiting
+            self.close_connection = True
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

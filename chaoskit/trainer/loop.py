@@ -135,13 +135,18 @@ class Trainer:
         except (tf.errors.OpError, IndexError, OSError, ValueError, AssertionError) as e:
             path = ref.error_file(e, latest) or latest
             raise CheckpointLoadError(path, e) from e
-        self.last_checkpoint = {"step": int(self.step.numpy()), "path": latest, "wall": None}
+        try:
+            wall: float | None = os.path.getmtime(f"{latest}.index")
+        except OSError:
+            wall = None
+        self.last_checkpoint = {"step": int(self.step.numpy()), "path": latest, "wall": wall}
         return str(latest)
 
     # -- periodic work -------------------------------------------------------------
 
     def save_checkpoint(self) -> str:
         step = int(self.step.numpy())
+        self.config.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a fault may delete it
         path = self.manager.save(checkpoint_number=step)
         for name in os.listdir(self.config.checkpoint_dir):
             if name.startswith(os.path.basename(path) + ".") or name == "checkpoint":
