@@ -49,6 +49,8 @@ def host_paths() -> list[str]:
         sys.prefix,
         str(Path(chaoskit.__file__).resolve().parent.parent),  # editable installs
     ]
+    pythonpath = os.environ.get("PYTHONPATH", "")
+    wanted += [os.path.realpath(p) for p in pythonpath.split(os.pathsep) if os.path.isdir(p)]
     result: list[str] = []
     for path in sorted(set(wanted), key=len):
         if not any(path == p or path.startswith(p.rstrip("/") + "/") for p in result):
