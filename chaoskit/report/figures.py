@@ -262,7 +262,7 @@ def _legend(fig: Figure) -> None:
 
 
 def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) -> bytes | None:
-    """TTD/RTO/RPO of experiment *name* across the last *last* runs; None without history."""
+    """TTD/RTO/RPO of experiment *name* across the last *last* runs; None before 2 runs."""
     import pandas as pd
     from matplotlib.figure import Figure
 
@@ -273,6 +273,8 @@ def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) 
         "run_id", keep="last"
     )
     rows = rows.tail(last)
+    if len(rows) < 2:
+        return None  # one point is not a trend
     runs = [str(r) for r in rows["run_id"]]
     xs = list(range(len(runs)))
     fig = Figure(figsize=(11, 3.0))

@@ -191,6 +191,8 @@ def render_html(
         out.append(_img(view.timeline_png, f"timeline of {r.name}", "timeline"))
         if view.trend_png is not None:
             out.append(_img(view.trend_png, f"TTD/RTO/RPO trend of {r.name}", "trend"))
+        else:
+            out.append('<p class="meta">No TTD/RTO/RPO trend yet: it needs two runs.</p>')
         out += _key_events(view)
         out.append("</section>")
     out.append("</body></html>")

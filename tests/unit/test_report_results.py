@@ -71,7 +71,8 @@ def test_html_is_self_contained_with_one_decodable_timeline_per_experiment(run: 
     images = DATA_URI.findall(page)
     timelines = [data for kind, data in images if kind == "timeline"]
     trends = [data for kind, data in images if kind == "trend"]
-    assert len(timelines) == 3 and len(trends) == 3
+    assert len(timelines) == 3 and trends == []  # a first run has no trend yet
+    assert page.count("No TTD/RTO/RPO trend yet") == 3
     for data in timelines:
         image = Image.open(io.BytesIO(base64.b64decode(data)))
         assert image.format == "PNG" and image.width > 800 and image.height > 400
@@ -102,6 +103,7 @@ def test_history_gains_runs_and_rerendering_replaces_a_runs_rows(tmp_path: Path)
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history["run_id"]) == [first.name, second.name]
     assert list(history["rto_s"]) == [4.21, 6.5]
+    assert len(DATA_URI.findall((second / "report.html").read_text())) == 2  # timeline, trend
 
     # the journal of the first run gains an experiment: re-rendering replaces, not appends
     write_sample_run(first, [NEVER], start=100)
