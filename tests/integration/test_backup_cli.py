@@ -1,0 +1,132 @@
+"""The real ``chaoskit backup`` console command in subprocesses: exit codes, messages,
+progress on a terminal only, and a SIGKILLed backup whose lock is taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CHAOSKIT = shutil.which("chaoskit", path=str(Path(sys.executable).parent)) or "chaoskit"
+
+
+def ck(*args: str, env: dict[str, str], check: bool = True,
+       **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([CHAOSKIT, "backup", *args], env=env, capture_output=True, text=True,
+                          timeout=120, **kw)  # type: ignore[call-overload]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    (tmp_path / "pw").write_text("s3cret\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAOSKIT_")}
+    env["CHAOSKIT_REPOSITORY"] = str(tmp_path / "repo")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "model.bin").write_bytes(os.urandom(3 << 20))
+    (src / "sub" / "notes").write_text("v1\n")
+    return tmp_path, env
+
+
+def test_cli_cycle_with_tampering(site: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = site
+    pw = ["--password-file", str(tmp / "pw")]
+    missing = ck("init", env=env, check=False)
+    assert missing.returncode == 1 and "no password" in missing.stderr
+    ck("init", *pw, env=env)
+    out = ck("run", *pw, str(tmp / "src"), "--tag", "ci", env=env).stdout
+    assert "2 files" in out
+    snaps = json.loads(ck("snapshots", *pw, "--json", env=env).stdout)
+    assert len(snaps) == 1 and snaps[0]["tags"] == ["ci"]
+    ck("restore", *pw, "latest", "--target", str(tmp / "out"), env=env)
+    assert (tmp / "out" / "model.bin").read_bytes() == (tmp / "src" / "model.bin").read_bytes()
+    assert ck("verify", *pw, str(tmp / "out"), env=env).returncode == 0
+    (tmp / "out" / "sub" / "notes").write_text("v2\n")
+    differ = ck("verify", *pw, str(tmp / "out"), "--snapshot", snaps[0]["id"], env=env,
+                check=False)
+    assert differ.returncode == 1 and "changed  sub/notes" in differ.stdout
+    # damage one pack byte: check --read-data names the pack and the snapshot
+    pack = next(p for p in (tmp / "repo" / "data").rglob("*") if p.is_file())
+    os.chmod(pack, 0o644)
+    data = bytearray(pack.read_bytes())
+    data[1000] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    bad = ck("check", *pw, "--read-data", env=env, check=False)
+    assert bad.returncode == 1
+    assert f"pack {pack.name}" in bad.stdout and snaps[0]["short_id"] in bad.stdout
+    fail = ck("restore", *pw, "latest", "--target", str(tmp / "out"), env=env, check=False)
+    assert fail.returncode == 1 and fail.stderr.startswith("chaoskit: error: restore of snapshot")
+    assert (tmp / "out" / "sub" / "notes").read_text() == "v2\n"  # target left as it was
+    wrong = ck("snapshots", env={**env, "CHAOSKIT_PASSWORD": "nope"}, check=False)
+    assert wrong.returncode == 1 and wrong.stderr.count("\n") == 1
+    assert "wrong password" in wrong.stderr
+
+
+def test_progress_only_on_a_terminal(site: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = site
+    env["CHAOSKIT_PASSWORD"] = "pw"
+    ck("init", env=env)
+    quiet = ck("run", str(tmp / "src"), env=env)
+    assert quiet.stderr == ""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([CHAOSKIT, "backup", "restore", "latest", "--target",
+                               str(tmp / "out")], env=env, stdout=subprocess.PIPE,
+                              stderr=follower, timeout=120)
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO once the writer side is gone
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    text = b"".join(chunks).decode()
+    assert proc.returncode == 0
+    assert "restore: 3.0 MiB / 3.0 MiB, 2 / 2 files" in text and "/s" in text
+
+
+def test_sigkilled_backup_lock_is_taken_over(site: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = site
+    env["CHAOSKIT_PASSWORD"] = "pw"
+    ck("init", env=env)
+    (tmp / "src" / "big").write_bytes(os.urandom(32 << 20))
+    proc = subprocess.Popen([CHAOSKIT, "backup", "run", str(tmp / "src")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    locks = tmp / "repo" / "locks"
+    deadline = time.monotonic() + 60
+    while not any(p for p in locks.iterdir() if not p.name.startswith(".")):
+        assert proc.poll() is None, "backup ended before it was seen holding its lock"
+        assert time.monotonic() < deadline, "backup never took its lock"
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert list(locks.iterdir())  # the dead process's lock is still there
+    checked = ck("check", "--read-data", env=env)
+    assert "removing stale shared lock" in checked.stderr and "is gone" in checked.stderr
+    assert "no errors found" in checked.stdout
+    assert list(locks.iterdir()) == []
+    assert "0 snapshot(s)" in ck("snapshots", env=env).stdout
+    ck("prune", env=env)
+    ck("run", str(tmp / "src"), env=env)
+    assert "no errors found" in ck("check", "--read-data", env=env).stdout
