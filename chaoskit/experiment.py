@@ -18,7 +18,7 @@ from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.recovery import RestartService, confirm_steady_state
 from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.faults.base import Fault, FaultContext, Injection
-from chaoskit.journal import Journal, read_journal
+from chaoskit.journal import Journal, JournalTail, read_journal
 from chaoskit.loadgen import LoadGenerator
 from chaoskit.objectives import Objectives
 from chaoskit.report.metrics import ExperimentResult, compute, split_experiments
@@ -44,6 +44,7 @@ class Experiment:
         dr_config: DRConfig | None = None,
         load_rate: float = 20.0,
         record_property: Callable[[str, Any], None] | None = None,
+        fresh_recovery_point: bool = False,
     ) -> None:
         self.name = name
         self.stack = stack
@@ -54,6 +55,7 @@ class Experiment:
         self.dr_config = dr_config or DRConfig()
         self.load_rate = load_rate
         self.record_property = record_property
+        self.fresh_recovery_point = fresh_recovery_point
         self.client = stack.client()
         self.goldens = Goldens(stack.model_base_path)
         self._injections: list[Injection] = []
@@ -82,6 +84,9 @@ class Experiment:
                 f"experiment {self.name}: the steady state does not hold before the fault "
                 "(serving does not answer its canary correctly); see the service logs"
             )
+        self._tail = JournalTail(self.journal.path)
+        if self.fresh_recovery_point:
+            self._await_fresh_recovery_point()
         self._load = LoadGenerator(self.client, self.goldens, self.journal, rate=self.load_rate)
         self._load.start()
         recovery = RestartService(
@@ -97,14 +102,35 @@ class Experiment:
         ).start()
         return self
 
+    def _await_fresh_recovery_point(self, timeout: float = 60.0) -> None:
+        """Part of the steady state: the trainer is making progress and being backed up.
+
+        Without it, an experiment right after one that stopped the trainer would measure
+        the previous experiment's outage as its own RPO.
+        """
+        tail = JournalTail(self.journal.path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(
+                e["event"] == "backup.recovery_point" and "checkpoint" in e
+                for e in tail.new_events()
+            ):
+                return
+            time.sleep(0.05)
+        self.journal.record("steady_state.violated", phase="before", reason="no new recovery point")
+        raise StackError(
+            f"experiment {self.name}: no new checkpoint was backed up within {timeout:g}s "
+            "(is the trainer running? see its log)"
+        )
+
     def inject(self, fault: Fault) -> Injection:
         """Apply *fault* now; the returned injection reverts when its ``with`` block ends."""
         ctx = FaultContext(
             self.journal, seed=self.seed, stack=self.stack, annotations=self._annotations()
         )
+        self._last_fault_t = time.monotonic()
         injection = fault.inject(ctx)
         self._injections.append(injection)
-        self._last_fault_t = time.monotonic()
         return injection
 
     def _annotations(self) -> dict[str, Any]:
@@ -119,12 +145,24 @@ class Experiment:
         return 120.0 if rto is None else max(2 * rto, rto + 30.0)
 
     def wait_recovered(self, timeout: float | None = None) -> bool:
-        """Wait until the DR engine confirms the steady state after the latest fault."""
+        """Wait until the journal shows the steady state confirmed after the latest fault.
+
+        Whichever part of the DR engine recovered (restart, restore, failover), the proof
+        is its ``steady_state.ok`` event, so this watches the journal, not the engine.
+        """
         if self._engine is None:
             raise StackError(f"experiment {self.name} was not started")
-        return self._engine.wait_recovered(
-            self._last_fault_t, self.default_timeout() if timeout is None else timeout
-        )
+        deadline = time.monotonic() + (self.default_timeout() if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            for event in self._tail.new_events():
+                if (
+                    event["event"] == "steady_state.ok"
+                    and event.get("phase") == "recovery"
+                    and event["t"] >= self._last_fault_t
+                ):
+                    return True
+            time.sleep(0.02)
+        return False
 
     def run(self, fault: Fault, *, timeout: float | None = None) -> ExperimentResult:
         """Inject, wait for recovery, revert, and verify the budgets (raises on failure)."""

@@ -69,6 +69,34 @@ class Journal:
         return cls(path, source=source) if path else None
 
 
+class JournalTail:
+    """Follows a journal as it grows: each call returns the complete events added since."""
+
+    def __init__(self, path: str | os.PathLike[str], *, from_start: bool = False) -> None:
+        self.path = Path(path)
+        self._offset = 0 if from_start or not self.path.exists() else self.path.stat().st_size
+        self._partial = b""
+
+    def new_events(self) -> list[Event]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        events = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line another writer damaged is reported by read_journal
+            if isinstance(event, dict) and "event" in event:
+                events.append(event)
+        return events
+
+
 def read_journal(path: str | os.PathLike[str]) -> list[Event]:
     """All events of a journal in file order.
 

@@ -126,21 +126,26 @@ def chaos_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
     """The reference stack (trainer + serving), shared by the session's experiments."""
+    from chaoskit.dr.store_guard import StoreGuard, open_dr_site
     from chaoskit.stack.reference import ReferenceStack, StackConfig, make_backend
 
     state = request.config.stash[STATE]
     state.open_journal()
     data_dir = tmp_path_factory.mktemp("chaoskit-stack")
+    guard = None
     try:
         backend = make_backend(state.backend, state.run_dir, data_dir)
         stack = ReferenceStack(backend, data_dir, state.journal.path, StackConfig())
         state.stacks.append(stack)
         stack.start()
+        guard = StoreGuard(open_dr_site(data_dir / "dr-site"), stack, state.journal).start()
     except ChaosKitError as e:
         pytest.fail(f"chaoskit could not start the stack: {e}", pytrace=False)
     try:
         yield stack
     finally:
+        if guard is not None:
+            guard.stop()
         stack.close()
         state.stacks.remove(stack)
 
@@ -160,6 +165,7 @@ def chaos(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
         backend=state.backend,
         seed=state.seed,
         record_property=lambda key, value: item.user_properties.append((key, value)),
+        fresh_recovery_point=True,
     )
     item.stash[EXPERIMENT] = experiment
     try:

@@ -56,8 +56,6 @@ class DREngine:
         self.detector = ConsecutiveFailureDetector(self.config.failures_to_alert)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._changed = threading.Condition()
-        self._last_steady_ok: float = float("-inf")
 
     def start(self) -> DREngine:
         self._thread = threading.Thread(target=self._loop, name="chaoskit-dr", daemon=True)
@@ -92,10 +90,7 @@ class DREngine:
                 )
                 if self._stop.is_set():
                     break
-                if self.recovery.run(self.service):
-                    with self._changed:
-                        self._last_steady_ok = time.monotonic()
-                        self._changed.notify_all()
+                self.recovery.run(self.service)
                 self.detector.reset()
                 next_probe = time.monotonic()
             next_probe += interval
@@ -104,8 +99,3 @@ class DREngine:
                 next_probe = time.monotonic()
                 delay = 0
             self._stop.wait(delay)
-
-    def wait_recovered(self, since: float, timeout: float) -> bool:
-        """Block until a recovery confirmed after monotonic time *since*, or *timeout*."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._last_steady_ok > since, timeout)

@@ -2,7 +2,8 @@
 
 For each experiment window (experiment.started .. experiment.finished):
 TTD  = first ``detected`` after the first ``fault.injected`` − fault time;
-RTO  = first ``steady_state.ok`` after the fault − fault time (restored *and confirmed*);
+RTO  = the ``steady_state.ok`` that confirms the last recovery action − fault time
+       (restored *and confirmed*: with several recoveries, service is back after the last);
 RPO  = fault wall time − creation time of the recovery point restored (``restore.done``);
 failed_requests / wrong_predictions = ``request`` events that failed / answered wrongly.
 A value that an experiment does not measure is None (an empty cell), never zero.
@@ -104,7 +105,13 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
     else:
         result.fault = fault.get("fault")
         detected = _first(events, "detected", fault["t"])
-        recovered = _first(events, "steady_state.ok", fault["t"], phase="recovery")
+        # restored and confirmed: the confirmation that follows the last recovery action
+        actions = [
+            e["t"] for e in events if e["event"] == "recovery.started" and e["t"] >= fault["t"]
+        ]
+        recovered = _first(
+            events, "steady_state.ok", max(actions, default=fault["t"]), phase="recovery"
+        )
         if detected is not None:
             result.ttd_s = round(detected["t"] - fault["t"], 4)
         if recovered is not None:

@@ -1,0 +1,325 @@
+"""The store guard: recovery points of the model store and checkpoints, scanning, restore.
+
+It backs up every new SavedModel version (with its canary goldens) and, through the
+backup agent, every new checkpoint into the DR-site repository.  A scanner compares the
+live store with those manifests (SHA-256 per file) every ``scan_interval``; damage is
+journaled as ``detected`` (signal ``integrity``) and repaired by restoring the newest
+recovery point that restores and verifies — atomically, while serving keeps answering
+from memory.  A damaged checkpoint directory is restored with the trainer stopped, and
+the trainer is restarted to resume from the restored step.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaoskit.atomic import atomic_write_bytes, fsync_dir
+from chaoskit.dr.goldens import Goldens
+from chaoskit.dr.recovery import confirm_steady_state
+from chaoskit.dr.repository.agent import BackupAgent
+from chaoskit.dr.repository.repo import Repository, init_repository, open_repository
+from chaoskit.dr.repository.snapshots import Snapshot
+from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
+from chaoskit.dr.repository.verify import verify_directory
+from chaoskit.errors import ChaosKitError
+from chaoskit.journal import Journal, JournalTail
+from chaoskit.model import version_dirs
+from chaoskit.serving.client import ServingClient
+
+VERSION_TAG = "model-version"
+CHECKPOINT_TAG = "checkpoint"
+
+
+def open_dr_site(path: Path) -> Repository:
+    """Open (or create) the DR-site repository; its password file sits beside it (0600)."""
+    password_file = path.with_name(path.name + ".password")
+    if not password_file.exists():
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24))
+    password = password_file.read_text().strip()
+    if (path / "config").exists():
+        return open_repository(path, password)
+    return init_repository(path, password, scrypt_n=2**14)
+
+
+@dataclass
+class Damage:
+    """What the scanner found: which recovery point covers it and what differs."""
+
+    kind: str  # "model-version", "checkpoint-files" or "checkpoint-state"
+    path: Path
+    problems: list[str]
+    candidates: list[Snapshot] = field(default_factory=list)
+
+
+class StoreGuard:
+    """Runs beside the stack for the whole session (a backup agent plus a scanner)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        stack: Any,
+        journal: Journal,
+        *,
+        scan_interval: float = 0.25,
+        watched_versions: int = 3,
+    ) -> None:
+        self.repo = repo
+        self.stack = stack
+        self.journal = journal
+        self.scan_interval = scan_interval
+        self.watched_versions = watched_versions
+        self.model_base = Path(stack.model_base_path)
+        self.checkpoint_dir = Path(stack.checkpoint_dir)
+        self.goldens = Goldens(self.model_base)
+        self.versions: dict[int, Snapshot] = {}
+        self.agent = BackupAgent(
+            repo, self.checkpoint_dir, interval=scan_interval, tags=(CHECKPOINT_TAG,),
+            model_name=stack.config.model_name, journal=journal,
+        )  # fmt: skip
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> StoreGuard:
+        self._backup_new_versions()
+        self.agent.poll_once()
+        self._thread = threading.Thread(target=self._loop, name="chaoskit-store-guard", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._backup_new_versions()
+                status = self.stack.backend.status("trainer")
+                if status != "running":
+                    self._recover_trainer(status)
+                else:
+                    self.agent.poll_once()
+                    for damage in self.scan():
+                        self._repair(damage)
+            except (ChaosKitError, OSError) as e:
+                self.journal.record("store_guard.error", error=str(e))
+            self._stop.wait(self.scan_interval)
+
+    # -- recovery points ---------------------------------------------------------------
+    def _backup_new_versions(self) -> None:
+        for version, path in sorted(version_dirs(self.model_base).items()):
+            if version in self.versions or (self.versions and version < max(self.versions)):
+                continue
+            created = path.stat().st_mtime
+            snap = self.repo.backup(
+                path, tags=(VERSION_TAG,), time=created, checkpoint_step=version,
+                model_name=self.stack.config.model_name, model_version=str(version),
+            )  # fmt: skip
+            self.versions[version] = snap
+            self.journal.record("backup.recovery_point", snapshot=snap.id, version=version,
+                                step=version, wall_created=created)  # fmt: skip
+
+    # -- scanning ------------------------------------------------------------------------
+    def scan(self) -> list[Damage]:
+        """Compare the live store with its manifests; one Damage per damaged unit."""
+        found = []
+        for version in sorted(self.versions)[-self.watched_versions :]:
+            path = self.model_base / str(version)
+            problems = self._verify(path, self.versions[version])
+            if problems:
+                found.append(Damage("model-version", path, problems, [self.versions[version]]))
+        damage = self._scan_checkpoints()
+        if damage is not None:
+            found.append(damage)
+        return found
+
+    def _verify(self, path: Path, snap: Snapshot, *, ignore: tuple[str, ...] = ()) -> list[str]:
+        if not path.is_dir():
+            return [f"missing  {path}"]
+        report = verify_directory(self.repo, path, snap.id)
+        lines = [f"missing  {p}" for p in report.missing if p not in ignore]
+        lines += [f"changed  {p} ({why})" for p, why in report.changed.items() if p not in ignore]
+        return lines
+
+    def _scan_checkpoints(self) -> Damage | None:
+        """Damage to any backed-up checkpoint still in the directory, or to the state file."""
+        snaps = {s.summary.get("checkpoint"): s for s in self.agent.snapshots}
+        state = self._checkpoint_state()
+        if state is None:
+            if not snaps:
+                return None
+            return Damage("checkpoint-state", self.checkpoint_dir / STATE_FILE,
+                          [f"unreadable  {STATE_FILE}"], self._newest_first())  # fmt: skip
+        problems: list[str] = []
+        damaged: list[Snapshot] = []
+        for path in state.all_paths or (state.latest,):
+            snap = snaps.get(Path(path).name)
+            if snap is None:
+                continue
+            found = self._verify(self.checkpoint_dir, snap, ignore=(STATE_FILE,))
+            found = [line for line in found if Path(path).name in line]
+            if found:
+                problems += found
+                damaged.append(snap)
+        if not problems:
+            return None
+        return Damage("checkpoint-files", self.checkpoint_dir, problems, damaged)
+
+    def _checkpoint_state(self) -> Any:
+        try:
+            return parse_checkpoint_state((self.checkpoint_dir / STATE_FILE).read_text())
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _newest_first(self) -> list[Snapshot]:
+        return sorted(self.agent.snapshots, key=lambda s: s.checkpoint_step or 0, reverse=True)
+
+    # -- repair ----------------------------------------------------------------------------
+    def _repair(self, damage: Damage) -> None:
+        """Restore what *damage* names from its recovery point, then confirm."""
+        self.journal.record("detected", service="model-store", signal="integrity",
+                            target=str(damage.path), problems=damage.problems[:20])  # fmt: skip
+        self.journal.record("recovery.started", action="restore", target=str(damage.path))
+        if damage.kind == "model-version":
+            restored = self._restore_first(damage.candidates, damage.path)
+            intact = restored is not None and not self._verify(damage.path, restored)
+        elif damage.kind == "checkpoint-files":
+            restored, intact = self._restore_files(damage.candidates)
+        else:  # the state file: rewrite it as the newest recovery point still present had it
+            restored, intact = self._restore_state_file(damage.candidates)
+        self._finish(damage.path, restored, intact)
+
+    def _recover_trainer(self, status: str) -> None:
+        """The trainer is down: restart it, from the newest checkpoint that verifies."""
+        self.journal.record("detected", service="trainer", signal="process",
+                            reason=f"trainer is {status}")  # fmt: skip
+        tail = JournalTail(self.journal.path)
+        latest = self._verified_latest_checkpoint()
+        restored = None
+        if latest is None and self.agent.snapshots:
+            self.journal.record(
+                "recovery.started", action="restore", target=str(self.checkpoint_dir)
+            )
+            restored = self._restore_first(self._newest_first(), self.checkpoint_dir)
+            if restored is None:
+                self._finish(self.checkpoint_dir, None, False)
+                return
+        else:
+            self.journal.record("recovery.started", action="restart", service="trainer")
+        self.stack.backend.restart("trainer")
+        expected = (
+            restored.checkpoint_step if restored else (latest.checkpoint_step if latest else None)
+        )
+        resumed = self._trainer_resumed_at(tail, expected)
+        if restored is not None:
+            intact = resumed and not self._verify(
+                self.checkpoint_dir, restored, ignore=(STATE_FILE,)
+            )
+            self._finish(self.checkpoint_dir, restored, intact)
+        else:
+            self.journal.record("recovered", action="restart", service="trainer", resumed=resumed)
+            self._confirm()
+
+    def _verified_latest_checkpoint(self) -> Snapshot | None:
+        """The recovery point of the live latest checkpoint, if the live files match it."""
+        state = self._checkpoint_state()
+        if state is None:
+            return None
+        prefix = Path(state.latest).name
+        for snap in self.agent.snapshots:
+            if snap.summary.get("checkpoint") == prefix:
+                return (
+                    None if self._verify(self.checkpoint_dir, snap, ignore=(STATE_FILE,)) else snap
+                )
+        return None  # written after the last backup: nothing proves it intact
+
+    def _restore_first(self, candidates: list[Snapshot], target: Path) -> Snapshot | None:
+        """Restore the first candidate that restores completely (authenticated) as *target*."""
+        for snap in candidates:
+            try:
+                result = self.repo.restore(snap.id, target)
+            except ChaosKitError as e:
+                self.journal.record("restore.failed", snapshot=snap.id, error=str(e))
+                continue
+            if not result.failures:
+                return snap
+            self.journal.record("restore.failed", snapshot=snap.id,
+                                error="; ".join(result.failures.values())[:500])  # fmt: skip
+        return None
+
+    def _restore_files(self, damaged: list[Snapshot]) -> tuple[Snapshot | None, bool]:
+        """Replace the damaged files of live checkpoints one by one (the trainer keeps going)."""
+        staging = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}-repair")
+        restored = None
+        for snap in damaged:
+            shutil.rmtree(staging, ignore_errors=True)
+            if self._restore_first([snap], staging) is None:
+                return None, False
+            for entry in snap.files:
+                if entry.type == "file" and entry.path != STATE_FILE:
+                    os.replace(staging / entry.path, self.checkpoint_dir / entry.path)
+            fsync_dir(self.checkpoint_dir)
+            restored = snap
+        shutil.rmtree(staging, ignore_errors=True)
+        intact = all(
+            not self._verify(self.checkpoint_dir, s, ignore=(STATE_FILE,)) for s in damaged
+        )
+        return restored, intact
+
+    def _restore_state_file(self, candidates: list[Snapshot]) -> tuple[Snapshot | None, bool]:
+        for snap in candidates:
+            if self._verify(self.checkpoint_dir, snap, ignore=(STATE_FILE,)):
+                continue  # that checkpoint's files are not (all) here any more
+            staging = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}-state")
+            shutil.rmtree(staging, ignore_errors=True)
+            if self._restore_first([snap], staging) is None:
+                continue
+            atomic_write_bytes(
+                self.checkpoint_dir / STATE_FILE, (staging / STATE_FILE).read_bytes()
+            )
+            shutil.rmtree(staging, ignore_errors=True)
+            return snap, self._checkpoint_state() is not None
+        return None, False
+
+    def _finish(self, target: Path, restored: Snapshot | None, intact: bool) -> None:
+        if restored is None:
+            self.journal.record("recovery.failed", action="restore", target=str(target),
+                                reason="no recovery point restored and verified")  # fmt: skip
+            return
+        self.journal.record(
+            "restore.done",
+            target=str(target),
+            snapshot=restored.id,
+            recovery_point_created_wall=restored.time,
+            recovery_point_step=restored.checkpoint_step,
+            integrity=intact,
+        )
+        self.journal.record("recovered", action="restore", target=str(target))
+        self._confirm()
+
+    def _confirm(self) -> None:
+        host, port = self.stack.backend.endpoint("serving", "rest")
+        client = ServingClient(host, port, self.stack.config.model_name, timeout=2.0)
+        confirm_steady_state(client, self.goldens, self.journal, timeout=60.0)
+
+    def _trainer_resumed_at(
+        self, tail: JournalTail, step: int | None, timeout: float = 60.0
+    ) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in tail.new_events():
+                if event["event"] == "trainer.started":
+                    return step is None or event.get("step") == step
+            time.sleep(0.05)
+        return False
