@@ -198,7 +198,7 @@ def to_array(value: Any, spec: InputSpec) -> np.ndarray:
         if not isinstance(v, list):
             if level != rank:
                 raise RequestError(
-                    f"JSON Value: {_show(v)} found at incorrect level: {level + 1} in the JSON "
+                    f"JSON Value: {_show(v)} found at incorrect level: {level} in the JSON "
                     f"DOM. Expected at level: {rank}"
                 )
             flat.append(_leaf(v, spec))

@@ -204,3 +204,31 @@ def test_sigterm_exits_zero_and_a_damaged_checkpoint_is_refused(trainers, tmp_pa
     assert len(lines) == 1 and str(tmp_path / "garbage" / "ckpt" / "checkpoint") in lines[0]
     (failed,) = events(tmp_path / "garbage", "trainer.load_failed")
     assert failed["path"].endswith("checkpoint")
+
+
+def test_export_is_all_or_nothing(tmp_path, monkeypatch):
+    """In-process: a version appears whole (with its canary) or not at all."""
+    from chaoskit import model as ref
+
+    tf = ref.import_tensorflow()
+    module = ref.serving_module(ref.build_model(seed=3))
+    base = tmp_path / "models"
+    path = ref.export_saved_model(module, base, version=5, step=5)
+    assert path == base / "5" and sorted(p.name for p in base.iterdir()) == ["5"]
+    assert_complete_versions(base)
+    loaded = tf.saved_model.load(str(path)).signatures["serving_default"]
+    got = loaded(x=tf.constant(CANARY_INPUTS))["y"].numpy().tolist()
+    assert flat(got) == pytest.approx(flat(load_canary(path)["outputs"]), abs=1e-6)
+    with pytest.raises(FileExistsError):
+        ref.export_saved_model(module, base, version=5, step=6)
+
+    real_save = tf.saved_model.save
+
+    def save_then_fail(*args, **kwargs):
+        real_save(*args, **kwargs)  # the files are half there when the "disk fills up"
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        ref.export_saved_model(module, base, version=6, step=6)
+    assert sorted(p.name for p in base.iterdir()) == ["5"]
