@@ -1,7 +1,7 @@
 """Faults on a service's container: graceful stop, restart, removal and a network partition.
 
-Stop works on every backend; restart-in-place, removal and the partition need a backend
-that has containers (``docker``), and say so otherwise.  Like :class:`KillService`, the
+Stop works on every backend; restart-in-place, removal and the partition need the docker
+backend (attach mode: no removal, the containers are the user's), and say so otherwise.  Like :class:`KillService`, the
 faults that take a service down undo nothing on revert: bringing it back is the DR
 engine's job and what the experiment measures.  The partition is undone on revert.
 """
@@ -19,8 +19,8 @@ def _backend_with(ctx: FaultContext, fault: Fault, method: str) -> Any:
     backend = ctx.stack.backend
     if not callable(getattr(backend, method, None)):
         raise FaultError(
-            f"{fault.describe()} needs a backend with containers; "
-            f"the {getattr(backend, 'name', type(backend).__name__)!r} backend has no {method}()"
+            f"{fault.describe()} is not available on the "
+            f"{getattr(backend, 'name', type(backend).__name__)!r} backend (it has no {method}())"
         )
     return backend
 

@@ -93,7 +93,7 @@ def _remove_quietly(client: Any, project: str) -> None:
         pass
 
 
-def _signal_directly(info: dict[str, Any], sig: signals.Signals) -> bool:
+def signal_init(info: dict[str, Any], sig: signals.Signals) -> bool:
     """Signal the container's init (its pid 1) from here, as ``docker kill`` would.
 
     Only when the engine shares our pid namespace (the pid's cgroup names the container).
@@ -405,7 +405,7 @@ class DockerBackend:
         instance = instance_of(info)
         if instance is None:
             raise StackError(f"service {service!r} is not running")
-        if not _signal_directly(info, sig):  # type: ignore[arg-type]
+        if not signal_init(info, sig):  # type: ignore[arg-type]
             with engine.engine_errors(f"sending {sig.name} to service {service!r}"):
                 self.client.api.kill(self._container(service), signal=sig.name)
         return instance

@@ -93,6 +93,6 @@ def test_kill_with_any_signal_and_hang_work_through_the_generic_faults(ctx):
 def test_container_faults_need_a_container_backend(tmp_path):
     ctx = FaultContext(journal=Journal(tmp_path / "j.jsonl"),
                        stack=SimpleNamespace(backend=SimpleNamespace(name="process")))
-    with pytest.raises(FaultError, match=r"partition\(service='serving'\) needs a backend with "
-                       "containers; the 'process' backend has no disconnect"):
+    with pytest.raises(FaultError, match=r"partition\(service='serving'\) is not available on "
+                       r"the 'process' backend \(it has no disconnect\(\)\)"):
         NetworkPartition().inject(ctx)
