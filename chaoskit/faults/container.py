@@ -1,9 +1,10 @@
 """Faults on a service's container: graceful stop, restart, removal and a network partition.
 
 Stop works on every backend; restart-in-place, removal and the partition need the docker
-backend (attach mode: no removal, the containers are the user's), and say so otherwise.  Like :class:`KillService`, the
-faults that take a service down undo nothing on revert: bringing it back is the DR
-engine's job and what the experiment measures.  The partition is undone on revert.
+backend (attach mode: no removal, the containers are the user's), and say so otherwise.
+Like :class:`KillService`, the faults that take a service down undo nothing on revert:
+bringing it back is the DR engine's job and what the experiment measures.  The partition
+is undone on revert.
 """
 
 from __future__ import annotations
