@@ -201,8 +201,8 @@ class Trainer:
         start = int(self.step.numpy())
         self._record("trainer.started", step=start, resumed_from=resumed_from)
         self.clean_partial_exports()
-        if not ref.version_dirs(cfg.model_base_path):
-            self.export()
+        if not ref.version_dirs(cfg.model_base_path) and not stop.is_set():
+            self.export()  # serving gets something to load within seconds
         self.write_status()
         while not stop.is_set():
             if cfg.max_steps is not None and int(self.step.numpy()) >= cfg.max_steps:
