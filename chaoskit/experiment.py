@@ -159,10 +159,15 @@ class Experiment:
                     event["event"] == "steady_state.ok"
                     and event.get("phase") == "recovery"
                     and event["t"] >= self._last_fault_t
+                    and self._all_services_running()
                 ):
                     return True
             time.sleep(0.02)
         return False
+
+    def _all_services_running(self) -> bool:
+        backend = self.stack.backend
+        return all(backend.status(name) == "running" for name in self.stack.services)
 
     def run(self, fault: Fault, *, timeout: float | None = None) -> ExperimentResult:
         """Inject, wait for recovery, revert, and verify the budgets (raises on failure)."""

@@ -39,7 +39,7 @@ class Journal:
         self._lock = threading.Lock()
 
     def record(self, event: str, **fields: Any) -> Event:
-        """Append one event now and return it."""
+        """Append one event and return it; ``t``/``wall`` default to now."""
         entry: Event = {"t": time.monotonic(), "wall": time.time(), "event": event}
         entry.setdefault("source", self.source)
         entry.update(fields)

@@ -211,7 +211,10 @@ class StoreGuard:
             self.journal.record(
                 "recovery.started", action="restore", target=str(self.checkpoint_dir)
             )
-            restored = self._restore_first(self._newest_first(), self.checkpoint_dir)
+            for candidate in self._newest_first():
+                restored, _ = self._restore_files([candidate], with_state=True)
+                if restored is not None:
+                    break
             if restored is None:
                 self._finish(self.checkpoint_dir, None, False)
                 return
@@ -258,8 +261,13 @@ class StoreGuard:
                                 error="; ".join(result.failures.values())[:500])  # fmt: skip
         return None
 
-    def _restore_files(self, damaged: list[Snapshot]) -> tuple[Snapshot | None, bool]:
-        """Replace the damaged files of live checkpoints one by one (the trainer keeps going)."""
+    def _restore_files(
+        self, damaged: list[Snapshot], *, with_state: bool = False
+    ) -> tuple[Snapshot | None, bool]:
+        """Put the files of these checkpoints back one by one, keeping the other checkpoints.
+
+        With ``with_state`` the state file is restored too, so the trainer resumes there.
+        """
         staging = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}-repair")
         restored = None
         for snap in damaged:
@@ -267,7 +275,7 @@ class StoreGuard:
             if self._restore_first([snap], staging) is None:
                 return None, False
             for entry in snap.files:
-                if entry.type == "file" and entry.path != STATE_FILE:
+                if entry.type == "file" and (with_state or entry.path != STATE_FILE):
                     os.replace(staging / entry.path, self.checkpoint_dir / entry.path)
             fsync_dir(self.checkpoint_dir)
             restored = snap
@@ -309,6 +317,11 @@ class StoreGuard:
         self._confirm()
 
     def _confirm(self) -> None:
+        """Steady state: serving answers its canary correctly *and* the trainer runs."""
+        if self.stack.backend.status("trainer") != "running":
+            self.journal.record("steady_state.violated", phase="recovery",
+                                reason="the trainer is not running")  # fmt: skip
+            return
         host, port = self.stack.backend.endpoint("serving", "rest")
         client = ServingClient(host, port, self.stack.config.model_name, timeout=2.0)
         confirm_steady_state(client, self.goldens, self.journal, timeout=60.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
@@ -67,6 +68,9 @@ class Fault(ABC):
 
     @final
     def inject(self, ctx: FaultContext) -> Injection:
+        # the fault's time is when the change began: a detector may notice it before
+        # _inject returns, and TTD must never come out negative
+        began, began_wall = time.monotonic(), time.time()
         try:
             changes = self._inject(ctx)
         except FaultError:
@@ -75,6 +79,8 @@ class Fault(ABC):
             raise FaultError(f"could not inject {self.describe()}: {e}") from e
         ctx.journal.record(
             "fault.injected",
+            t=began,
+            wall=began_wall,
             fault=self.kind,
             params=self.params(),
             seed=ctx.seed,

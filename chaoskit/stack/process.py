@@ -26,6 +26,7 @@ from typing import Any
 from chaoskit.errors import BackendError, ConfigError, StackError
 from chaoskit.stack.ports import ensure_port_free, free_port
 from chaoskit.stack.service import ServiceSpec
+from chaoskit.waiting import wait_until
 
 OWNER_ENV = "CHAOSKIT_OWNER_PID"
 RUN_ENV = "CHAOSKIT_RUN_ID"
@@ -227,10 +228,13 @@ class ProcessBackend:
         return str(proc.pid)
 
     def pause(self, service: str) -> None:
-        self.kill(service, "SIGSTOP")
+        """SIGSTOP, and wait until the kernel reports the process stopped (it is async)."""
+        pid = int(self.kill(service, "SIGSTOP"))
+        wait_until(lambda: process_state(pid) in ("T", "Z", None), 5, what=f"{service} stopped")
 
     def resume(self, service: str) -> None:
-        self.kill(service, "SIGCONT")
+        pid = int(self.kill(service, "SIGCONT"))
+        wait_until(lambda: process_state(pid) != "T", 5, what=f"{service} resumed")
 
     def restart(self, service: str) -> None:
         running = self._get(service)
