@@ -58,6 +58,26 @@ class Cipher:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
+    def seal_into(self, data: bytes | memoryview, aad: bytes, out: Buffer
+                  ) -> tuple[bytes, memoryview]:
+        """(nonce, ciphertext) with the ciphertext in *out*'s memory: no allocation per chunk."""
+        nonce = os.urandom(NONCE_SIZE)
+        view = out.view(len(data) + TAG_SIZE)
+        self._aead.encrypt_into(nonce, data, aad, view)
+        return nonce, view
+
+    def open_into(self, sealed: memoryview, aad: bytes, out: Buffer, *, what: str
+                  ) -> memoryview:
+        """Authenticated plaintext in *out*'s memory (garbage there is never returned)."""
+        if len(sealed) < OVERHEAD:
+            raise IntegrityError(f"{what}: truncated ({len(sealed)} bytes)")
+        view = out.view(len(sealed) - OVERHEAD)
+        try:
+            self._aead.decrypt_into(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad, view)
+        except InvalidTag as e:
+            raise IntegrityError(f"{what}: authentication failed (damaged or tampered)") from e
+        return view
+
     def open(self, sealed: bytes | memoryview, aad: bytes, *, what: str) -> bytes:
         """Decrypt and authenticate; IntegrityError names *what* when it does not verify."""
         if len(sealed) < OVERHEAD:
@@ -78,6 +98,18 @@ class Cipher:
     def verify_mac(self, data: bytes, mac: str, *, what: str) -> None:
         if not hmac.compare_digest(self.mac(data), mac):
             raise IntegrityError(f"{what}: MAC mismatch (damaged or tampered)")
+
+
+class Buffer:
+    """A reusable byte buffer handing out exact-size views; grows when asked for more."""
+
+    def __init__(self, size: int = 0) -> None:
+        self._data = bytearray(size)
+
+    def view(self, size: int) -> memoryview:
+        if size > len(self._data):
+            self._data = bytearray(max(size, 2 * len(self._data)))
+        return memoryview(self._data)[:size]
 
 
 def wrap(kek: bytes, plaintext: bytes, aad: bytes) -> bytes:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaoskit.atomic import fsync_dir
-from chaoskit.dr.repository.crypto import Cipher
+from chaoskit.dr.repository.crypto import Buffer, Cipher
 from chaoskit.errors import IntegrityError
 
 PACK_TARGET = 16 << 20
@@ -76,18 +76,24 @@ class PackWriter:
         self._current: _OpenPack | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="chaoskit-pack")
         self._pending: list[tuple[_OpenPack, Future[None]]] = []
+        self._out = Buffer(1 << 20)
         self.bytes_written = 0
 
-    def add(self, chunk_id: bytes, sealed: bytes, raw_length: int) -> None:
+    def add(self, chunk_id: bytes, plaintext: bytes | memoryview) -> None:
+        """Seal one chunk (AAD = its id) and append it to the current pack."""
         pack = self._current
         if pack is None:
             pack = self._current = _OpenPack(self.data_dir)
-        view = memoryview(sealed)
-        while view:
-            view = view[os.write(pack.fd, view) :]
-        pack.entries.append((chunk_id, pack.size, len(sealed), raw_length))
-        pack.size += len(sealed)
-        self.bytes_written += len(sealed)
+        nonce, ciphertext = self.cipher.seal_into(plaintext, chunk_id, self._out)
+        length = len(nonce) + len(ciphertext)
+        written = os.writev(pack.fd, [nonce, ciphertext])
+        if written < length:  # rare short write: finish it plainly
+            rest = memoryview(nonce + bytes(ciphertext))[written:]
+            while rest:
+                rest = rest[os.write(pack.fd, rest) :]
+        pack.entries.append((chunk_id, pack.size, length, len(plaintext)))
+        pack.size += length
+        self.bytes_written += length
         if pack.size >= self.target:
             self._seal_current()
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaoskit.atomic import fsync_dir
+from chaoskit.dr.repository.crypto import Buffer
 from chaoskit.dr.repository.index import Index
 from chaoskit.dr.repository.packs import pack_path
 from chaoskit.dr.repository.progress import Progress
@@ -45,9 +46,14 @@ class PackReader:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self._fds: dict[str, int] = {}
+        self._sealed = Buffer(1 << 20)
 
     def read(self, chunk_id: bytes, index: Index) -> bytes:
         """The authenticated plaintext of one chunk; IntegrityError names the chunk."""
+        return bytes(self.read_into(chunk_id, index, Buffer()))
+
+    def read_into(self, chunk_id: bytes, index: Index, out: Buffer) -> memoryview:
+        """Like :meth:`read`, into *out*'s memory (valid until *out* is reused)."""
         loc = index.get(chunk_id)
         if loc is None:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is not in the index")
@@ -59,8 +65,10 @@ class PackReader:
                                                    os.O_RDONLY)
             except OSError as e:
                 raise IntegrityError(f"{what}: pack unreadable ({e.strerror})") from e
-        sealed = os.pread(fd, loc.length, loc.offset)
-        data = self.repo.cipher.open(sealed, chunk_id, what=what)
+        sealed = self._sealed.view(loc.length)
+        if os.preadv(fd, [sealed], loc.offset) != loc.length:
+            raise IntegrityError(f"{what}: pack is shorter than the index says")
+        data = self.repo.cipher.open_into(sealed, chunk_id, out, what=what)
         if len(data) != loc.raw_length:
             raise IntegrityError(f"{what}: length differs from the index")
         return data
@@ -109,7 +117,9 @@ class _Restorer:
         self.staged = staged
         self.progress = progress
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="chaoskit-verify")
+        self.sync_pool = ThreadPoolExecutor(1, thread_name_prefix="chaoskit-fsync")
         self.syncs: list[Future[None]] = []
+        self.buffers = (Buffer(1 << 20), Buffer(1 << 20))  # decrypt into one, hash the other
 
     def file(self, entry: FileEntry) -> None:
         path = self.staged / entry.path
@@ -119,12 +129,12 @@ class _Restorer:
         pending: Future[None] | None = None
         written = 0
         try:
-            for chunk_id in entry.chunk_ids:
-                data = self.reader.read(chunk_id, self.index)
+            for number, chunk_id in enumerate(entry.chunk_ids):
+                data = self.reader.read_into(chunk_id, self.index, self.buffers[number % 2])
                 if pending is not None:
                     pending.result()
                 pending = self.pool.submit(digest.update, data)
-                view = memoryview(data)
+                view = data
                 while view:
                     view = view[os.write(fd, view) :]
                 written += len(data)
@@ -141,7 +151,7 @@ class _Restorer:
             path.unlink()
             raise
         os.fchmod(fd, entry.mode)
-        self.syncs.append(self.pool.submit(_sync_close, fd, path, entry.mtime_ns))
+        self.syncs.append(self.sync_pool.submit(_sync_close, fd, path, entry.mtime_ns))
         self.progress.add(0, 1)
 
     def finish(self) -> None:
@@ -150,6 +160,7 @@ class _Restorer:
                 future.result()
         finally:
             self.pool.shutdown(wait=True)
+            self.sync_pool.shutdown(wait=True)
             self.reader.close()
 
 
