@@ -200,16 +200,14 @@ def _objectives_strip(
             text += f", {result.rpo_steps} steps"
         if clipped:
             text += " (starts off the left edge)"
-        budget_shown = budget is not None and label != "RPO" and budget <= x_max
-        if budget_shown:
-            ax.plot([budget, budget], [y - 0.42, y + 0.42], color="#333333", ls="--", lw=1.4,
+        mark = budget if budget is not None and label != "RPO" and budget <= x_max else None
+        if mark is not None:
+            ax.plot([mark, mark], [y - 0.42, y + 0.42], color="#333333", ls="--", lw=1.4,
                     zorder=4)  # fmt: skip
         # the label goes right of the bar and of its budget mark; near the right edge it
         # goes inside the bar, so it never leaves the figure or hides the budget mark
-        anchor = 0.0 if label == "RPO" else max(value, budget if budget_shown else value)
-        x, align = _label_place(
-            text, anchor, value, budget if budget_shown else None, x_min, x_max, label != "RPO"
-        )
+        anchor = 0.0 if label == "RPO" else max(value, value if mark is None else mark)
+        x, align = _label_place(text, anchor, value, mark, x_min, x_max, label != "RPO")
         ax.text(x, y, text, va="center", ha=align, fontsize=8.5, color=text_color,
                 fontweight="bold" if breached else "normal", zorder=5,
                 bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1})  # fmt: skip
@@ -311,9 +309,9 @@ def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) 
     if finite and max(finite) / max(min(finite), 1e-3) > 50:
         ax.set_yscale("log")
     ax.set_xticks(xs, runs, rotation=25, ha="right", fontsize=7)
-    for label, verdict in zip(ax.get_xticklabels(), rows["verdict"], strict=True):
+    for tick, verdict in zip(ax.get_xticklabels(), rows["verdict"], strict=True):
         if verdict != "pass":
-            label.set_color(FAULT)
+            tick.set_color(FAULT)
     ax.set_xlim(-0.6, len(runs) - 0.4)
     ax.set_ylabel("seconds")
     ax.set_title(f"{name}: TTD / RTO / RPO by run (failed runs in red)", fontsize=9, loc="left")

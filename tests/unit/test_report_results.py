@@ -153,3 +153,26 @@ def test_an_empty_run_still_writes_a_report(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         assert write_run_report(run_dir) == []
     assert "holds no experiment" in (run_dir / "report.html").read_text()
+
+
+def test_timeline_marks_come_from_the_journal_events(tmp_path: Path) -> None:
+    from chaoskit.journal import read_journal
+    from chaoskit.report.figures import _marks
+    from chaoskit.report.metrics import split_experiments
+
+    write_sample_run(tmp_path, [KILL])
+    [(start, window)] = split_experiments(read_journal(tmp_path / "journal.jsonl"))
+    fault = next(e for e in window if e["event"] == "fault.injected")
+    marks = _marks(window, fault, fault["t"], 99.0)
+    [(x0, x1)] = marks["window"]
+    assert x0 == 0.0 and math.isclose(x1, 4.21 + 0.4, abs_tol=1e-6)  # until fault.reverted
+    lines = [(round(x, 3), style) for x, _, style in marks["lines"]]
+    assert lines == [(0.0, "-"), (0.32, "-"), (0.33, ":"), (4.21, "-")]
+
+
+def test_an_interrupted_experiment_is_reported_as_failed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "20261127-150000-ffff"
+    write_sample_run(run_dir, [SampleExperiment(finished=False)])
+    [result] = write_run_report(run_dir)
+    assert result.verdict == "fail" and "the experiment itself interrupted" in result.reasons
+    assert (run_dir / "report.html").read_text().count('class="timeline"') == 1
