@@ -159,19 +159,20 @@ def burst(port: int, rounds: int = 20) -> list[float]:
     try:
         for c in conns:
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(rounds):
+        for i in range(rounds + 1):
             barrier = threading.Barrier(CONNECTIONS)
+            into = samples if i else []  # round 0 warms up every connection
 
-            def one(c: socket.socket) -> None:
+            def one(c: socket.socket, barrier: threading.Barrier, into: list[float]) -> None:
                 barrier.wait()
                 start = time.perf_counter()
                 c.sendall(MESSAGE)
                 got = 0
                 while got < len(MESSAGE):
                     got += len(c.recv(4096))
-                samples.append(time.perf_counter() - start)
+                into.append(time.perf_counter() - start)
 
-            threads = [threading.Thread(target=one, args=(c,)) for c in conns]
+            threads = [threading.Thread(target=one, args=(c, barrier, into)) for c in conns]
             for t in threads:
                 t.start()
             for t in threads:

@@ -65,6 +65,8 @@ class ApiHandler:
                     return
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:
+            return  # server shutting down: end quietly, the connection is closed below
         finally:
             writer.close()
 

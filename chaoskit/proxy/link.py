@@ -416,12 +416,16 @@ class Connection:
 class ClientProtocol(asyncio.Protocol):
     """The listening side: each accepted client opens its upstream connection."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, generation: int) -> None:
         self.proxy = proxy
+        self.generation = generation
         self.conn: Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if self.generation != self.proxy.generation:
+            transport.abort()  # accepted just before its listener was closed
+            return
         transport.pause_reading()
         conn = self.conn = Connection(self.proxy, transport)
         self.proxy.connections.add(conn)

@@ -138,6 +138,8 @@ class ProxyServer:
             task.cancel()
         if pending:
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        for _ in range(3):  # transports closed by those tasks release their sockets
+            loop.run_until_complete(asyncio.sleep(0))
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
@@ -152,7 +154,8 @@ class ProxyServer:
                     self._registry.close_all()
                 if self._api_server is not None:
                     self._api_server.close()
-                await asyncio.sleep(0)  # let transports deliver their close callbacks
+                for _ in range(3):  # let accepts in flight and close callbacks finish
+                    await asyncio.sleep(0)
                 asyncio.get_running_loop().stop()
 
             asyncio.run_coroutine_threadsafe(shutdown(), loop)

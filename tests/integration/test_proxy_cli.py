@@ -38,17 +38,17 @@ def start_serve(*args: str) -> tuple[subprocess.Popen[str], int]:
 
 
 def stop_serve(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM the server; its exit code.  Anything logged to stderr is a failure."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout=10)
+        _, err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+            proc.communicate()
+    assert err == "", err
+    return proc.returncode
 
 
 @pytest.fixture

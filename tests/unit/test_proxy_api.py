@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,6 +44,36 @@ def raw(server: ProxyServer, method: str, path: str, body: bytes | None = None,
         return resp.status, json.loads(data) if data and "json" in ctype else data
     finally:
         conn.close()
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server: ProxyServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/version")
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["version"]
+        conn.request("POST", "/reset")
+        assert conn.getresponse().status == 204
+    finally:
+        conn.close()
+
+
+def test_stop_frees_ports_and_threads(echo: LoopbackServer) -> None:
+    before = threading.active_count()
+    srv = ProxyServer(port=0).start()
+    listen = srv.create_proxy("svc", echo.address)["listen"]
+    host, port = listen.rsplit(":", 1)
+    client = socket.create_connection((host, int(port)), timeout=5)
+    srv.stop()
+    srv.stop()  # idempotent
+    assert client.recv(1) == b""  # the proxied connection was closed
+    client.close()
+    assert threading.active_count() == before
+    for address in ((host, int(port)), ("127.0.0.1", srv.port)):
+        with socket.socket() as again:
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            again.bind(address)
 
 
 def test_version_and_empty_list(api: ToxiproxyAPI) -> None:
