@@ -189,7 +189,9 @@ def serving_module(model: Any) -> Any:
     if hasattr(model, "serve") and not hasattr(model, "layers"):
         return model
 
-    class ServingModule(tf.Module):
+    module_base: Any = tf.Module
+
+    class ServingModule(module_base):
         def __init__(self, inner: Any) -> None:
             super().__init__(name="chaoskit_reference")
             self.model = inner
@@ -197,7 +199,7 @@ def serving_module(model: Any) -> Any:
         @tf.function(
             input_signature=[tf.TensorSpec([None, INPUT_DIM], tf.float32, name=INPUT_NAME)]
         )
-        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        def serve(self, x: Any) -> dict[str, Any]:
             return {OUTPUT_NAME: self.model(x)}
 
     return ServingModule(model)

@@ -128,7 +128,7 @@ class ServingHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         try:
-            body = self._read_body() if method == "POST" else b""
+            body = self._read_body()  # also for GET: keep-alive needs the body consumed
             status, answer = self._route(method, body)
         except ApiError as e:
             status, answer = e.status, {"error": e.message}

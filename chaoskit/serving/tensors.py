@@ -364,5 +364,5 @@ def response_body(fmt: str, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
         name, array = next(iter(outputs.items()))
         return {"predictions": _json_values(array, name)}
     columns = {name: _json_values(a, name) for name, a in sorted(outputs.items())}
-    rows = batch.pop()
+    rows = int(batch.pop() or 0)
     return {"predictions": [{name: col[i] for name, col in columns.items()} for i in range(rows)]}
