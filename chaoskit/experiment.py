@@ -20,6 +20,7 @@ from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.faults.base import Fault, FaultContext, Injection
 from chaoskit.journal import Journal, JournalTail, read_journal
 from chaoskit.loadgen import LoadGenerator
+from chaoskit.model import version_dirs
 from chaoskit.objectives import Objectives
 from chaoskit.report.metrics import ExperimentResult, compute, split_experiments
 from chaoskit.stack.reference import ReferenceStack
@@ -103,18 +104,23 @@ class Experiment:
         return self
 
     def _await_fresh_recovery_point(self, timeout: float = 60.0) -> None:
-        """Part of the steady state: the trainer is making progress and being backed up.
+        """Part of the steady state: the trainer progresses and everything is backed up.
 
         Without it, an experiment right after one that stopped the trainer would measure
         the previous experiment's outage as its own RPO.
         """
-        tail = JournalTail(self.journal.path)
+        tail = JournalTail(self.journal.path, from_start=True)
         deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        fresh_checkpoint, versions = False, set()
         while time.monotonic() < deadline:
-            if any(
-                e["event"] == "backup.recovery_point" and "checkpoint" in e
-                for e in tail.new_events()
-            ):
+            for e in tail.new_events():
+                if e["event"] == "backup.recovery_point":
+                    fresh_checkpoint |= "checkpoint" in e and e["t"] >= started
+                    if "version" in e:
+                        versions.add(e["version"])
+            latest = max(version_dirs(self.stack.model_base_path), default=None)
+            if fresh_checkpoint and (latest is None or latest in versions):
                 return
             time.sleep(0.05)
         self.journal.record("steady_state.violated", phase="before", reason="no new recovery point")

@@ -174,6 +174,14 @@ class StoreGuard:
                 damaged.append(snap)
         if not problems:
             return None
+        # CheckpointManager deletes old checkpoints as it saves new ones: what it has
+        # dropped from the state file meanwhile is housekeeping, not damage
+        now = self._checkpoint_state()
+        listed = {Path(p).name for p in (now.all_paths or (now.latest,))} if now else set()
+        damaged = [s for s in damaged if s.summary.get("checkpoint") in listed]
+        problems = [p for p in problems if any(name in p for name in listed)]
+        if not problems:
+            return None
         return Damage("checkpoint-files", self.checkpoint_dir, problems, damaged)
 
     def _checkpoint_state(self) -> Any:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import ClassVar
 
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.stack.process import parse_signal
+from chaoskit.waiting import wait_until
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,12 @@ class KillService(Fault):
         parse_signal(self.signal)  # fail at construction on a bad signal name
 
     def _inject(self, ctx: FaultContext) -> Changes:
-        instance = ctx.stack.backend.kill(self.service, self.signal)
+        backend = ctx.stack.backend
+        instance = backend.kill(self.service, self.signal)
+        if parse_signal(self.signal) == signal.SIGKILL:
+            # a big process takes a while to die; the fault has happened once it is gone
+            wait_until(lambda: backend.status(self.service) != "running", 30,
+                       what=f"{self.service} to die")  # fmt: skip
         return Changes(record={"service": self.service, "instance": instance})
 
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
