@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,9 +236,33 @@ def test_version_lifecycle_new_damaged_repaired_and_vanished(servers, exported, 
     (started,) = server.events("serving.started")
     assert started["port"] == server.port and started["pid"] == server.proc.pid
 
-    # A new good version is picked up and the old one unloaded.
-    install(exported / "40", base, 40)
-    wait_until(lambda: client.available_version() == 40, 30, what="version 40 available")
+    # A new good version is picked up and the old one unloaded; requests sent all
+    # through the switch are answered by one whole version or the other.
+    goldens = [flat(load_canary(exported / str(v))["outputs"]) for v in (20, 40)]
+    answers: list[tuple[int, list[float]]] = []
+    done = threading.Event()
+
+    def hammer() -> None:
+        while not done.is_set():
+            r = client.predict(CANARY_INPUTS)
+            answers.append((r.status, flat(r.body.get("predictions", []))))
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        install(exported / "40", base, 40)
+        wait_until(lambda: client.available_version() == 40, 30, what="version 40 available")
+        switched = len(answers)
+        wait_until(lambda: len(answers) > switched + 3, 10, what="answers after the switch")
+    finally:
+        done.set()
+        worker.join(timeout=30)
+    assert all(status == 200 for status, _ in answers), {status for status, _ in answers}
+    by = [
+        next(i for i, g in enumerate(goldens) if v == pytest.approx(g, abs=1e-4))
+        for _, v in answers
+    ]
+    assert by[-1] == 1 and by == sorted(by)  # whole versions, never back to the old one
     assert_matches_canary(client.predict(CANARY_INPUTS).body["predictions"], exported / "40")
     assert state_of(client, 20)["state"] == "END"
     assert [e["version"] for e in server.events("serving.version_loaded")] == [20, 40]
