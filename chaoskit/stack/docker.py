@@ -24,9 +24,12 @@ Layout of a run (project ``chaoskit-<run>-<hash of run_dir>``, all objects label
 
 Recovery (``restart``) replaces the container by a new one from the same spec (a new
 id); ``restart_mode="in_place"`` restarts the same container instead.  Docker's own
-restart policy is never set: the DR engine does the recovering, and the benchmark
-compares the two.  :class:`~chaoskit.stack.docker_attach.DockerAttachBackend` targets
-containers the user started.
+restart policy is not set (``restart_policy=`` exists for the benchmark's baseline
+only): the DR engine does the recovering.  ``kill`` signals the container's init
+directly when the engine shares our pid namespace, like a crash (see
+:func:`signal_init`); to the engine that is an unexpected exit, as for an OOM kill.
+:class:`~chaoskit.stack.docker_attach.DockerAttachBackend` targets containers the user
+started.
 """
 
 from __future__ import annotations
@@ -135,6 +138,7 @@ class DockerBackend:
         restart_mode: str = "replace",
         volumes: bool = True,
         pull: bool = False,
+        restart_policy: str | None = None,
     ) -> None:
         if restart_mode not in RESTART_MODES:
             raise ConfigError(f"restart_mode {restart_mode!r}: choose from {RESTART_MODES}")
@@ -148,6 +152,7 @@ class DockerBackend:
         self.project = project or project_name(self.run_dir)
         self.image, self.python, self.pull = image, python, pull
         self.restart_mode, self.use_volumes = restart_mode, volumes
+        self.restart_policy = restart_policy  # a baseline for benchmarks; the DR engine sets none
         self._services: dict[str, _Service] = {}
         self._checked_images: set[str] = set()
         self._network: str | None = None
@@ -309,6 +314,7 @@ class DockerBackend:
             init=True,
             mounts=self._mounts(svc),
             port_bindings={p: (HOST, p) for p in svc.ports.values()},
+            restart_policy={"Name": self.restart_policy} if self.restart_policy else None,
         )
         networking = api.create_networking_config(
             {self.network: api.create_endpoint_config(aliases=[spec.name])}
