@@ -63,6 +63,7 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
     origin = fault["t"] if fault else start["t"]
     end_t = max((e["t"] for e in events), default=start["t"] + 1.0)
     x_min, x_max = start["t"] - origin, max(end_t - origin, start["t"] - origin + 1.0)
+    x_max += 0.02 * (x_max - x_min)  # a mark on the last event stays visible
 
     fig = Figure(figsize=(11, 6.2))
     grid = fig.add_gridspec(
@@ -110,13 +111,32 @@ def _latency(ax: Axes, events: list[Event], origin: float) -> None:
                 ax.scatter(xs, ys, s=5, color=color, alpha=0.55, lw=0)
             else:
                 ax.scatter(xs, ys, s=18, color=FAULT, marker=fail_marker, lw=1)
-    ax.set_yscale("log")
+    _plain_log_axis(ax)
     ax.set_ylabel("latency (ms)")
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _plain_log_axis(ax: Axes) -> None:
+    """Log scale labelled 0.5, 1, 10, 1000 (not 4x10^1); minor labels only within a decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    low, high = ax.get_ylim()
+    if high / max(low, 1e-9) < 10:
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
+        ax.yaxis.set_minor_formatter(plain)
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def _errors(ax: Axes, events: list[Event], origin: float, x_min: float, x_max: float) -> None:
-    n_bins = max(1, math.ceil((x_max - x_min) / ERROR_BIN_S))
+    from matplotlib.ticker import MaxNLocator
+
+    # bins aligned on the fault (x = 0), so no bin mixes errors from before and after it
+    first = math.floor(x_min / ERROR_BIN_S) * ERROR_BIN_S
+    n_bins = max(1, math.ceil((x_max - first) / ERROR_BIN_S))
     series = {
         "failed requests": [0.0] * n_bins,
         "failed probes": [0.0] * n_bins,
@@ -125,12 +145,12 @@ def _errors(ax: Axes, events: list[Event], origin: float, x_min: float, x_max: f
     for e in events:
         if e["event"] not in ("request", "probe"):
             continue
-        i = min(n_bins - 1, max(0, int((e["t"] - origin - x_min) // ERROR_BIN_S)))
+        i = min(n_bins - 1, max(0, int((e["t"] - origin - first) // ERROR_BIN_S)))
         if not e.get("ok"):
             series[f"failed {e['event']}s"][i] += 1 / ERROR_BIN_S
         elif e["event"] == "request" and e.get("correct") is False:
             series["wrong predictions"][i] += 1 / ERROR_BIN_S
-    edges = [x_min + i * ERROR_BIN_S for i in range(n_bins + 1)]
+    edges = [first + i * ERROR_BIN_S for i in range(n_bins + 1)]
     bottom = [0.0] * n_bins
     for label, color in (
         ("failed requests", FAULT), ("failed probes", DETECTED), ("wrong predictions", WRONG)
@@ -141,6 +161,7 @@ def _errors(ax: Axes, events: list[Event], origin: float, x_min: float, x_max: f
             ax.stairs(top, edges, baseline=bottom, fill=True, color=color, alpha=0.8, lw=0)
             bottom = top
     ax.set_ylim(0, max(1.0, max(bottom) * 1.15))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     ax.set_ylabel("errors / s")
     ax.grid(True, axis="y", alpha=0.3)
 
@@ -307,7 +328,7 @@ def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) 
                        label=f"{metric.upper()} budget {format_duration(budget)}")  # fmt: skip
             finite.append(budget)
     if finite and max(finite) / max(min(finite), 1e-3) > 50:
-        ax.set_yscale("log")
+        _plain_log_axis(ax)
     ax.set_xticks(xs, runs, rotation=25, ha="right", fontsize=7)
     for tick, verdict in zip(ax.get_xticklabels(), rows["verdict"], strict=True):
         if verdict != "pass":
