@@ -104,7 +104,7 @@ class ApiHandler:
 
     async def _read_body(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             total = 0
             while True:
                 size_line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)

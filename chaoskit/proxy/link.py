@@ -1,23 +1,26 @@
 """The data plane: one proxied TCP connection as two links, each running its toxics.
 
-Every connection is a client transport and an upstream transport joined by two
-:class:`Link` objects (upstream = client→server, downstream = server→client).  A link
-with no active toxic writes each chunk straight through from ``data_received`` — no
-task, no queue — which is what keeps bulk throughput and small-request latency close
-to a direct connection.  When toxics apply, chunks go through a queue drained by one
-pump task that re-reads the proxy's toxic chain whenever it is woken, so toxics added,
-changed or removed through the API act on live connections at once.  Everything here
-runs on the server's single event-loop thread; nothing needs a lock.
+Every connection is a client socket and an upstream socket (each an
+:class:`~chaoskit.proxy.endpoint.Endpoint`) joined by two :class:`Link` objects
+(upstream = client→server, downstream = server→client).  A link with no active toxic
+is *direct*: its endpoint moves data with ``splice(2)`` (or one write per read) and no
+task, queue or timer is involved — which keeps bulk throughput and small-request
+latency close to a direct connection.  When toxics apply, chunks go through a queue
+drained by one pump task that re-reads the proxy's toxic chain whenever it is woken,
+so toxics added, changed or removed through the API act on live connections at once.
+Everything here runs on the server's single event-loop thread; nothing needs a lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from chaoskit.proxy.endpoint import Endpoint
 from chaoskit.proxy.model import Toxic, slice_offsets
 
 if TYPE_CHECKING:
@@ -61,8 +64,8 @@ class Link:
         self.direction = direction
         self.proxy = conn.proxy
         self.loop = conn.loop
-        self.src: asyncio.Transport | None = None
-        self.dst: asyncio.Transport | None = None
+        self.src: Endpoint | None = None
+        self.dst: Endpoint | None = None
         self.queue: deque[tuple[float, bytes]] = deque()
         self.queued = 0
         self.task: asyncio.Task[None] | None = None
@@ -77,9 +80,14 @@ class Link:
         self._idle = False
 
     # -- set-up and toxic bookkeeping -------------------------------------------------
-    def start(self, src: asyncio.Transport, dst: asyncio.Transport) -> None:
+    def start(self, src: Endpoint, dst: Endpoint) -> None:
         self.src, self.dst = src, dst
         self.on_change()
+
+    def direct(self) -> bool:
+        """True while data may bypass the toxics (and Python: the zero-copy path)."""
+        return self.task is None and self.eof_at is None and (
+            not self.proxy.chains[self.direction] or not self.active())
 
     def active(self) -> list[tuple[Toxic, _State]]:
         """The toxics of this direction that apply to this connection (toxicity drawn once)."""
@@ -357,34 +365,52 @@ class Link:
 class Connection:
     """A client connection and its upstream connection, joined by two links."""
 
-    def __init__(self, proxy: Proxy, client: asyncio.Transport) -> None:
+    def __init__(self, proxy: Proxy, client: socket.socket) -> None:
         self.proxy = proxy
         self.loop = proxy.loop
-        self.client = client
-        self.upstream: asyncio.Transport | None = None
         self.up = Link(self, "upstream")
         self.down = Link(self, "downstream")
+        self.client = Endpoint(self.loop, client)
+        self.client.reader, self.client.writer = self.up, self.down
+        self.upstream: Endpoint | None = None
         self.closed = False
-        self.connect_task: asyncio.Task[None] | None = None
+        self.connect_task: asyncio.Task[None] | None = self.loop.create_task(self._connect())
 
-    async def connect(self) -> None:
+    async def _connect(self) -> None:
         host, port = self.proxy.upstream_addr
+        host = host or "127.0.0.1"
+        sock = None
         try:
-            await self.loop.create_connection(
-                lambda: _UpstreamProtocol(self), host or "127.0.0.1", port
-            )
+            try:
+                family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 \
+                    else socket.AF_INET
+                address: Any = (host, port)
+            except ValueError:
+                infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                family, address = infos[0][0], infos[0][4]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            await self.loop.sock_connect(sock, address)
+        except asyncio.CancelledError:
+            if sock is not None:
+                sock.close()
+            raise
         except (OSError, ValueError, UnicodeError):
+            if sock is not None:
+                sock.close()
             self.proxy.upstream_failures += 1
             self.close()
-
-    def upstream_made(self, transport: asyncio.Transport) -> None:
-        if self.closed:
-            transport.abort()
             return
-        self.upstream = transport
-        self.up.start(self.client, transport)
-        self.down.start(transport, self.client)
-        self.client.resume_reading()
+        if self.closed:
+            sock.close()
+            return
+        upstream = self.upstream = Endpoint(self.loop, sock)
+        upstream.reader, upstream.writer = self.down, self.up
+        self.client.peer, upstream.peer = upstream, self.client
+        self.up.start(self.client, upstream)
+        self.down.start(upstream, self.client)
+        self.client.start()
+        upstream.start()
 
     def close(self, reset: bool = False) -> None:
         """Close both sides; ``reset`` sends a TCP RST instead of a FIN (reset_peer)."""
@@ -396,84 +422,17 @@ class Connection:
             link.stop()
         if self.connect_task is not None and not self.connect_task.done():
             self.connect_task.cancel()
-        for transport in (self.client, self.upstream):
-            if transport is None:
+        for endpoint in (self.client, self.upstream):
+            if endpoint is None:
                 continue
             if reset:
-                sock: Any = transport.get_extra_info("socket")
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                except (OSError, AttributeError):
+                    endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                except OSError:
                     pass
-                transport.abort()
+                endpoint.abort()
             else:
-                transport.close()
+                endpoint.close()
 
     def lost(self, exc: Exception | None) -> None:
         self.close(reset=exc is not None)
-
-
-class ClientProtocol(asyncio.Protocol):
-    """The listening side: each accepted client opens its upstream connection."""
-
-    def __init__(self, proxy: Proxy, generation: int) -> None:
-        self.proxy = proxy
-        self.generation = generation
-        self.conn: Connection | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        if self.generation != self.proxy.generation:
-            transport.abort()  # accepted just before its listener was closed
-            return
-        transport.pause_reading()
-        conn = self.conn = Connection(self.proxy, transport)
-        self.proxy.connections.add(conn)
-        self.proxy.connections_total += 1
-        conn.connect_task = self.proxy.loop.create_task(conn.connect())
-
-    def data_received(self, data: bytes) -> None:
-        assert self.conn is not None
-        self.conn.up.feed(data)
-
-    def eof_received(self) -> bool:
-        assert self.conn is not None
-        self.conn.up.feed_eof()
-        return True
-
-    def pause_writing(self) -> None:
-        assert self.conn is not None
-        self.conn.down.set_dst_paused(True)
-
-    def resume_writing(self) -> None:
-        assert self.conn is not None
-        self.conn.down.set_dst_paused(False)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.conn is not None:
-            self.conn.lost(exc)
-
-
-class _UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.conn.upstream_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.conn.down.feed(data)
-
-    def eof_received(self) -> bool:
-        self.conn.down.feed_eof()
-        return True
-
-    def pause_writing(self) -> None:
-        self.conn.up.set_dst_paused(True)
-
-    def resume_writing(self) -> None:
-        self.conn.up.set_dst_paused(False)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.conn.lost(exc)

@@ -15,7 +15,7 @@ import random
 import socket
 from typing import Any
 
-from chaoskit.proxy.link import ClientProtocol, Connection
+from chaoskit.proxy.link import Connection
 from chaoskit.proxy.model import (
     STREAMS,
     ApiError,
@@ -48,8 +48,6 @@ class Proxy:
         self.version = 0
         self.connections: set[Connection] = set()
         self.listener: socket.socket | None = None
-        self.generation = 0  # bumped by stop(); late accepts of an old listener are dropped
-        self._adopting: set[socket.socket] = set()
         self.rx = dict.fromkeys(STREAMS, 0)
         self.tx = dict.fromkeys(STREAMS, 0)
         self.connections_total = 0
@@ -88,49 +86,31 @@ class Proxy:
             sock.close()
             reason = "address already in use" if e.errno == errno.EADDRINUSE else e.strerror
             raise ApiError(f"listen tcp {self.listen}: bind: {reason}", 500) from e
-        # Our own accept loop rather than loop.create_server(): on Python 3.11 a
-        # connection accepted just before Server.close() is leaked, never closed.
-        self.loop.add_reader(sock.fileno(), self._accept, sock, self.generation)
+        self.loop.add_reader(sock.fileno(), self._accept, sock)
         self.listener = sock
         bound = sock.getsockname()
         self.listen = format_address(bound[0], bound[1])
         self.enabled = True
 
-    def _accept(self, sock: socket.socket, generation: int) -> None:
+    def _accept(self, sock: socket.socket) -> None:
         for _ in range(128):
             try:
-                conn, _ = sock.accept()
+                client, _ = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError:
                 return  # e.g. out of file descriptors: try again on the next event
-            conn.setblocking(False)
-            self._adopting.add(conn)
-            self.loop.create_task(self._adopt(conn, generation))
-
-    async def _adopt(self, conn: socket.socket, generation: int) -> None:
-        self._adopting.discard(conn)
-        if generation != self.generation or conn.fileno() < 0:
-            conn.close()
-            return
-        try:
-            await self.loop.connect_accepted_socket(
-                lambda: ClientProtocol(self, generation), conn)
-        except OSError:
-            conn.close()
+            self.connections.add(Connection(self, client))
+            self.connections_total += 1
 
     def stop(self) -> None:
         """Close the listener and drop every connection (as Toxiproxy's disable does)."""
-        self.generation += 1
         if self.listener is not None:
             self.loop.remove_reader(self.listener.fileno())
             self.listener.close()
             self.listener = None
-        for conn in list(self._adopting):
+        for conn in list(self.connections):
             conn.close()
-        self._adopting.clear()
-        for link_conn in list(self.connections):
-            link_conn.close()
         self.enabled = False
 
     # -- toxics -------------------------------------------------------------------------

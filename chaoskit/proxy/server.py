@@ -12,7 +12,7 @@ import asyncio
 import errno
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -175,7 +175,7 @@ class ProxyServer:
         self.stop()
 
     # -- thread-safe Python API ------------------------------------------------------------
-    def _call(self, make: Callable[[Registry], Awaitable[T]]) -> T:
+    def _call(self, make: Callable[[Registry], Coroutine[Any, Any, T]]) -> T:
         loop, registry = self._loop, self._registry
         if loop is None or registry is None or not self.running:
             raise ProxyError("the proxy server is not running")
