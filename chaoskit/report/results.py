@@ -9,6 +9,7 @@ atomically; ``reports/latest`` is a symlink swapped atomically to the newest run
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -92,6 +93,11 @@ def write_run_report(run_dir: Path) -> list[ExperimentResult]:
     frame = results_frame(results)
     atomic_write_text(run_dir / "results.csv", frame.to_csv(index=False))
     records = json.loads(frame.to_json(orient="records"))
+    for record, result in zip(records, results, strict=True):
+        for column in ("ttd_s", "rto_s", "rpo_s"):  # JSON has no infinity; null = not measured
+            value = getattr(result, column)
+            if value is not None and math.isinf(value):
+                record[column] = "inf"
     atomic_write_text(run_dir / "results.json", json.dumps(records, indent=2) + "\n")
     atomic_write_text(run_dir / "report.md", _markdown(run_dir.name, results))
     history = None

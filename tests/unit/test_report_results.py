@@ -176,3 +176,13 @@ def test_an_interrupted_experiment_is_reported_as_failed(tmp_path: Path) -> None
     [result] = write_run_report(run_dir)
     assert result.verdict == "fail" and "the experiment itself interrupted" in result.reasons
     assert (run_dir / "report.html").read_text().count('class="timeline"') == 1
+
+
+def test_an_unbounded_rpo_stays_distinct_from_an_unmeasured_one(tmp_path: Path) -> None:
+    promised = SampleExperiment(budgets={"ttd": 1.0, "rto": 20.0, "rpo": 60.0})  # no restore
+    write_sample_run(tmp_path, [promised, KILL])
+    write_run_report(tmp_path)
+    unbounded, unmeasured = json.loads((tmp_path / "results.json").read_text())
+    assert unbounded["rpo_s"] == "inf" and unmeasured["rpo_s"] is None
+    csv_rpo = pd.read_csv(tmp_path / "results.csv")["rpo_s"].tolist()
+    assert csv_rpo[0] == math.inf and math.isnan(csv_rpo[1])
