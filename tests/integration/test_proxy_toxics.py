@@ -63,9 +63,9 @@ def test_latency_adds_the_set_delay_each_way(server: ProxyServer, echo: Loopback
         server.remove_toxic("svc", "latency_downstream")
         server.remove_toxic("svc", "latency_upstream")
         after = min(rtt(conn) for _ in range(3))
-    assert all(0.060 <= d < 0.060 + 0.030 for d in down), down
-    assert all(0.100 <= d < 0.100 + 0.030 for d in both), both
-    assert after < base + 0.010
+    assert all(0.060 <= d < 0.060 + 0.045 for d in down), down
+    assert all(0.100 <= d < 0.100 + 0.045 for d in both), both
+    assert after < base + 0.030
 
 
 def test_jitter_varies_the_delay_within_bounds(server: ProxyServer,
@@ -74,7 +74,7 @@ def test_jitter_varies_the_delay_within_bounds(server: ProxyServer,
     server.add_toxic("svc", "latency", attributes={"latency": 40, "jitter": 20})
     with connect(listen) as conn:
         delays = [rtt(conn) for _ in range(12)]
-    assert all(0.020 <= d < 0.060 + 0.025 for d in delays), delays
+    assert all(0.020 <= d < 0.060 + 0.035 for d in delays), delays
     assert max(delays) - min(delays) > 0.005, "jitter should vary the delay"
 
 
@@ -193,13 +193,13 @@ def test_toxicity_is_drawn_once_per_connection_and_seeded(echo: LoopbackServer) 
     def pattern(seed: int) -> list[bool]:
         with ProxyServer(port=0, seed=seed) as srv:
             listen = srv.create_proxy("svc", echo.address)["listen"]
-            srv.add_toxic("svc", "latency", toxicity=0.5, attributes={"latency": 40})
+            srv.add_toxic("svc", "latency", toxicity=0.5, attributes={"latency": 60})
             slow = []
             for _ in range(12):
                 with connect(listen) as conn:
                     first, second = rtt(conn), rtt(conn)
-                assert (first >= 0.04) == (second >= 0.04), "same draw for the connection"
-                slow.append(first >= 0.04)
+                assert (first >= 0.06) == (second >= 0.06), "same draw for the connection"
+                slow.append(first >= 0.06)
             return slow
 
     a = pattern(123)
@@ -276,4 +276,4 @@ def test_removing_a_toxic_under_heavy_traffic_answers_at_once(server: ProxyServe
             done.set()
             for t in readers:
                 t.join(20)
-    assert max(timings) < 0.25, timings
+    assert max(timings) < 0.5, timings
