@@ -16,6 +16,7 @@ from typing import Any
 from chaoskit.dr.engine import DRConfig, DREngine
 from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.recovery import RestartService, confirm_steady_state
+from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.faults.base import Fault, FaultContext, Injection
 from chaoskit.journal import Journal, JournalTail, read_journal
@@ -140,11 +141,19 @@ class Experiment:
         return injection
 
     def _annotations(self) -> dict[str, Any]:
+        """The trainer's progress at the fault: its status, or its newest checkpoint if later."""
+        steps = []
         try:
-            status = json.loads(self.stack.status_file.read_text())
-            return {"trainer_step": int(status["step"])}
+            steps.append(int(json.loads(self.stack.status_file.read_text())["step"]))
         except (OSError, ValueError, KeyError, TypeError):
-            return {}
+            pass
+        try:
+            state = parse_checkpoint_state((self.stack.checkpoint_dir / STATE_FILE).read_text())
+            if state is not None and state.step is not None:
+                steps.append(state.step)
+        except (OSError, UnicodeDecodeError):
+            pass
+        return {"trainer_step": max(steps)} if steps else {}
 
     def default_timeout(self) -> float:
         rto = self.objectives.rto

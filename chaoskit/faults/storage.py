@@ -56,11 +56,11 @@ class FileDamage(Fault):
         path = resolve_target(ctx.stack, self.target)
         if not path.is_file():
             raise FaultError(f"{self.kind}: {self.target!r} ({path}) is not a file")
-        keep = _quarantine(ctx) / path.name
-        shutil.copy2(path, keep)
         data = bytearray(path.read_bytes())
         before = hashlib.sha256(data).hexdigest()
-        details = self._damage(path, data, ctx)
+        details = self._damage(path, data, ctx)  # validates before anything is touched
+        keep = _quarantine(ctx) / path.name
+        shutil.copy2(path, keep)
         with open(path, "r+b") as f:  # in place, as a bad disk or a torn upload would
             f.write(data)
             f.truncate(len(data))

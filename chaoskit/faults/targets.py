@@ -15,26 +15,24 @@ files the stack does not own.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
+from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import FaultError
 from chaoskit.model import version_dirs
-
-_STATE_LINE = re.compile(r'^model_checkpoint_path:\s*"(.+)"\s*$', re.MULTILINE)
 
 
 def latest_checkpoint_prefix(checkpoint_dir: Path) -> Path:
     """The prefix the ``checkpoint`` state file names (no TensorFlow needed)."""
-    state = checkpoint_dir / "checkpoint"
+    state_file = checkpoint_dir / STATE_FILE
     try:
-        match = _STATE_LINE.search(state.read_text())
-    except OSError as e:
-        raise FaultError(f"no checkpoint state file at {state}") from e
-    if not match:
-        raise FaultError(f"{state} names no checkpoint")
-    prefix = Path(match.group(1))
+        state = parse_checkpoint_state(state_file.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise FaultError(f"no readable checkpoint state file at {state_file}") from e
+    if state is None:
+        raise FaultError(f"{state_file} names no checkpoint")
+    prefix = Path(state.latest)
     return prefix if prefix.is_absolute() else checkpoint_dir / prefix
 
 
