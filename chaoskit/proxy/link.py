@@ -412,8 +412,11 @@ class Connection:
         self.client.start()
         upstream.start()
 
-    def close(self, reset: bool = False) -> None:
-        """Close both sides; ``reset`` sends a TCP RST instead of a FIN (reset_peer)."""
+    def close(self, reset: bool = False, drop: bool = False) -> None:
+        """Close both sides; ``reset`` sends a TCP RST instead of a FIN (reset_peer).
+
+        Without ``drop`` what the proxy still holds for a side is delivered first.
+        """
         if self.closed:
             return
         self.closed = True
@@ -430,6 +433,8 @@ class Connection:
                     endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                 except OSError:
                     pass
+                endpoint.abort()
+            elif drop:
                 endpoint.abort()
             else:
                 endpoint.close()

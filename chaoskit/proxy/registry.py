@@ -103,14 +103,17 @@ class Proxy:
             self.connections.add(Connection(self, client))
             self.connections_total += 1
 
-    def stop(self) -> None:
-        """Close the listener and drop every connection (as Toxiproxy's disable does)."""
+    def stop(self, drop: bool = False) -> None:
+        """Close the listener and every connection (as Toxiproxy's disable does).
+
+        ``drop`` discards data not yet delivered (server shutdown) instead of flushing it.
+        """
         if self.listener is not None:
             self.loop.remove_reader(self.listener.fileno())
             self.listener.close()
             self.listener = None
         for conn in list(self.connections):
-            conn.close()
+            conn.close(drop=drop)
         self.enabled = False
 
     # -- toxics -------------------------------------------------------------------------
@@ -258,5 +261,6 @@ class Registry:
                     await proxy.start()
 
     def close_all(self) -> None:
+        """Server shutdown: close every listener and socket now."""
         for proxy in self.proxies.values():
-            proxy.stop()
+            proxy.stop(drop=True)
