@@ -49,7 +49,7 @@ class ExperimentView:
     result: ExperimentResult
     start: Event
     events: list[Event]
-    timeline_png: bytes
+    timeline_png: bytes | None
     trend_png: bytes | None = None
     anchor: str = field(default="")
 
@@ -188,7 +188,11 @@ def render_html(
         if r.reasons:
             out.append('<div class="reasons">' + "<br>".join(escape(x) for x in r.reasons))
             out.append("</div>")
-        out.append(_img(view.timeline_png, f"timeline of {r.name}", "timeline"))
+        if view.timeline_png is not None:
+            out.append(_img(view.timeline_png, f"timeline of {r.name}", "timeline"))
+        else:
+            out.append('<p class="breach">The timeline could not be drawn (see the notes at '
+                       "the top); the events are listed below.</p>")  # fmt: skip
         if view.trend_png is not None:
             out.append(_img(view.trend_png, f"TTD/RTO/RPO trend of {r.name}", "trend"))
         else:

@@ -12,8 +12,9 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chaoskit.atomic import atomic_write_text
 from chaoskit.durations import format_duration
@@ -123,16 +124,28 @@ def _html(
     from chaoskit.report.figures import timeline_png, trend_png
     from chaoskit.report.page import ExperimentView, render_html
 
+    def drawn(what: str, draw: Callable[..., bytes | None], *args: Any) -> bytes | None:
+        try:
+            return draw(*args)
+        except Exception as e:  # one odd journal must not cost the whole run its report
+            message = f"{what} could not be drawn: {type(e).__name__}: {e}"
+            notes.append(message)
+            warnings.warn(message, stacklevel=3)
+            return None
+
     views = []
     windows = split_experiments(events)
     for number, ((start, window), result) in enumerate(zip(windows, results, strict=True), 1):
-        trend = None if history is None else trend_png(history, result.name, run_dir.name)
+        timeline = drawn(f"timeline of {result.name}", timeline_png, start, window, result)
+        trend = None
+        if history is not None:
+            trend = drawn(f"trend of {result.name}", trend_png, history, result.name, run_dir.name)
         views.append(
             ExperimentView(
                 result=result,
                 start=start,
                 events=window,
-                timeline_png=timeline_png(start, window, result),
+                timeline_png=timeline,
                 trend_png=trend,
                 anchor=f"experiment-{number}",
             )

@@ -186,3 +186,20 @@ def test_an_unbounded_rpo_stays_distinct_from_an_unmeasured_one(tmp_path: Path) 
     assert unbounded["rpo_s"] == "inf" and unmeasured["rpo_s"] is None
     csv_rpo = pd.read_csv(tmp_path / "results.csv")["rpo_s"].tolist()
     assert csv_rpo[0] == math.inf and math.isnan(csv_rpo[1])
+
+
+def test_a_figure_that_fails_to_draw_costs_only_that_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chaoskit.report.figures as figures
+
+    def broken(*args: object) -> bytes:
+        raise ValueError("odd event")
+
+    monkeypatch.setattr(figures, "timeline_png", broken)
+    write_sample_run(tmp_path, [KILL])
+    with pytest.warns(UserWarning, match="timeline of .*test_kill_serving could not be drawn"):
+        [result] = write_run_report(tmp_path)
+    assert result.verdict == "pass"
+    page = (tmp_path / "report.html").read_text()
+    assert "ValueError: odd event" in page and "The timeline could not be drawn" in page
