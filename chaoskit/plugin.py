@@ -61,6 +61,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chaos-backend", help="where the stack runs: process (default) or docker")
     group.addoption("--chaos-report-dir", help="directory for run reports (default: reports)")
     group.addoption("--chaos-seed", type=int, help="seed for the faults' random choices")
+    group.addoption(
+        "--chaos-examples",
+        type=int,
+        default=3,
+        help="examples each property-based experiment draws (default 3; more is slower)",
+    )
     parser.addini("chaos_backend", "default backend: process or docker", default="process")
     parser.addini("chaos_report_dir", "directory for run reports", default="reports")
     for name in NAMES:
@@ -150,22 +156,29 @@ def chaos_stack(
         state.stacks.remove(stack)
 
 
-@pytest.fixture
-def chaos(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
-    """A started experiment named after the test; faults injected through it always revert."""
+def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed: int) -> Any:
     from chaoskit.experiment import Experiment
 
     state = request.config.stash[STATE]
     item = request.node
-    experiment = Experiment(
-        item.nodeid,
-        chaos_stack,
+    return Experiment(
+        name,
+        stack,
         state.open_journal(),
         _objectives(item),
         backend=state.backend,
-        seed=state.seed,
+        seed=seed,
         record_property=lambda key, value: item.user_properties.append((key, value)),
         fresh_recovery_point=True,
+    )
+
+
+@pytest.fixture
+def chaos(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
+    """A started experiment named after the test; faults injected through it always revert."""
+    item = request.node
+    experiment = _new_experiment(
+        request, chaos_stack, item.nodeid, request.config.stash[STATE].seed
     )
     item.stash[EXPERIMENT] = experiment
     try:
@@ -177,6 +190,35 @@ def chaos(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
         yield experiment
     finally:
         experiment.finish(item.stash.get(CALL_OUTCOME, "interrupted"))
+
+
+@pytest.fixture
+def chaos_experiments(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
+    """A factory of experiments for tests that run several (one per hypothesis example).
+
+    ``with chaos_experiments("label", seed=7) as experiment: experiment.run(fault)``;
+    each is its own row in the report, named ``<test id>[label]``.
+    """
+    created: list[Any] = []
+
+    def factory(label: str, *, seed: int | None = None) -> Any:
+        state = request.config.stash[STATE]
+        name = f"{request.node.nodeid}[{label}]"
+        experiment = _new_experiment(
+            request, chaos_stack, name, state.seed if seed is None else seed
+        )
+        created.append(experiment)
+        return experiment
+
+    yield factory
+    for experiment in created:
+        experiment.finish(request.node.stash.get(CALL_OUTCOME, "interrupted"))
+
+
+@pytest.fixture
+def chaos_examples(request: pytest.FixtureRequest) -> int:
+    """How many examples property-based experiments draw (--chaos-examples, default 3)."""
+    return int(request.config.getoption("chaos_examples"))
 
 
 EXPERIMENT = pytest.StashKey[Any]()
