@@ -278,3 +278,44 @@ def test_config_file_populates_at_start(tmp_path: Any, echo: LoopbackServer) -> 
     config.write_text('[{"name": "x"}]')
     with pytest.raises(ConfigError, match="missing required field: upstream"):
         ProxyServer(port=0, config=config).start()
+
+
+def test_python_api_is_thread_safe(server: ProxyServer, echo: LoopbackServer) -> None:
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            server.create_proxy(f"p{i}", echo.address)
+            server.add_toxic(f"p{i}", "latency", attributes={"latency": i})
+            server.remove_toxic(f"p{i}", "latency_downstream")
+        except BaseException as e:  # collected and re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    proxies = server.proxies()
+    assert len(proxies) == 20 and all(p["toxics"] == [] for p in proxies.values())
+    assert len({p["listen"] for p in proxies.values()}) == 20
+
+
+def test_upstream_by_host_name_and_ipv6_listen(api: ToxiproxyAPI, echo: LoopbackServer) -> None:
+    listen = api.create_proxy("byname", f"localhost:{echo.port}")["listen"]
+    host, port = listen.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(b"name")
+        assert conn.recv(4) == b"name"
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    created = api.create_proxy("v6", echo.address, listen="[::1]:0")
+    assert created["listen"].startswith("[::1]:")
+    port6 = int(created["listen"].rsplit(":", 1)[1])
+    with socket.create_connection(("::1", port6), timeout=5) as conn:
+        conn.sendall(b"six")
+        assert conn.recv(3) == b"six"
