@@ -14,8 +14,10 @@ strings may carry a unit: ``"150ms"``); Toxiproxy's integer milliseconds are der
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -109,12 +111,32 @@ class ToxicFault(ProxyFault):
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
         url, names = changes.undo
         api = ToxiproxyAPI(url)
-        for name in names:
-            try:
-                api.remove_toxic(self.proxy, name)
-            except ApiError as e:
-                if not _gone(e):
-                    raise
+        _finish_despite_ctrl_c([functools.partial(_remove, api, self.proxy, n) for n in names])
+
+
+def _remove(api: ToxiproxyAPI, proxy: str, name: str) -> None:
+    try:
+        api.remove_toxic(proxy, name)
+    except ApiError as e:
+        if not _gone(e):
+            raise
+
+
+def _finish_despite_ctrl_c(steps: list[Callable[[], None]]) -> None:
+    """Run every undo step; a first Ctrl-C is held until they are done (no orphans)."""
+    interrupted: KeyboardInterrupt | None = None
+    pending = list(steps)
+    while pending:
+        try:
+            pending[0]()
+        except KeyboardInterrupt as e:
+            if interrupted is not None:
+                raise  # a second Ctrl-C: the user insists
+            interrupted = e
+            continue  # retry the interrupted step; removing twice is harmless
+        pending.pop(0)
+    if interrupted is not None:
+        raise interrupted
 
 
 def _remove_quietly(api: ToxiproxyAPI, proxy: str, names: list[str]) -> None:
@@ -249,11 +271,15 @@ class Partition(ProxyFault):
         url, disabled_by_us = changes.undo
         if not disabled_by_us:
             return
-        try:
-            ToxiproxyAPI(url).set_enabled(self.proxy, True)
-        except ApiError as e:
-            if not _gone(e):
-                raise
+
+        def enable() -> None:
+            try:
+                ToxiproxyAPI(url).set_enabled(self.proxy, True)
+            except ApiError as e:
+                if not _gone(e):
+                    raise
+
+        _finish_despite_ctrl_c([enable])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -206,6 +206,25 @@ def test_interrupt_during_inject_leaves_no_orphan(ctx: FaultContext, server: Pro
     assert calls and toxic_names(server) == []
 
 
+def test_ctrl_c_during_revert_still_removes_everything(
+        ctx: FaultContext, server: ProxyServer, listen: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    injection = Latency(delay="5ms", stream="both").inject(ctx)
+    original = ToxiproxyAPI.remove_toxic
+    interrupts = [1]
+
+    def interrupt_once(self: ToxiproxyAPI, *args: Any) -> None:
+        if interrupts:
+            interrupts.pop()
+            raise KeyboardInterrupt  # Ctrl-C while reverting the first toxic
+        original(self, *args)
+
+    monkeypatch.setattr(ToxiproxyAPI, "remove_toxic", interrupt_once)
+    with pytest.raises(KeyboardInterrupt):
+        injection.revert()
+    assert toxic_names(server) == []
+
+
 def test_failure_half_way_removes_the_first_toxic(ctx: FaultContext, server: ProxyServer,
                                                   listen: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
