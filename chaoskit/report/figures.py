@@ -42,6 +42,11 @@ def _first(events: list[Event], kind: str, after: float, **match: Any) -> Event 
     return None
 
 
+def _plain(text: str) -> str:
+    """Journal text as literal figure text: '$' would start matplotlib math mode."""
+    return text.replace("$", r"\$")
+
+
 def _png(fig: Figure) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -74,7 +79,7 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
     ax_l = fig.add_subplot(grid[1], sharex=ax_s)
     ax_e = fig.add_subplot(grid[2], sharex=ax_s)
     verdict = result.verdict.upper()
-    title = f"{result.name}\nfault: {result.fault or 'none'}  -  verdict: {verdict}"
+    title = _plain(f"{result.name}\nfault: {result.fault or 'none'}  -  verdict: {verdict}")
     ax_s.set_title(title, fontsize=10, loc="left", color=FAULT if verdict == "FAIL" else "black")
 
     _latency(ax_l, events, origin)
@@ -335,7 +340,8 @@ def trend_png(history: pd.DataFrame, name: str, run_id: str, *, last: int = 30) 
             tick.set_color(FAULT)
     ax.set_xlim(-0.6, len(runs) - 0.4)
     ax.set_ylabel("seconds")
-    ax.set_title(f"{name}: TTD / RTO / RPO by run (failed runs in red)", fontsize=9, loc="left")
+    title = _plain(f"{name}: TTD / RTO / RPO by run (failed runs in red)")
+    ax.set_title(title, fontsize=9, loc="left")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return _png(fig)

@@ -203,3 +203,12 @@ def test_a_figure_that_fails_to_draw_costs_only_that_figure(
     assert result.verdict == "pass"
     page = (tmp_path / "report.html").read_text()
     assert "ValueError: odd event" in page and "The timeline could not be drawn" in page
+
+
+def test_journal_text_is_literal_in_figures_too(tmp_path: Path) -> None:
+    odd = SampleExperiment(name="t.py::test[$a^$]", fault="kill")  # $..$ = mathtext
+    write_sample_run(tmp_path, [odd])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_run_report(tmp_path)
+    assert 'class="timeline"' in (tmp_path / "report.html").read_text()
