@@ -47,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     print(f"chaoskit proxy: Toxiproxy API listening on {server.url}", flush=True)
+    for name, proxy in sorted(server.proxies().items()):
+        state = "" if proxy["enabled"] else " (disabled)"
+        print(f"chaoskit proxy: {name}: {proxy['listen']} -> {proxy['upstream']}{state}",
+              flush=True)
     try:
         while not server.wait(0.5):
             pass
