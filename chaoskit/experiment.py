@@ -97,7 +97,7 @@ class Experiment:
         )  # fmt: skip
         self._engine = DREngine(
             self.stack.client(),
-            self.goldens.inputs(),
+            self.goldens,
             self.journal,
             recovery,
             config=self.dr_config,

@@ -1,5 +1,8 @@
 """The DR engine loop: probe serving at a fixed interval, detect, recover, confirm.
 
+A probe fails when serving does not answer in time, answers with an error, or answers
+with outputs that match the canary of no exported version (silent corruption).
+
 It only acts and writes events (probe, detected, recovery.*, steady_state.*); how fast
 it was is computed from the journal afterwards.
 """
@@ -11,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 from chaoskit.dr.detector import ConsecutiveFailureDetector
+from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.probe import probe_predict
 from chaoskit.dr.recovery import RecoveryAction
 from chaoskit.errors import ConfigError
@@ -40,7 +44,7 @@ class DREngine:
     def __init__(
         self,
         client: ServingClient,
-        canary_inputs: list[list[float]],
+        goldens: Goldens,
         journal: Journal,
         recovery: RecoveryAction,
         *,
@@ -49,7 +53,8 @@ class DREngine:
     ) -> None:
         self.config = config or DRConfig()
         self.client = client
-        self.inputs = canary_inputs
+        self.goldens = goldens
+        self.inputs = goldens.inputs()
         self.journal = journal
         self.recovery = recovery
         self.service = service
@@ -72,21 +77,25 @@ class DREngine:
         next_probe = time.monotonic()
         while not self._stop.is_set():
             result = probe_predict(self.client, self.inputs, timeout=self.config.probe_timeout)
+            ok, error, signal = result.ok, result.error, "probe"
+            if ok and self.goldens.matching_version(result.predictions) is None:
+                # an answer, but not what any exported version computes: silent corruption
+                ok, error, signal = False, "canary outputs match no exported version", "canary"
             self.journal.record(
                 "probe",
                 service=self.service,
-                ok=result.ok,
+                ok=ok,
                 latency_s=round(result.latency_s, 6),
                 status=result.status,
-                error=result.error,
+                error=error,
             )
-            if self.detector.observe(result.ok):
+            if self.detector.observe(ok):
                 self.journal.record(
                     "detected",
                     service=self.service,
-                    signal="probe",
+                    signal=signal,
                     failures=self.detector.streak,
-                    reason=result.error,
+                    reason=error,
                 )
                 if self._stop.is_set():
                     break

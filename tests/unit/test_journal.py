@@ -75,3 +75,23 @@ def test_from_env(tmp_path, monkeypatch):
     journal.record("trainer.started")
     journal.close()
     assert read_journal(tmp_path / "j.jsonl")[0]["source"] == "trainer"
+
+
+def test_tail_returns_only_new_complete_events(tmp_path):
+    from chaoskit.journal import JournalTail
+
+    path = tmp_path / "journal.jsonl"
+    with Journal(path) as journal:
+        journal.record("old")
+        tail = JournalTail(path)
+        assert tail.new_events() == []
+        journal.record("new")
+        with open(path, "ab") as f:
+            f.write(b'{"t": 5, "event": "half')
+        assert [e["event"] for e in tail.new_events()] == ["new"]
+        with open(path, "ab") as f:
+            f.write(b'"}\n')
+        assert [e["event"] for e in tail.new_events()] == ["half"]
+    assert [e["event"] for e in JournalTail(path, from_start=True).new_events()] == [
+        "old", "new", "half"
+    ]
