@@ -1,8 +1,9 @@
 """Crash safety: backup, forget and prune SIGKILLed at random moments, hundreds of times.
 
-Each round starts a real subprocess that opens the repository, reports ready, and on a
-signal runs one operation; the test kills it after a random delay drawn from the
-operation's observed duration, so kills land before, inside and after the writes.
+Each round a real child process (forked from a helper subprocess that imported chaoskit
+once) opens the repository and runs one operation; the test SIGKILLs it after a random
+delay drawn from the operation's observed duration, so kills land before, inside and
+after the writes.
 After every kill: the repository passes ``check --read-data``, no snapshot that had
 completed is lost (forget may only remove what its policy does not keep), and at the
 end every snapshot whose content the test knows restores byte-identical.
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -26,22 +29,33 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROUNDS = int(os.environ.get("CHAOSKIT_CRASH_ROUNDS", "200"))
 
-DRIVER = r"""
-import sys, time, warnings
+# A long-lived subprocess that has imported chaoskit once and forks one child per round:
+# the child opens the repository and runs the operation; the test SIGKILLs it by pid.
+# Forking keeps a round near 0.1 s, so hundreds of kills fit in the test budget.
+ZYGOTE = r"""
+import os, sys, time, warnings
 warnings.simplefilter("ignore")
 from chaoskit.dr import RetentionPolicy, open_repository
-repo = open_repository(sys.argv[1], "pw")
-op, src = sys.argv[2], sys.argv[3]
-print("ready", flush=True)
-sys.stdin.readline()
-started = time.monotonic()
-if op == "backup":
-    print("snapshot", repo.backup(src).id, flush=True)
-elif op == "forget":
-    repo.forget(RetentionPolicy(keep_last=3), prune=True)
-else:
-    repo.prune()
-print("done", time.monotonic() - started, flush=True)
+while line := sys.stdin.readline():
+    op, root, src = line.split()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            started = time.monotonic()
+            repo = open_repository(root, "pw")
+            if op == "backup":
+                print("snapshot", repo.backup(src).id, flush=True)
+            elif op == "forget":
+                repo.forget(RetentionPolicy(keep_last=3), prune=True)
+            else:
+                repo.prune()
+            print("done", time.monotonic() - started, flush=True)
+        finally:
+            os._exit(0)
+    print("child", pid, flush=True)
+    sys.stdin.readline()  # reap only when told: until then the pid cannot be reused
+    os.waitpid(pid, 0)
+    print("reaped", flush=True)
 """
 
 
@@ -74,52 +88,62 @@ def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
     init_repository(root, "pw", scrypt_n=2**8)
     src.mkdir()
     contents: dict[str, dict[str, bytes]] = {}
-    longest = {"backup": 0.05, "forget": 0.05, "prune": 0.05}
+    longest = {"backup": 0.02, "forget": 0.02, "prune": 0.02}
     killed = completed = 0
-    for round_no in range(ROUNDS):
-        op = rng.choices(["backup", "forget", "prune"], weights=[6, 2, 2])[0]
-        mutate(src, rng)
-        tree = read_tree(src)
-        repo = quiet_open(root)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            before = repo.snapshots()
-        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(root), op, str(src)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
-        assert proc.stdin is not None and proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n"
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        try:  # the kill moment: uniformly within (a bit beyond) the op's longest run
-            proc.wait(timeout=rng.uniform(0, 1.2 * longest[op]))
-        except subprocess.TimeoutExpired:
-            pass
-        proc.kill()
-        out, _ = proc.communicate(timeout=30)
-        lines = out.splitlines()
-        if lines and lines[-1].startswith("done"):
-            completed += 1
-            longest[op] = max(longest[op], float(lines[-1].split()[1]))
-        else:
-            killed += 1
-        for line in lines:
-            if line.startswith("snapshot "):
-                contents[line.split()[1]] = tree
+    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert zygote.stdin is not None and zygote.stdout is not None
+    try:
+        for round_no in range(ROUNDS):
+            op = rng.choices(["backup", "forget", "prune"], weights=[6, 2, 2])[0]
+            mutate(src, rng)
+            tree = read_tree(src)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                before = quiet_open(root).snapshots()
+            zygote.stdin.write(f"{op} {root} {src}\n")
+            zygote.stdin.flush()
+            lines = []
+            while not (line := zygote.stdout.readline()).startswith("child "):
+                assert line, "the zygote process died"
+                lines.append(line.strip())
+            pid = int(line.split()[1])
+            if round_no % 5:  # every fifth round runs to the end, to measure the operation
+                # the kill moment: uniformly within (a bit beyond) the operation's longest run
+                time.sleep(rng.uniform(0, 1.2 * longest[op]))
+                os.kill(pid, signal.SIGKILL)  # alive or a zombie: never another process
+            zygote.stdin.write("reap\n")
+            zygote.stdin.flush()
+            while (line := zygote.stdout.readline()) != "reaped\n":
+                assert line, "the zygote process died"
+                lines.append(line.strip())
+            if lines and lines[-1].startswith("done"):
+                completed += 1
+                longest[op] = max(longest[op], float(lines[-1].split()[1]))
+            else:
+                killed += 1
+            for line in lines:
+                if line.startswith("snapshot "):
+                    contents[line.split()[1]] = tree
 
-        repo = quiet_open(root)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            report = repo.check(read_data=True)
-            after = {s.id for s in repo.snapshots()}
-        assert report.ok, f"round {round_no} ({op}): {[str(p) for p in report.problems]}"
-        must_keep = {s.id for s in before}
-        if op == "forget":
-            must_keep = {s.id for s in sorted(before, key=lambda s: (s.time, s.backup_time))[-3:]}
-        assert must_keep <= after, f"round {round_no} ({op}) lost {must_keep - after}"
-        for snap_id in list(contents):
-            if snap_id not in after:
-                del contents[snap_id]
+            repo = quiet_open(root)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                report = repo.check(read_data=True)
+                after = {s.id for s in repo.snapshots()}
+            assert report.ok, f"round {round_no} ({op}): {[str(p) for p in report.problems]}"
+            must_keep = {s.id for s in before}
+            if op == "forget":
+                newest = sorted(before, key=lambda s: (s.time, s.backup_time))[-3:]
+                must_keep = {s.id for s in newest}
+            assert must_keep <= after, f"round {round_no} ({op}) lost {must_keep - after}"
+            for snap_id in list(contents):
+                if snap_id not in after:
+                    del contents[snap_id]
+    finally:
+        zygote.kill()
+        zygote.wait(timeout=30)
+    print(f"{ROUNDS} rounds: {killed} killed mid-operation, {completed} completed")
     assert killed >= ROUNDS // 4 and completed >= ROUNDS // 10, (killed, completed)
     repo = quiet_open(root)
     with warnings.catch_warnings():
