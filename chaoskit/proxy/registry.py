@@ -29,6 +29,7 @@ from chaoskit.proxy.model import (
 )
 
 _RESOLVE_TIMEOUT = 5.0
+_ACCEPT_RETRY = 0.1
 
 
 class Proxy:
@@ -99,9 +100,16 @@ class Proxy:
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError:
-                return  # e.g. out of file descriptors: try again on the next event
+                # e.g. out of file descriptors: back off instead of spinning on the event
+                self.loop.remove_reader(sock.fileno())
+                self.loop.call_later(_ACCEPT_RETRY, self._resume_accepting, sock)
+                return
             self.connections.add(Connection(self, client))
             self.connections_total += 1
+
+    def _resume_accepting(self, sock: socket.socket) -> None:
+        if self.listener is sock:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
 
     def stop(self, drop: bool = False) -> None:
         """Close the listener and every connection (as Toxiproxy's disable does).

@@ -226,3 +226,53 @@ def test_serve_loads_a_config_and_rejects_a_bad_one(tmp_path: Path,
     assert result.returncode == 1
     assert result.stderr.startswith("chaoskit: error: proxy config")
     assert "Traceback" not in result.stderr
+
+
+def test_running_out_of_file_descriptors_is_survived(echo: LoopbackServer) -> None:
+    import resource
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+
+    proc = subprocess.Popen([*SERVE, "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=low_limit)
+    assert proc.stdout is not None
+    port = int(re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1))  # type: ignore[union-attr]
+    saved = (APIConsumer.host, APIConsumer.port)
+    clients: list[socket.socket] = []
+    try:
+        client = Toxiproxy()
+        client.update_api_consumer("127.0.0.1", port)
+        proxy = client.create(upstream=echo.address, name="echo")
+        host, lport = proxy.listen.rsplit(":", 1)
+        for _ in range(40):  # far more than 48 descriptors' worth of proxied connections
+            clients.append(socket.create_connection((host, int(lport)), timeout=5))
+            clients[-1].sendall(b"x")
+        served = 0
+        for c in clients:
+            try:
+                served += c.recv(1) == b"x"
+            except OSError:
+                pass
+        assert served < len(clients), "descriptors were not exhausted: the test proves nothing"
+        for c in clients:
+            c.close()
+        clients.clear()
+        deadline = time.monotonic() + 10
+        while True:  # once descriptors are free again, the proxy accepts and serves
+            try:
+                if rtt(proxy.listen) < 1:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the proxy did not recover"
+            time.sleep(0.1)
+        assert set(client.proxies()) == {"echo"}
+    finally:
+        for c in clients:
+            c.close()
+        APIConsumer.host, APIConsumer.port = saved
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "Traceback" not in err, err
