@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from chaoskit.dr.repository.repo import Repository
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROUNDS = int(os.environ.get("CHAOSKIT_CRASH_ROUNDS", "200"))
+ROUNDS = int(os.environ.get("CHAOSKIT_CRASH_ROUNDS", "300"))
 
 # A long-lived subprocess that has imported chaoskit once and forks one child per round:
 # the child opens the repository and runs the operation; the test SIGKILLs it by pid.
@@ -88,7 +89,7 @@ def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
     init_repository(root, "pw", scrypt_n=2**8)
     src.mkdir()
     contents: dict[str, dict[str, bytes]] = {}
-    longest = {"backup": 0.02, "forget": 0.02, "prune": 0.02}
+    durations: dict[str, list[float]] = {"backup": [0.02], "forget": [0.02], "prune": [0.02]}
     killed = completed = 0
     zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -109,8 +110,8 @@ def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
                 lines.append(line.strip())
             pid = int(line.split()[1])
             if round_no % 5:  # every fifth round runs to the end, to measure the operation
-                # the kill moment: uniformly within (a bit beyond) the operation's longest run
-                time.sleep(rng.uniform(0, 1.2 * longest[op]))
+                # the kill moment: uniform over (a bit beyond) the operation's typical run
+                time.sleep(rng.uniform(0, 1.1 * statistics.median(durations[op][-20:])))
                 os.kill(pid, signal.SIGKILL)  # alive or a zombie: never another process
             zygote.stdin.write("reap\n")
             zygote.stdin.flush()
@@ -119,7 +120,7 @@ def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
                 lines.append(line.strip())
             if lines and lines[-1].startswith("done"):
                 completed += 1
-                longest[op] = max(longest[op], float(lines[-1].split()[1]))
+                durations[op].append(float(lines[-1].split()[1]))
             else:
                 killed += 1
             for line in lines:
@@ -144,7 +145,7 @@ def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
         zygote.kill()
         zygote.wait(timeout=30)
     print(f"{ROUNDS} rounds: {killed} killed mid-operation, {completed} completed")
-    assert killed >= ROUNDS // 4 and completed >= ROUNDS // 10, (killed, completed)
+    assert killed >= ROUNDS // 2 and completed >= ROUNDS // 10, (killed, completed)
     repo = quiet_open(root)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
