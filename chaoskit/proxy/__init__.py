@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from chaoskit.proxy.client import TOXIPROXY_URL_ENV, ToxiproxyAPI
     from chaoskit.proxy.model import ApiError
-    from chaoskit.proxy.server import ProxyServer
+    from chaoskit.proxy.server import ProxyServer, use_toxiproxy
 
-__all__ = ["TOXIPROXY_URL_ENV", "ApiError", "ProxyServer", "ToxiproxyAPI"]
+__all__ = ["TOXIPROXY_URL_ENV", "ApiError", "ProxyServer", "ToxiproxyAPI", "use_toxiproxy"]
 
 _WHERE = {
     "TOXIPROXY_URL_ENV": "chaoskit.proxy.client",
     "ToxiproxyAPI": "chaoskit.proxy.client",
     "ApiError": "chaoskit.proxy.model",
     "ProxyServer": "chaoskit.proxy.server",
+    "use_toxiproxy": "chaoskit.proxy.server",
 }
 
 

@@ -9,15 +9,18 @@ exactly the API's validation and raise :class:`ApiError` (a ``ProxyError``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
+import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from chaoskit.errors import ConfigError, ProxyError
 from chaoskit.proxy.api import ApiHandler
+from chaoskit.proxy.client import TOXIPROXY_URL_ENV, ToxiproxyAPI
 from chaoskit.proxy.model import ApiError
 from chaoskit.proxy.registry import Proxy, Registry
 
@@ -242,6 +245,21 @@ class ProxyServer:
 
 
 ChaosKitErrorTypes = (ProxyError, ConfigError)
+
+
+@contextlib.contextmanager
+def use_toxiproxy(*, seed: int | None = None) -> Iterator[ToxiproxyAPI]:
+    """The Toxiproxy API to use for a block: ``$TOXIPROXY_URL`` if set (a real
+    toxiproxy-server, checked to answer), else an embedded server on a free port that
+    is stopped when the block ends."""
+    url = os.environ.get(TOXIPROXY_URL_ENV)
+    if url:
+        api = ToxiproxyAPI(url)
+        api.version()  # fail early, naming the URL, if nothing answers there
+        yield api
+        return
+    with ProxyServer(port=0, seed=seed) as server:
+        yield ToxiproxyAPI(server.url)
 
 
 async def _json(op: Awaitable[Proxy]) -> dict[str, Any]:

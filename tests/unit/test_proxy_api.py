@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chaoskit.errors import ConfigError, ProxyError
-from chaoskit.proxy import ApiError, ProxyServer, ToxiproxyAPI
+from chaoskit.proxy import ApiError, ProxyServer, ToxiproxyAPI, use_toxiproxy
 from chaoskit.proxy.testing import LoopbackServer, echo_server
 
 
@@ -319,3 +319,20 @@ def test_upstream_by_host_name_and_ipv6_listen(api: ToxiproxyAPI, echo: Loopback
     with socket.create_connection(("::1", port6), timeout=5) as conn:
         conn.sendall(b"six")
         assert conn.recv(3) == b"six"
+
+
+def test_use_toxiproxy_prefers_toxiproxy_url(monkeypatch: pytest.MonkeyPatch,
+                                            server: ProxyServer) -> None:
+    monkeypatch.delenv("TOXIPROXY_URL", raising=False)
+    with use_toxiproxy(seed=1) as embedded:
+        assert embedded.url != server.url and embedded.version()
+        embedded_url = embedded.url
+    with pytest.raises(ProxyError):
+        ToxiproxyAPI(embedded_url, timeout=2).version()  # stopped with the block
+    monkeypatch.setenv("TOXIPROXY_URL", server.url)
+    with use_toxiproxy() as external:
+        assert external.url == server.url
+    monkeypatch.setenv("TOXIPROXY_URL", "http://127.0.0.1:1")
+    with pytest.raises(ProxyError, match="127.0.0.1:1"):
+        with use_toxiproxy():
+            pass
