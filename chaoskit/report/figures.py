@@ -84,12 +84,12 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
 
     _latency(ax_l, events, origin)
     _errors(ax_e, events, origin, x_min, x_max)
-    marks = _marks(events, fault, origin, x_max)
+    marks = _marks(events, fault, origin, x_max, result)
     for ax in (ax_s, ax_l, ax_e):
         for x0, x1 in marks["window"]:
             ax.axvspan(x0, x1, color=FAULT, alpha=0.07, lw=0)
-        for x, color, style in marks["lines"]:
-            ax.axvline(x, color=color, ls=style, lw=1.2)
+        for x, color, style, width in marks["lines"]:
+            ax.axvline(x, color=color, ls=style, lw=width)
     ax_s.set_xlim(x_min, x_max)
     _objectives_strip(ax_s, result, fault is not None, x_min, x_max)
     for ax in (ax_s, ax_l):
@@ -122,15 +122,16 @@ def _latency(ax: Axes, events: list[Event], origin: float) -> None:
 
 
 def _plain_log_axis(ax: Axes) -> None:
-    """Log scale labelled 0.5, 1, 10, 1000 (not 4x10^1); minor labels only within a decade."""
+    """Log scale labelled 0.5, 1, 10, 1000 (not 4x10^1); minor labels on narrow ranges."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_yscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.yaxis.set_major_formatter(plain)
     low, high = ax.get_ylim()
-    if high / max(low, 1e-9) < 10:
-        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
+    decades = math.log10(high / max(low, 1e-9))
+    if decades < 2:  # few major ticks: label some minor ones too
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0) if decades < 1 else (2.0, 5.0)))
         ax.yaxis.set_minor_formatter(plain)
     else:
         ax.yaxis.set_minor_formatter(NullFormatter())
@@ -172,24 +173,44 @@ def _errors(ax: Axes, events: list[Event], origin: float, x_min: float, x_max: f
 
 
 def _marks(
-    events: list[Event], fault: Event | None, origin: float, x_max: float
+    events: list[Event], fault: Event | None, origin: float, x_max: float,
+    result: ExperimentResult,
 ) -> dict[str, list[Any]]:
-    """Fault window spans and the vertical lines for injection, detection and recovery."""
+    """Fault windows and vertical lines: (x, colour, style, width) per line.
+
+    Every injection, detection, recovery start and confirmed steady state after the first
+    fault gets a thin line; the moments that define TTD and RTO (taken from the computed
+    result, so figure and table can never disagree) get a thick one.
+    """
     marks: dict[str, list[Any]] = {"window": [], "lines": []}
     if fault is None:
         return marks
-    reverted = _first(events, "fault.reverted", fault["t"])
-    marks["window"].append((0.0, reverted["t"] - origin if reverted else x_max))
-    marks["lines"].append((0.0, FAULT, "-"))
-    detected = _first(events, "detected", fault["t"])
-    if detected:
-        marks["lines"].append((detected["t"] - origin, DETECTED, "-"))
-        started = _first(events, "recovery.started", detected["t"])
-        if started:
-            marks["lines"].append((started["t"] - origin, RECOVERY, ":"))
-    recovered = _first(events, "steady_state.ok", fault["t"], phase="recovery")
-    if recovered:
-        marks["lines"].append((recovered["t"] - origin, RECOVERED, "-"))
+    reverted_used: set[int] = set()
+    for injected in (e for e in events if e["event"] == "fault.injected"):
+        reverted = next(
+            (i for i, e in enumerate(events) if e["event"] == "fault.reverted"
+             and e["t"] >= injected["t"] and i not in reverted_used
+             and e.get("fault", injected.get("fault")) == injected.get("fault")),
+            None,
+        )  # fmt: skip
+        end = x_max
+        if reverted is not None:
+            reverted_used.add(reverted)
+            end = events[reverted]["t"] - origin
+        marks["window"].append((injected["t"] - origin, end))
+    kinds = {"fault.injected": (FAULT, "-"), "detected": (DETECTED, "-"),
+             "recovery.started": (RECOVERY, ":")}  # fmt: skip
+    for e in events:
+        if e["t"] < fault["t"]:
+            continue
+        if e["event"] in kinds:
+            marks["lines"].append((e["t"] - origin, *kinds[e["event"]], 1.0))
+        elif e["event"] == "steady_state.ok" and e.get("phase") == "recovery":
+            marks["lines"].append((e["t"] - origin, RECOVERED, "-", 1.0))
+    if result.ttd_s is not None and math.isfinite(result.ttd_s):
+        marks["lines"].append((result.ttd_s, DETECTED, "-", 2.2))
+    if result.rto_s is not None and math.isfinite(result.rto_s):
+        marks["lines"].append((result.rto_s, RECOVERED, "-", 2.2))
     return marks
 
 
@@ -273,9 +294,9 @@ def _legend(fig: Figure) -> None:
         Line2D([], [], ls="", marker="+", ms=7, color=FAULT, label="probe failed"),
         Patch(color=FAULT, alpha=0.15, label="fault window"),
         Line2D([], [], color=FAULT, label="fault injected"),
-        Line2D([], [], color=DETECTED, label="detected"),
+        Line2D([], [], color=DETECTED, lw=2.2, label="detected (thick: TTD)"),
         Line2D([], [], color=RECOVERY, ls=":", label="recovery started"),
-        Line2D([], [], color=RECOVERED, label="steady state restored"),
+        Line2D([], [], color=RECOVERED, lw=2.2, label="steady state back (thick: RTO)"),
         Line2D([], [], color="#333333", ls="--", label="budget"),
         Patch(color=FAULT, alpha=0.8, label="failed requests"),
         Patch(color=DETECTED, alpha=0.8, label="failed probes"),

@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 
 from chaoskit.errors import JournalError
+from chaoskit.report.figures import DETECTED, FAULT, RECOVERED, RECOVERY
+from chaoskit.report.metrics import results_from_events
 from chaoskit.report.results import point_latest, write_run_report
 from chaoskit.report.testing import SampleExperiment, cut_last_line, write_sample_run
 
@@ -162,12 +164,40 @@ def test_timeline_marks_come_from_the_journal_events(tmp_path: Path) -> None:
 
     write_sample_run(tmp_path, [KILL])
     [(start, window)] = split_experiments(read_journal(tmp_path / "journal.jsonl"))
+    [result] = results_from_events([start, *window])
     fault = next(e for e in window if e["event"] == "fault.injected")
-    marks = _marks(window, fault, fault["t"], 99.0)
+    marks = _marks(window, fault, fault["t"], 99.0, result)
     [(x0, x1)] = marks["window"]
     assert x0 == 0.0 and math.isclose(x1, 4.21 + 0.4, abs_tol=1e-6)  # until fault.reverted
-    lines = [(round(x, 3), style) for x, _, style in marks["lines"]]
-    assert lines == [(0.0, "-"), (0.32, "-"), (0.33, ":"), (4.21, "-")]
+    lines = [(round(x, 3), color, width) for x, color, _, width in marks["lines"]]
+    assert lines == [
+        (0.0, FAULT, 1.0), (0.32, DETECTED, 1.0), (0.33, RECOVERY, 1.0), (4.21, RECOVERED, 1.0),
+        (0.32, DETECTED, 2.2), (4.21, RECOVERED, 2.2),  # TTD and RTO as computed
+    ]  # fmt: skip
+
+
+def test_timeline_marks_every_recovery_and_the_rto_one_thick() -> None:
+    from chaoskit.report.figures import _marks
+
+    def ev(t: float, event: str, **fields: object) -> dict[str, object]:
+        return {"t": t, "wall": t, "event": event, **fields}
+
+    window = [
+        ev(1.0, "fault.injected", fault="bit-flip"), ev(1.01, "detected"),
+        ev(1.015, "recovery.started", action="restore"), ev(1.02, "fault.injected", fault="kill"),
+        ev(1.1, "steady_state.ok", phase="recovery"), ev(1.3, "detected"),
+        ev(1.31, "recovery.started", action="restart"),
+        ev(11.0, "steady_state.ok", phase="recovery"),
+        ev(11.1, "fault.reverted", fault="kill"), ev(11.2, "fault.reverted", fault="bit-flip"),
+    ]  # fmt: skip
+    start = ev(0.0, "experiment.started", name="x", budgets={})
+    [result] = results_from_events([start, *window])
+    marks = _marks(window, window[0], 1.0, 12.0, result)
+    assert [(round(a, 2), round(b, 2)) for a, b in marks["window"]] == [(0.0, 10.2), (0.02, 10.1)]
+    thick = [(round(x, 2), color) for x, color, _, width in marks["lines"] if width > 1]
+    assert thick == [(0.01, DETECTED), (10.0, RECOVERED)]  # service back after the last one
+    thin_green = [round(x, 2) for x, color, _, w in marks["lines"] if color == RECOVERED and w == 1]
+    assert thin_green == [0.1, 10.0]
 
 
 def test_an_interrupted_experiment_is_reported_as_failed(tmp_path: Path) -> None:
