@@ -14,7 +14,6 @@ import errno
 import hashlib
 import hmac
 import os
-import socket
 import stat
 import time
 import warnings
@@ -154,7 +153,7 @@ def run_backup(
     source = source.absolute()
     if not source.is_dir():
         raise ConfigError(f"backup source {source} is not a directory")
-    hostname = socket.gethostname()
+    hostname = os.uname().nodename
     with repo.lock(exclusive=False):
         index = repo.load_index()
         parent = find_parent(repo.snapshots(), hostname, str(source))

@@ -9,11 +9,9 @@ damaged key file even when nobody knows that file's password.
 from __future__ import annotations
 
 import base64
-import getpass
 import hashlib
 import json
 import os
-import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +35,18 @@ class KeyInfo:
     hostname: str
     username: str
     current: bool
+
+
+def _username() -> str:
+    name = os.environ.get("LOGNAME") or os.environ.get("USER")
+    if name:
+        return name
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _derive(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -68,8 +78,8 @@ def write_key_file(
     doc: dict[str, object] = {
         "version": 1,
         "created": time.time(),
-        "hostname": socket.gethostname(),
-        "username": getpass.getuser(),
+        "hostname": os.uname().nodename,
+        "username": _username(),
         "kdf": "scrypt",
         "n": scrypt_n,
         "r": SCRYPT_R,

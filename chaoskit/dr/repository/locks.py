@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import threading
 import time
 import warnings
@@ -85,7 +84,7 @@ def stale_reason(info: LockInfo, stale_after: float) -> str | None:
     age = time.time() - info.time
     if age > stale_after:
         return f"not refreshed for {age:.0f}s"
-    if info.hostname == socket.gethostname():
+    if info.hostname == os.uname().nodename:
         if not _alive(info.pid):
             return f"process {info.pid} is gone"
         ticks = _start_ticks(info.pid)
@@ -110,7 +109,7 @@ class Lock:
     def _doc(self) -> bytes:
         return json.dumps({
             "exclusive": self.exclusive,
-            "hostname": socket.gethostname(),
+            "hostname": os.uname().nodename,
             "pid": os.getpid(),
             "start_ticks": _start_ticks(os.getpid()),
             "time": time.time(),

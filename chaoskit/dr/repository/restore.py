@@ -10,8 +10,6 @@ did verify are kept in ``<target>.partial-<snapshot>`` and the error names the r
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import os
 import shutil
@@ -81,11 +79,9 @@ class PackReader:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths (Linux renameat2); False when unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    func = getattr(libc, "renameat2", None)
+    import ctypes  # only here: restore is the one user
+
+    func = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if func is None:
         return False
     at_fdcwd = -100
@@ -166,7 +162,7 @@ class _Restorer:
 
 def _sync_close(fd: int, path: Path, mtime_ns: int) -> None:
     try:
-        os.fsync(fd)
+        os.fdatasync(fd)
     finally:
         os.close(fd)
     os.utime(path, ns=(mtime_ns, mtime_ns))

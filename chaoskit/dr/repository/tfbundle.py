@@ -33,11 +33,13 @@ def _crc_table() -> list[int]:
     return table
 
 
-_CRC_TABLE = _crc_table()
+_CRC_TABLE: list[int] = []
 
 
 def crc32c(data: bytes, crc: int = 0) -> int:
     """CRC-32C (Castagnoli); pure Python, meant for the small index blocks only."""
+    if not _CRC_TABLE:
+        _CRC_TABLE.extend(_crc_table())
     crc ^= 0xFFFFFFFF
     table = _CRC_TABLE
     for byte in data:
