@@ -9,7 +9,9 @@ use, and measures from this process:
    (target <= 0.3 ms) and p99;
 3. the latency toxic's accuracy: measured added delay vs the value set (target ±2 ms).
 
-Exits 1 when a target is missed.
+Direct and proxied measurements are interleaved (pairs of transfers, alternating
+rounds, a plain and a toxic proxy side by side) so that load from other processes on
+the machine hits both alike.  Exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -132,24 +134,36 @@ def bulk(port: int, total: int = BULK_BYTES) -> float:
 
 
 # -- 2. small request/response with 100 concurrent connections --------------------------
-def round_trips(port: int) -> list[float]:
-    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)]
-    try:
+def _exchange(c: socket.socket) -> float:
+    start = time.perf_counter()
+    c.sendall(MESSAGE)
+    got = 0
+    while got < len(MESSAGE):
+        got += len(c.recv(4096))
+    return time.perf_counter() - start
+
+
+def round_trips(direct_port: int, proxy_port: int) -> tuple[list[float], list[float]]:
+    """RTTs over 100 open connections each way, rounds interleaved so load drift cancels."""
+    sides = []
+    for port in (direct_port, proxy_port):
+        conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(CONNECTIONS)]
         for c in conns:
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        samples = []
-        for _ in range(ROUNDS):
-            for c in conns:
-                start = time.perf_counter()
-                c.sendall(MESSAGE)
-                got = 0
-                while got < len(MESSAGE):
-                    got += len(c.recv(4096))
-                samples.append(time.perf_counter() - start)
-        return samples[CONNECTIONS:]  # first round warms up every connection
+        sides.append(conns)
+    samples: tuple[list[float], list[float]] = ([], [])
+    try:
+        for i in range(ROUNDS):
+            for conns, into in zip(sides, samples, strict=True):
+                for c in conns:
+                    rtt = _exchange(c)
+                    if i:  # the first round warms up every connection
+                        into.append(rtt)
+        return samples
     finally:
-        for c in conns:
-            c.close()
+        for conns in sides:
+            for c in conns:
+                c.close()
 
 
 def burst(port: int, rounds: int = 20) -> list[float]:
@@ -189,18 +203,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 # -- 3. latency toxic accuracy -----------------------------------------------------------
-def one_rtt(port: int, samples: int = 15) -> float:
-    with socket.create_connection(("127.0.0.1", port)) as c:
-        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        times = []
-        for _ in range(samples):
-            start = time.perf_counter()
-            c.sendall(MESSAGE)
-            got = 0
-            while got < len(MESSAGE):
-                got += len(c.recv(4096))
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def added_delay(plain_port: int, toxic_port: int, pairs: int = 25) -> float:
+    """Median over interleaved pairs of (RTT with the toxic - RTT without): drift-free."""
+    with socket.create_connection(("127.0.0.1", plain_port)) as a, \
+            socket.create_connection(("127.0.0.1", toxic_port)) as b:
+        for c in (a, b):
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _exchange(a), _exchange(b)  # warm up
+        return statistics.median(_exchange(b) - _exchange(a) for _ in range(pairs))
 
 
 def main() -> int:
@@ -232,8 +242,7 @@ def main() -> int:
               f"{direct / 1e6:7.1f} MB/s, proxied {proxied / 1e6:7.1f} MB/s, "
               f"ratio {ratio:.2f} (target >= 0.5) {'PASS' if ratio >= 0.5 else 'FAIL'}")
 
-        base = round_trips(echo)
-        through = round_trips(echo_proxy)
+        base, through = round_trips(echo, echo_proxy)
         added50 = (statistics.median(through) - statistics.median(base)) * 1000
         added99 = (pct(through, 0.99) - pct(base, 0.99)) * 1000
         ok &= added50 <= 0.3
@@ -249,12 +258,12 @@ def main() -> int:
               f" proxied p50 {statistics.median(b_proxy) * 1e3:.2f} ms "
               f"p99 {pct(b_proxy, .99) * 1e3:.2f} ms")
 
-        plain = one_rtt(echo_proxy)
+        lat_proxy = _proxy(url, "echo_lat", echo)
         for ms in LATENCIES_MS:
-            _api(url, "POST", "/proxies/echo/toxics",
+            _api(url, "POST", "/proxies/echo_lat/toxics",
                  {"name": "lat", "type": "latency", "attributes": {"latency": ms}})
-            measured = (one_rtt(echo_proxy) - plain) * 1000
-            _api(url, "DELETE", "/proxies/echo/toxics/lat")
+            measured = added_delay(echo_proxy, lat_proxy) * 1000
+            _api(url, "DELETE", "/proxies/echo_lat/toxics/lat")
             good = abs(measured - ms) <= 2.0
             ok &= good
             print(f"latency toxic {ms:3d} ms: measured added {measured:7.3f} ms "
