@@ -52,7 +52,7 @@ class ApiHandler:
         try:
             while True:
                 try:
-                    request = await self._read_request(reader)
+                    request = await self._read_request(reader, writer)
                 except _BadRequest as e:
                     await self._write(writer, e.status, _error(str(e), e.status), JSON, False)
                     return
@@ -71,7 +71,7 @@ class ApiHandler:
             writer.close()
 
     async def _read_request(
-        self, reader: asyncio.StreamReader
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> tuple[str, str, dict[str, str], bytes, bool] | None:
         try:
             line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
@@ -97,6 +97,8 @@ class ApiHandler:
             headers[name.strip().lower()] = value.strip()
         else:
             raise _BadRequest(431, "too many headers")
+        if headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it on big bodies
         body = await self._read_body(reader, headers)
         connection = headers.get("connection", "").lower()
         keep_alive = connection != "close" and (version != "HTTP/1.0" or connection == "keep-alive")

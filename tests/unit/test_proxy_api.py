@@ -336,3 +336,17 @@ def test_use_toxiproxy_prefers_toxiproxy_url(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(ProxyError, match="127.0.0.1:1"):
         with use_toxiproxy():
             pass
+
+
+def test_expect_100_continue_is_answered(server: ProxyServer, echo: LoopbackServer) -> None:
+    body = json.dumps([{"name": f"p{i}", "upstream": echo.address} for i in range(30)]).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(f"POST /populate HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                     "Expect: 100-continue\r\nConnection: close\r\n\r\n".encode())
+        assert conn.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        conn.sendall(body)
+        answer = b""
+        while data := conn.recv(65536):
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 201 ")
+    assert len(server.proxies()) == 30
