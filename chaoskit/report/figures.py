@@ -254,7 +254,7 @@ def _objectives_strip(
         # the label goes right of the bar and of its budget mark; near the right edge it
         # goes inside the bar, so it never leaves the figure or hides the budget mark
         anchor = 0.0 if label == "RPO" else max(value, value if mark is None else mark)
-        x, align = _label_place(text, anchor, value, mark, x_min, x_max, label != "RPO")
+        x, align = _label_place(text, anchor, (left, left + width), mark, x_min, x_max)
         ax.text(x, y, text, va="center", ha=align, fontsize=8.5, color=text_color,
                 fontweight="bold" if breached else "normal", zorder=5,
                 bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1})  # fmt: skip
@@ -266,15 +266,19 @@ def _objectives_strip(
 
 
 def _label_place(
-    text: str, anchor: float, value: float, budget: float | None, x_min: float, x_max: float,
-    inside_ok: bool,
+    text: str, anchor: float, bar: tuple[float, float], budget: float | None, x_min: float,
+    x_max: float,
 ) -> tuple[float, str]:
-    """Where a bar label fits: right of the bar, else inside it; never over the budget mark."""
+    """Where a bar label fits: right of *anchor*, else inside the bar; never over the budget."""
     span = x_max - x_min
     pad, width = 0.01 * span, len(text) * 0.0062 * span  # 8.5 pt text on an 11-inch axis
-    candidates = [(anchor + pad, "left", x_min, x_max)]
-    if inside_ok:  # inside the bar, which runs from 0 to value
-        candidates += [(pad, "left", 0.0, value), (value - pad, "right", 0.0, value)]
+    bar_lo, bar_hi = bar
+    candidates = [
+        (anchor + pad, "left", x_min, x_max),
+        (bar_lo + pad, "left", bar_lo, bar_hi),
+        (bar_hi - pad, "right", bar_lo, bar_hi),
+        (anchor - pad, "right", x_min, x_max),  # left of the bar's end, over the axis
+    ]
     for x, align, low, high in candidates:
         lo, hi = (x, x + width) if align == "left" else (x - width, x)
         covers_budget = budget is not None and lo - pad / 2 < budget < hi + pad / 2

@@ -26,8 +26,8 @@ max-width:1200px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px;word-break:break-all}
 .meta{color:#666;font-size:13px;margin-bottom:14px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}table.summary{width:100%}
-table.summary td:first-child{max-width:380px}
-table.summary td:last-child{min-width:200px}
+table.summary td:first-child{max-width:300px}
+table.summary td:last-child{min-width:140px}.wide{overflow-x:auto}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;white-space:nowrap}
 .pass{color:#fff;background:#2e7d32;padding:1px 7px;border-radius:3px;font-weight:600}
@@ -97,7 +97,7 @@ def _summary(views: list[ExperimentView]) -> list[str]:
         "<th>RPO / budget</th><th>failed req.</th><th>wrong pred.</th><th>integrity</th>"
         "<th>verdict</th><th>reasons</th></tr>"
     )
-    rows = ['<table class="summary">', head]
+    rows = ['<div class="wide"><table class="summary">', head]
     for view in views:
         r = view.result
         integrity = {None: '<span class="muted">-</span>', True: "ok", False: "FAILED"}
@@ -115,7 +115,7 @@ def _summary(views: list[ExperimentView]) -> list[str]:
             f"<td>{escape('; '.join(r.reasons)) or '-'}</td>"
             "</tr>"
         )
-    rows.append("</table>")
+    rows.append("</table></div>")
     return rows
 
 

@@ -29,9 +29,10 @@ window.addEventListener("load", function () {
   var sizes = Array.prototype.map.call(document.images, function (img) {
     return {cls: img.className, w: img.naturalWidth, h: img.naturalHeight};
   });
+  var page = {width: document.documentElement.scrollWidth, view: window.innerWidth};
   var out = document.createElement("pre");
   out.id = "figure-check";
-  out.textContent = JSON.stringify(sizes);
+  out.textContent = JSON.stringify({images: sizes, page: page});
   document.body.appendChild(out);
 });
 </script>
@@ -83,10 +84,14 @@ def test_every_figure_renders_in_headless_chromium(
     page = report.read_text()
     checked = tmp_path / "checked.html"
     checked.write_text(page.replace("</body>", CHECKER + "</body>"))
-    dom = run_chromium(browser, tmp_path / "profile", "--dump-dom", checked.as_uri()).stdout
+    dom = run_chromium(
+        browser, tmp_path / "profile", "--window-size=1280,2000", "--dump-dom", checked.as_uri()
+    ).stdout
     found = re.search(r'<pre id="figure-check">(.*?)</pre>', dom, re.S)
     assert found, "the checker never ran: the page did not finish loading"
-    sizes = json.loads(found.group(1).replace("&quot;", '"'))
+    check = json.loads(found.group(1).replace("&quot;", '"'))
+    sizes = check["images"]
+    assert check["page"]["width"] <= check["page"]["view"], "the page scrolls sideways"
     broken = [s for s in sizes if s["cls"] == "canary-broken"]
     figures = [s for s in sizes if s["cls"] != "canary-broken"]
     assert broken == [{"cls": "canary-broken", "w": 0, "h": 0}]  # the check does detect failures
