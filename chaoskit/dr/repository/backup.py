@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from chaoskit.dr.repository.chunker import MAX_TENSOR_PIECE, Chunker
+from chaoskit.dr.repository.chunker import MAX_TENSOR_PIECE, Chunker, fixed_plan
 from chaoskit.dr.repository.crypto import Buffer
 from chaoskit.dr.repository.index import Index, write_index_file
 from chaoskit.dr.repository.packs import PackWriter
@@ -88,8 +88,7 @@ class _Session:
         return chunk_id.hex()
 
     def store_bytes(self, rel: str, data: bytes, mode: int, mtime_ns: int) -> FileEntry:
-        chunks = [self._store(data[o : o + length]) for o, length in
-                  self.chunker.plan(Path(rel), len(data))] if data else []
+        chunks = [self._store(data[o : o + length]) for o, length in fixed_plan(len(data))]
         self.progress.add(len(data), 1)
         return FileEntry(path=rel, size=len(data), mode=mode, mtime_ns=mtime_ns,
                          sha256=hashlib.sha256(data).hexdigest(), chunks=chunks)

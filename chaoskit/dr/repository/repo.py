@@ -8,13 +8,14 @@ the format version, and a newer version is refused instead of being misread.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chaoskit.atomic import atomic_write_bytes
 from chaoskit.dr.repository import keys as keyfiles
@@ -34,6 +35,22 @@ if TYPE_CHECKING:
     from chaoskit.dr.repository.verify import VerifyReport
 
 FORMAT_VERSION = 1
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _translating_os_errors(func: _F) -> _F:
+    """An OSError (permissions, a vanished file, a full disk) becomes a RepositoryError
+    naming the operation and the repository, so the CLI prints one line, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(self: Repository, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(self, *args, **kwargs)
+        except OSError as e:
+            raise RepositoryError(f"{func.__name__} on repository {self.root} failed: {e}") from e
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _config_body(config: dict[str, Any]) -> bytes:
@@ -117,6 +134,7 @@ class Repository:
     def id(self) -> str:
         return str(self.config["id"])
 
+    @_translating_os_errors
     def lock(self, *, exclusive: bool) -> Lock:
         return Lock(self.locks_dir, exclusive=exclusive,
                     stale_after=self.stale_lock_after).acquire()
@@ -167,27 +185,32 @@ class Repository:
         return resolve(self.snapshots(), ref)
 
     # -- operations (implemented in their own modules) -------------------------------
+    @_translating_os_errors
     def backup(self, source: str | os.PathLike[str], **kwargs: Any) -> Snapshot:
         from chaoskit.dr.repository.backup import run_backup
 
         return run_backup(self, Path(source), **kwargs)
 
+    @_translating_os_errors
     def restore(self, ref: str, target: str | os.PathLike[str], *,
                 progress: Progress | None = None) -> RestoreResult:
         from chaoskit.dr.repository.restore import run_restore
 
         return run_restore(self, ref, Path(target), progress=progress)
 
+    @_translating_os_errors
     def verify(self, source: str | os.PathLike[str], ref: str = "latest") -> VerifyReport:
         from chaoskit.dr.repository.verify import verify_directory
 
         return verify_directory(self, Path(source), ref)
 
+    @_translating_os_errors
     def check(self, *, read_data: bool = False, progress: Progress | None = None) -> CheckReport:
         from chaoskit.dr.repository.check import run_check
 
         return run_check(self, read_data=read_data, progress=progress)
 
+    @_translating_os_errors
     def forget(self, policy: RetentionPolicy | None = None, *, ids: Sequence[str] = (),
                prune: bool = False, dry_run: bool = False) -> ForgetResult:
         from chaoskit.dr.repository.prune import run_forget
@@ -196,12 +219,14 @@ class Repository:
         return run_forget(self, policy or RetentionPolicy(), ids=tuple(ids), prune=prune,
                           dry_run=dry_run)
 
+    @_translating_os_errors
     def prune(self) -> PruneStats:
         from chaoskit.dr.repository.prune import run_prune
 
         return run_prune(self)
 
     # -- keys --------------------------------------------------------------------------
+    @_translating_os_errors
     def add_key(self, password: str | bytes, *, scrypt_n: int | None = None) -> str:
         pw = password.encode() if isinstance(password, str) else password
         n = scrypt_n or keyfiles.DEFAULT_SCRYPT_N
@@ -210,9 +235,11 @@ class Repository:
     def list_keys(self) -> list[keyfiles.KeyInfo]:
         return keyfiles.list_keys(self.keys_dir, self.key_id)
 
+    @_translating_os_errors
     def remove_key(self, key_id: str) -> str:
         return keyfiles.remove_key(self.keys_dir, key_id, self.key_id)
 
+    @_translating_os_errors
     def change_password(self, new_password: str | bytes, *, scrypt_n: int | None = None) -> str:
         """Write a key file for the new password, then remove the current one."""
         old = self.key_id
