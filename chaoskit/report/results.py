@@ -155,7 +155,10 @@ def _html(
 
 def _markdown(run_id: str, results: list[ExperimentResult]) -> str:
     passed = sum(r.verdict == "pass" for r in results)
-    lines = [f"# chaoskit run {run_id}", "", f"{passed} of {len(results)} experiments passed.", ""]
+    lines = [
+        f"# chaoskit run {run_id}", "",
+        f"{passed} of {len(results)} experiments passed. Timelines and trends: report.html", "",
+    ]  # fmt: skip
     if results:
         lines.append("| " + " | ".join(SUMMARY_HEADERS) + " |")
         lines.append("|" + "---|" * len(SUMMARY_HEADERS))
