@@ -85,3 +85,21 @@ def test_forget_keys_and_errors(env: Path, capsys: pytest.CaptureFixture[str],
     assert code == 1 and "needs a policy" in err
     code, _, err = run(capsys, "forget", "--repo", repo, "--keep-within", "a week")
     assert code == 1 and "'a week'" in err
+
+
+def test_progress_line_shows_bytes_files_rate_only_when_enabled() -> None:
+    import io
+
+    from chaoskit.dr.repository.progress import Progress
+
+    stream = io.StringIO()
+    progress = Progress("backup", 3 << 20, 2, enabled=True, stream=stream)
+    progress.add(3 << 20, 2)
+    progress.done()
+    last = stream.getvalue().split("\r")[-1]
+    assert last.startswith("backup: 3.0 MiB / 3.0 MiB, 2 / 2 files, ") and "/s" in last
+    quiet = io.StringIO()
+    silent = Progress("backup", enabled=False, stream=quiet)
+    silent.add(100, 1)
+    silent.done()
+    assert quiet.getvalue() == ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import hmac
+import io
 import os
 import stat
 import time
@@ -20,7 +21,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from chaoskit.dr.repository.chunker import MAX_TENSOR_PIECE, Chunker, fixed_plan
 from chaoskit.dr.repository.crypto import Buffer
@@ -98,7 +99,7 @@ class _Session:
         chunks: list[str] = []
         pending: Future[None] | None = None
         size = 0
-        with open(path, "rb", buffering=0) as f:
+        with io.FileIO(path, "r") as f:
             for number, (_, length) in enumerate(self.chunker.plan(path, st.st_size)):
                 data = _read_full(f, self.buffers[number % 2].view(length))
                 if pending is not None:
@@ -123,7 +124,7 @@ class _Session:
                          chunks=chunks)
 
 
-def _read_full(f: BinaryIO, view: memoryview) -> memoryview:
+def _read_full(f: io.RawIOBase, view: memoryview) -> memoryview:
     """Fill *view* from *f*; shorter only at end of file."""
     got = 0
     while got < len(view):

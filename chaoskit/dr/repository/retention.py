@@ -33,10 +33,14 @@ class RetentionPolicy:
                 raise ConfigError(f"--{name.replace('_', '-')}: {value!r} must be an integer >= 0")
 
     @classmethod
-    def from_options(cls, *, keep_within: str | float | None = None,
-                     **counts: int) -> RetentionPolicy:
+    def from_options(cls, *, keep_within: str | float | None = None, keep_last: int | None = None,
+                     keep_hourly: int | None = None, keep_daily: int | None = None,
+                     keep_weekly: int | None = None, keep_tags: tuple[str, ...] = ()
+                     ) -> RetentionPolicy:
+        """From CLI-style options: a duration string, counts that may be None."""
         within = parse_duration(keep_within, what="--keep-within") if keep_within else 0.0
-        return cls(keep_within=within, **{k: v for k, v in counts.items() if v is not None})
+        return cls(keep_last=keep_last or 0, keep_within=within, keep_hourly=keep_hourly or 0,
+                   keep_daily=keep_daily or 0, keep_weekly=keep_weekly or 0, keep_tags=keep_tags)
 
     @property
     def empty(self) -> bool:

@@ -1,0 +1,91 @@
+"""The backup agent on synthetic tensor bundles (real TensorFlow: tests/integration)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from test_repository_tfbundle import write_index
+
+from chaoskit.dr import BackupAgent, init_repository
+from chaoskit.dr.repository.repo import Repository
+from chaoskit.errors import ConfigError
+from chaoskit.journal import Journal, read_journal
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repository:
+    return init_repository(tmp_path / "repo", "pw", scrypt_n=2**10)
+
+
+def save(ckpt_dir: Path, step: int, *, complete: bool = True, stamp: float = 1.7e9) -> bytes:
+    """Write ckpt-<step> like CheckpointManager: bundle first, then the state file."""
+    ckpt_dir.mkdir(exist_ok=True)
+    write_index(ckpt_dir / f"ckpt-{step}.index", {"w": ((2500,), 0, 10_000)})
+    data = os.urandom(10_000)
+    (ckpt_dir / f"ckpt-{step}.data-00000-of-00001").write_bytes(data if complete
+                                                                 else data[:5000])
+    (ckpt_dir / "checkpoint").write_text(
+        f'model_checkpoint_path: "ckpt-{step}"\n'
+        f'all_model_checkpoint_paths: "ckpt-{step}"\n'
+        f"all_model_checkpoint_timestamps: {stamp + step}\n")
+    return data
+
+
+def test_only_complete_checkpoints_are_backed_up(repo: Repository, tmp_path: Path) -> None:
+    ckpts = tmp_path / "ckpts"
+    agent = BackupAgent(repo, ckpts)
+    assert agent.poll_once() is None  # no directory, no state file
+    ckpts.mkdir()
+    (ckpts / "checkpoint").write_text("garbage")
+    assert agent.poll_once() is None
+    save(ckpts, 1, complete=False)
+    assert agent.poll_once() is None  # the state file names it, but the data is short
+    data = save(ckpts, 1)
+    (ckpts / "unrelated.txt").write_text("not part of the checkpoint")
+    snap = agent.poll_once()
+    assert snap is not None and snap.checkpoint_step == 1 and snap.time == 1.7e9 + 1
+    assert sorted(f.path for f in snap.files) == [
+        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    assert agent.poll_once() is None  # once per checkpoint
+    repo.restore(snap.id, tmp_path / "out")
+    assert (tmp_path / "out" / "ckpt-1.data-00000-of-00001").read_bytes() == data
+    assert "ckpt-1" in (tmp_path / "out" / "checkpoint").read_text()
+
+
+def test_restarted_agent_does_not_repeat_and_journals(repo: Repository, tmp_path: Path) -> None:
+    ckpts = tmp_path / "ckpts"
+    save(ckpts, 1)
+    assert BackupAgent(repo, ckpts).poll_once() is not None
+    with Journal(tmp_path / "journal.jsonl") as journal:
+        again = BackupAgent(repo, ckpts, journal=journal)
+        assert again.poll_once() is None
+        save(ckpts, 2)
+        snap = again.poll_once()
+    assert snap is not None
+    (event,) = read_journal(tmp_path / "journal.jsonl")
+    assert event["event"] == "backup.recovery_point" and event["snapshot"] == snap.id
+    assert event["step"] == 2 and event["wall_created"] == 1.7e9 + 2
+
+
+def test_agent_thread_backs_up_new_checkpoints(repo: Repository, tmp_path: Path) -> None:
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    seen: list[int | None] = []
+    with BackupAgent(repo, ckpts, interval=0.01,
+                     on_backup=lambda s: seen.append(s.checkpoint_step)) as agent:
+        for step in (1, 2, 3):
+            save(ckpts, step)
+            deadline = time.monotonic() + 30
+            while step not in seen:
+                assert time.monotonic() < deadline, f"ckpt-{step} was never backed up"
+                time.sleep(0.01)
+    assert seen == [1, 2, 3] and not agent.errors
+    assert [s.checkpoint_step for s in repo.snapshots()] == [1, 2, 3]
+
+
+def test_bad_interval_is_refused(repo: Repository, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="interval 0"):
+        BackupAgent(repo, tmp_path, interval=0)
