@@ -85,8 +85,10 @@ def test_every_figure_renders_in_headless_chromium(
     checked = tmp_path / "checked.html"
     checked.write_text(page.replace("</body>", CHECKER + "</body>"))
     dom = run_chromium(
-        browser, tmp_path / "profile", "--window-size=1280,2000", "--dump-dom", checked.as_uri()
-    ).stdout
+        browser, tmp_path / "profile", "--window-size=1280,2000",
+        "--virtual-time-budget=10000",  # let the load event and the checker run before the dump
+        "--dump-dom", checked.as_uri(),
+    ).stdout  # fmt: skip
     found = re.search(r'<pre id="figure-check">(.*?)</pre>', dom, re.S)
     assert found, "the checker never ran: the page did not finish loading"
     check = json.loads(found.group(1).replace("&quot;", '"'))
