@@ -226,3 +226,23 @@ def test_restore_of_missing_chunk_keeps_target_and_names_file(repo: Repository, 
     assert read_tree(target) == {"old": b"old"}
     partial = tmp_path / f"target.partial-{snap.short_id}"
     assert read_tree(partial) == {k: v for k, v in read_tree(tree).items() if k != "c.bin"}
+
+
+def test_file_removed_after_the_scan_is_skipped_with_warning(
+        repo: Repository, tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CheckpointManager deletes old checkpoints while a backup may be running."""
+    from chaoskit.dr.repository import backup as backup_module
+
+    real_scan = backup_module.scan
+
+    def scan_then_delete(*args: object, **kwargs: object) -> object:
+        found = real_scan(*args, **kwargs)  # type: ignore[arg-type]
+        (tree / "c.bin").unlink()  # the race, made deterministic
+        return found
+
+    monkeypatch.setattr(backup_module, "scan", scan_then_delete)
+    with pytest.warns(UserWarning, match=r"c\.bin vanished during the backup"):
+        snap = repo.backup(tree)
+    assert sorted(f.path for f in snap.files if f.type == "file") == [
+        "a.bin", "sub/b.txt", "sub/deeper/empty"]
+    assert repo.check(read_data=True).ok

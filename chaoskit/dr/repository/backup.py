@@ -190,7 +190,11 @@ def run_backup(
                     reused += 1
                     prog.add(st.st_size, 1)
                     continue
-                manifest.append(session.store_file(source / rel, rel, st))
+                try:
+                    manifest.append(session.store_file(source / rel, rel, st))
+                except FileNotFoundError:  # removed since the scan, e.g. an old checkpoint
+                    warnings.warn(f"{source / rel} vanished during the backup; skipped",
+                                  stacklevel=3)
             for rel, data in sorted((extra_files or {}).items()):
                 manifest.append(session.store_bytes(rel, data, 0o644, _now_ns()))
             located = session.writer.flush()

@@ -118,7 +118,7 @@ class _Restorer:
         self.buffers = (Buffer(1 << 20), Buffer(1 << 20))  # decrypt into one, hash the other
 
     def file(self, entry: FileEntry) -> None:
-        path = self.staged / entry.path
+        path = self.staged / _safe(entry.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         digest = hashlib.sha256()
@@ -160,6 +160,14 @@ class _Restorer:
             self.reader.close()
 
 
+def _safe(rel: str) -> str:
+    """*rel* if it stays inside the restore directory; a manifest never names other places."""
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts:
+        raise IntegrityError(f"snapshot names the path {rel!r}, which leaves the target")
+    return rel
+
+
 def _sync_close(fd: int, path: Path, mtime_ns: int) -> None:
     try:
         os.fdatasync(fd)
@@ -188,7 +196,7 @@ def run_restore(repo: Repository, ref: str, target: Path, *,
         try:
             for entry in snap.files:
                 if entry.type == "dir":
-                    (staged / entry.path).mkdir(parents=True, exist_ok=True)
+                    (staged / _safe(entry.path)).mkdir(parents=True, exist_ok=True)
                     continue
                 try:
                     restorer.file(entry)
