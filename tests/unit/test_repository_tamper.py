@@ -83,6 +83,9 @@ def test_flipped_pack_header_is_found_and_data_still_restores(site: Site) -> Non
     assert "header" in report.problems[0].message
     site.repo.restore("latest", site.tmp / "out")
     assert (site.tmp / "out" / "only").read_bytes() == site.only_b
+    stats = site.repo.prune()  # repairs: the pack's chunks move to a new pack
+    assert stats.packs_rewritten == 1 and not pack.exists()
+    assert site.repo.check(read_data=True).ok
 
 
 def test_flipped_index_is_found_and_packs_are_reread(site: Site) -> None:

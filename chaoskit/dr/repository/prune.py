@@ -1,7 +1,8 @@
 """Forget snapshots by policy, and prune: remove data no snapshot needs.
 
 Prune runs under the exclusive lock and in an order that is safe to kill at any point:
-(1) copy the still-used chunks of mostly-garbage packs into new packs (fsynced),
+(1) copy the still-used chunks of mostly-garbage packs, and of packs whose header is
+damaged, into new packs (fsynced, each chunk authenticated on the way),
 (2) write one new index of everything kept, (3) delete the old index files, (4) delete
 the packs no index names any more, and leftovers of interrupted runs.  Until (3) the old
 index still names the old packs, which are deleted only in (4).
@@ -16,7 +17,13 @@ from pathlib import Path
 
 from chaoskit.atomic import fsync_dir
 from chaoskit.dr.repository.index import list_index_files, write_index_file
-from chaoskit.dr.repository.packs import BlobLocation, PackWriter, list_packs, pack_path
+from chaoskit.dr.repository.packs import (
+    BlobLocation,
+    PackWriter,
+    list_packs,
+    pack_path,
+    read_header,
+)
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.restore import PackReader
 from chaoskit.dr.repository.retention import RetentionPolicy, apply_policy
@@ -89,6 +96,16 @@ def _remove_leftovers(repo: Repository) -> None:
                 path.unlink()
 
 
+def _header_ok(repo: Repository, pack: str, path: Path | None) -> bool:
+    if path is None:
+        return False
+    try:
+        read_header(path, pack, repo.cipher)
+    except (OSError, IntegrityError):
+        return False
+    return True
+
+
 def prune_locked(repo: Repository) -> PruneStats:
     stats = PruneStats()
     snaps, damaged = repo.load_snapshots()
@@ -116,8 +133,9 @@ def prune_locked(repo: Repository) -> PruneStats:
         total = sum(loc.length for _, loc in blobs)
         if used_bytes == 0:
             drop.add(pack)
-        elif total - used_bytes > REWRITE_GARBAGE_SHARE * total:
-            rewrite.add(pack)
+        elif (total - used_bytes > REWRITE_GARBAGE_SHARE * total
+              or not _header_ok(repo, pack, on_disk.get(pack))):
+            rewrite.add(pack)  # mostly garbage, or its header is damaged: copy what is used
         else:
             keep.add(pack)
     orphans = set(on_disk) - set(by_pack)
