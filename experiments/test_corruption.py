@@ -20,6 +20,7 @@ from chaoskit.faults.storage import (
     Truncate,
     ZeroRange,
 )
+from chaoskit.faults.weights import SilentWeightChange, StaleModel
 
 VARIABLES = "model:latest/variables/variables.data-00000-of-00001"
 
@@ -30,6 +31,8 @@ MODEL_FAULTS = {
     "append-variables": AppendBytes(VARIABLES, count=64),
     "delete-saved-model": DeleteFile("model:latest/saved_model.pb"),
     "delete-version": DeleteVersion("latest"),
+    "silent-weight-change": SilentWeightChange("model:latest", scale=1.5),
+    "stale-model": StaleModel("model:latest", source="previous"),
 }
 
 CHECKPOINT_FAULTS = {
