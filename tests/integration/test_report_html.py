@@ -2,8 +2,9 @@
 
 The page is opened from disk with name resolution disabled, so anything that needed the
 network would be missing.  A checker script, added to a copy of the page (the report
-itself carries no script), lists each <img>'s natural size after the load event; a
-deliberately broken image proves the check can fail.  A screenshot is saved for humans.
+itself carries no script), lists each <img>'s natural size and how much of each third
+of it is drawn; a broken and a truncated canary image prove the checks can fail.  A
+screenshot is saved for humans and checked where the first timeline was laid out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy
 import pytest
 from PIL import Image
 
@@ -24,19 +26,42 @@ from chaoskit.report.testing import SampleExperiment, write_sample_run
 pytestmark = pytest.mark.integration
 
 CHECKER = """<img class="canary-broken" alt="" src="data:image/png;base64,AAAA">
+<img class="canary-truncated" alt="" src="data:image/png;base64,TRUNCATED">
 <script>
+function ink(img) {
+  // Sampled pixels that are drawn (not white, not transparent) in the top, middle and
+  // bottom third: a PNG cut short still has its size but leaves the bottom empty.
+  var canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  if (!canvas.width) return [0, 0, 0];
+  var g = canvas.getContext("2d");
+  g.drawImage(img, 0, 0);
+  var d = g.getImageData(0, 0, canvas.width, canvas.height).data, bands = [0, 0, 0];
+  for (var y = 0; y < canvas.height; y += 2) {
+    var band = Math.min(2, Math.floor(3 * y / canvas.height));
+    for (var x = 0; x < canvas.width; x += 2) {
+      var i = (y * canvas.width + x) * 4;
+      if (d[i + 3] > 0 && (d[i] < 200 || d[i + 1] < 200 || d[i + 2] < 200)) bands[band]++;
+    }
+  }
+  return bands;
+}
 window.addEventListener("load", function () {
-  var sizes = Array.prototype.map.call(document.images, function (img) {
-    return {cls: img.className, w: img.naturalWidth, h: img.naturalHeight};
+  var images = Array.prototype.map.call(document.images, function (img) {
+    var r = img.getBoundingClientRect();
+    return {cls: img.className, w: img.naturalWidth, h: img.naturalHeight, ink: ink(img),
+            rect: [r.left, r.top + window.scrollY, r.width, r.height]};
   });
   var page = {width: document.documentElement.scrollWidth, view: window.innerWidth};
   var out = document.createElement("pre");
   out.id = "figure-check";
-  out.textContent = JSON.stringify({images: sizes, page: page});
+  out.textContent = JSON.stringify({images: images, page: page});
   document.body.appendChild(out);
 });
 </script>
 """
+MIN_INK = 300  # sampled drawn pixels per third of a figure; a real one has thousands
 
 
 def chromium() -> str:
@@ -82,8 +107,12 @@ def test_every_figure_renders_in_headless_chromium(
 ) -> None:
     browser = chromium()
     page = report.read_text()
+    first_png = re.search(r'src="data:image/png;base64,([^"]+)"', page)
+    assert first_png
+    truncated = first_png.group(1)[: len(first_png.group(1)) // 8 * 4]  # first half, whole
     checked = tmp_path / "checked.html"
-    checked.write_text(page.replace("</body>", CHECKER + "</body>"))
+    checker = CHECKER.replace("TRUNCATED", truncated)
+    checked.write_text(page.replace("</body>", checker + "</body>"))
     dom = run_chromium(
         browser, tmp_path / "profile", "--window-size=1280,2000",
         "--virtual-time-budget=10000",  # let the load event and the checker run before the dump
@@ -92,13 +121,17 @@ def test_every_figure_renders_in_headless_chromium(
     found = re.search(r'<pre id="figure-check">(.*?)</pre>', dom, re.S)
     assert found, "the checker never ran: the page did not finish loading"
     check = json.loads(found.group(1).replace("&quot;", '"'))
-    sizes = check["images"]
     assert check["page"]["width"] <= check["page"]["view"], "the page scrolls sideways"
-    broken = [s for s in sizes if s["cls"] == "canary-broken"]
-    figures = [s for s in sizes if s["cls"] != "canary-broken"]
-    assert broken == [{"cls": "canary-broken", "w": 0, "h": 0}]  # the check does detect failures
-    assert [s["cls"] for s in figures] == ["timeline", "trend", "timeline"]  # hang: 1st run
-    assert all(s["w"] >= 1000 and s["h"] >= 250 for s in figures), figures
+    images = check["images"]
+    canaries = {img["cls"]: img for img in images if img["cls"].startswith("canary")}
+    figures = [img for img in images if not img["cls"].startswith("canary")]
+    # the checks do detect failures: an undecodable image, and one cut short
+    assert canaries["canary-broken"]["w"] == 0
+    assert canaries["canary-truncated"]["w"] > 0 and canaries["canary-truncated"]["ink"][2] == 0
+    assert [f["cls"] for f in figures] == ["timeline", "trend", "timeline"]  # hang: 1st run
+    for figure in figures:
+        assert figure["w"] >= 1000 and figure["h"] >= 250, figure
+        assert min(figure["ink"]) >= MIN_INK, f"a figure is partly blank: {figure}"
 
     shot = tmp_path / "report.png"
     run_chromium(browser, tmp_path / "profile", f"--screenshot={shot}",
@@ -106,8 +139,13 @@ def test_every_figure_renders_in_headless_chromium(
     record_property("screenshot", str(shot))
     image = Image.open(shot).convert("RGB")
     assert image.size == (1280, 2000)
-    # The first timeline sits below the summary table: its plot area has many colours
-    # (scatter, fault window, bars), where a missing image would leave a flat grey box.
-    colors = image.crop((0, 400, 1280, 1400)).getcolors(maxcolors=1_000_000)
-    assert colors is not None and len(colors) > 200, "no figure visible in the screenshot"
+    # Where the browser laid out the first timeline, the screenshot shows a drawn figure in
+    # each third (the canaries sit at the end of the page, so the layout above is the same).
+    left, top, width, height = (round(v) for v in figures[0]["rect"])
+    assert top + height <= 2000, "the first timeline is not within the screenshot"
+    for third in range(3):
+        band = image.crop((left, top + third * height // 3, left + width,
+                           top + (third + 1) * height // 3))  # fmt: skip
+        drawn = int((numpy.asarray(band).min(axis=2) < 200).sum())
+        assert drawn > 4 * MIN_INK, f"third {third} of the first timeline looks blank"
     print(f"screenshot: {shot}")
