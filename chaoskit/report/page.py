@@ -26,7 +26,7 @@ max-width:1200px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px;word-break:break-all}
 .meta{color:#666;font-size:13px;margin-bottom:14px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}table.summary{width:100%}
-table.summary td:first-child{max-width:300px}
+table.summary td:first-child{max-width:340px;overflow-wrap:anywhere}
 table.summary td:last-child{min-width:140px}.wide{overflow-x:auto}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}td.num{text-align:right;white-space:nowrap}
@@ -82,8 +82,8 @@ def _count(value: int | None) -> str:
 
 
 def _breakable(name: str) -> str:
-    """Escaped test id that may wrap after '/' and '::' rather than mid-word."""
-    return escape(name).replace("::", "::<wbr>").replace("/", "/<wbr>")
+    """Escaped test id that may wrap after '/' and '::' and before '[' rather than mid-word."""
+    return escape(name).replace("::", "::<wbr>").replace("/", "/<wbr>").replace("[", "<wbr>[")
 
 
 def _badge(verdict: str) -> str:
