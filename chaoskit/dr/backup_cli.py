@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -227,6 +228,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     agent = BackupAgent(repo, args.dir, interval=args.interval, tags=tuple(args.tag or ()),
                         journal=journal, on_backup=announce)
     print(f"watching {agent.dir}", flush=True)
+    # SIGTERM (docker stop, systemd) ends the agent after the backup in progress
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     try:
         agent.run(max_backups=args.max_backups, timeout=args.timeout)
     finally:
@@ -269,10 +272,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--read-data", action="store_true", help="also decrypt and verify all data")
     p = leaf("forget", cmd_forget, "remove snapshots by retention policy (or by id)")
     p.add_argument("snapshots", nargs="*", help="snapshot ids to remove")
-    for rule in ("last", "hourly", "daily", "weekly"):
-        p.add_argument(f"--keep-{rule}", type=int, metavar="N")
-    p.add_argument("--keep-within", metavar="DURATION", help="e.g. 7d, 12h")
-    p.add_argument("--keep-tag", action="append", metavar="TAG")
+    for rule, text in (("last", "the N newest snapshots"),
+                       ("hourly", "the newest snapshot of each of the last N hours that have one"),
+                       ("daily", "the newest snapshot of each of the last N days"),
+                       ("weekly", "the newest snapshot of each of the last N weeks")):
+        p.add_argument(f"--keep-{rule}", type=int, metavar="N", help=f"keep {text}")
+    p.add_argument("--keep-within", metavar="DURATION",
+                   help="keep snapshots this close to the newest one, e.g. 7d, 12h")
+    p.add_argument("--keep-tag", action="append", metavar="TAG",
+                   help="keep snapshots with this tag")
     p.add_argument("--prune", action="store_true", help="prune afterwards")
     p.add_argument("--dry-run", "-n", action="store_true", help="only show what would go")
     leaf("prune", cmd_prune, "remove data no snapshot needs")

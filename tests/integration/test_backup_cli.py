@@ -130,3 +130,19 @@ def test_sigkilled_backup_lock_is_taken_over(site: tuple[Path, dict[str, str]]) 
     ck("prune", env=env)
     ck("run", str(tmp / "src"), env=env)
     assert "no errors found" in ck("check", "--read-data", env=env).stdout
+
+
+def test_watch_stops_cleanly_on_sigterm(site: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = site
+    env["CHAOSKIT_PASSWORD"] = "pw"
+    ck("init", env=env)
+    (tmp / "ckpts").mkdir()
+    proc = subprocess.Popen([CHAOSKIT, "backup", "watch", str(tmp / "ckpts"), "--interval",
+                             "0.05"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("watching ")
+    proc.terminate()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert list((tmp / "repo" / "locks").iterdir()) == []
