@@ -59,7 +59,9 @@ class _OpenPack:
     def __init__(self, data_dir: Path) -> None:
         self.id = os.urandom(16).hex()
         self.final = pack_path(data_dir, self.id)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
+        if not self.final.parent.is_dir():
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(data_dir)  # the new subdirectory's own entry must be durable too
         self.tmp = self.final.with_name(f".{self.id}.tmp")
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         self.size = 0
