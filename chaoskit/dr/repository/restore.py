@@ -210,7 +210,8 @@ def run_restore(repo: Repository, ref: str, target: Path, *,
                                 key=lambda f: f.path.count("/"), reverse=True):
                 os.chmod(staged / entry.path, entry.mode)
             staged.chmod(0o755)
-            fsync_dir(staged)
+            for dirpath, _, _ in os.walk(staged):  # every directory entry must be durable
+                fsync_dir(dirpath)
             if result.failures:
                 partial = target.with_name(f"{target.name}.partial-{snap.short_id}")
                 shutil.rmtree(partial, ignore_errors=True)
