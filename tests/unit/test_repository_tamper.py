@@ -166,3 +166,14 @@ def test_any_flipped_byte_is_found_by_check(site: Site, kind: str) -> None:
                    (p.kind == "snapshot" and p.name == site.b.id) for p in report.problems)
         flip(path, position, mask)
         assert repo.check(read_data=True).ok
+
+
+def test_missing_pack_names_every_affected_snapshot(site: Site) -> None:
+    pack, _, _ = site.location(site.a, "only")
+    pack.unlink()
+    report = site.repo.check()
+    (problem,) = report.problems
+    assert problem.kind == "pack" and problem.name == pack.name and "missing" in problem.message
+    assert problem.snapshots == sorted([site.a.short_id, site.b.short_id])  # shared file
+    with pytest.raises(IntegrityError, match="pack unreadable"):
+        site.repo.restore(site.a.id, site.tmp / "out")
