@@ -1,4 +1,5 @@
-"""A full disk during backup: a clear error, and the repository exactly as before."""
+"""Real small and read-only filesystems: a full disk during backup leaves the repository
+exactly as before; a read-only DR site can still be checked and restored from."""
 
 from __future__ import annotations
 
@@ -47,3 +48,23 @@ def test_enospc_during_backup_leaves_repository_unchanged(small_fs: Path,
     assert snapshot_of_tree(repo.root) == before
     assert repo.check(read_data=True).ok
     assert len(repo.snapshots()) == 1
+
+
+def test_read_only_repository_restores_but_refuses_backup(small_fs: Path,
+                                                          tmp_path: Path) -> None:
+    repo = init_repository(small_fs / "repo", "pw", scrypt_n=2**10)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(os.urandom(100_000))
+    repo.backup(src)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    with pytest.warns(UserWarning, match="read-only .* reading without a lock"):
+        repo.restore("latest", tmp_path / "out")
+    assert (tmp_path / "out" / "f").read_bytes() == (src / "f").read_bytes()
+    with pytest.warns(UserWarning, match="read-only"):
+        assert repo.check(read_data=True).ok
+    with pytest.warns(UserWarning, match="read-only"):
+        with pytest.raises(RepositoryError, match="Read-only file system"):
+            repo.backup(src)
+    with pytest.raises(RepositoryError, match="lock on repository .* Read-only file system"):
+        repo.prune()

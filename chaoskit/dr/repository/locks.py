@@ -105,6 +105,7 @@ class Lock:
         self.name = os.urandom(16).hex()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.held = False  # our lock file exists
 
     def _doc(self) -> bytes:
         return json.dumps({
@@ -138,10 +139,10 @@ class Lock:
         conflicts = self._conflicts()
         if not conflicts:
             atomic_write_bytes(self.dir / self.name, self._doc())
+            self.held = True
             conflicts = self._conflicts()  # someone may have locked at the same moment
             if conflicts:
-                with contextlib.suppress(FileNotFoundError):
-                    (self.dir / self.name).unlink()
+                self.release()
         if conflicts:
             raise RepositoryError("repository is locked: " + "; ".join(
                 c.describe() for c in conflicts))
@@ -158,6 +159,9 @@ class Lock:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        if not self.held:
+            return
+        self.held = False
         with contextlib.suppress(FileNotFoundError):
             (self.dir / self.name).unlink()
             fsync_dir(self.dir)

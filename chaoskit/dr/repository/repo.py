@@ -8,6 +8,7 @@ the format version, and a newer version is refused instead of being misread.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -136,8 +137,17 @@ class Repository:
 
     @_translating_os_errors
     def lock(self, *, exclusive: bool) -> Lock:
-        return Lock(self.locks_dir, exclusive=exclusive,
-                    stale_after=self.stale_lock_after).acquire()
+        """Take a lock.  A read-only repository (a DR site mounted read-only) can still be
+        read and restored from: shared operations go on without a lock, with a warning."""
+        lock = Lock(self.locks_dir, exclusive=exclusive, stale_after=self.stale_lock_after)
+        try:
+            return lock.acquire()
+        except OSError as e:
+            if exclusive or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            warnings.warn(f"repository {self.root} is read-only ({e.strerror}): "
+                          "reading without a lock", stacklevel=3)
+            return lock
 
     # -- reading ---------------------------------------------------------------------
     def load_index(self) -> Index:
