@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: experiments test lint bench clean
+.PHONY: experiments test gate lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ experiments: $(STAMP)
 ## Run the whole test suite.
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+## Fail (exit 1) when the latest run breached these budgets; for CI pipelines.
+gate: $(STAMP)
+	$(VENV)/bin/chaoskit gate reports/latest --ttd 2s --rto 30s --rpo 5m
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chaoskit tests experiments bench

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,14 @@ class RunState:
         default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     )
     journal: Any = None
-    stacks: list[Any] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    """Idempotent stoppers of what runs (experiments, guard, stack), newest last."""
     results: list[Any] = field(default_factory=list)
+
+    def run_cleanups(self) -> None:
+        """Stop everything still running, newest first (an interrupted run gets here)."""
+        while self.cleanups:
+            self.cleanups.pop()()
 
     @property
     def run_dir(self) -> Path:
@@ -138,22 +144,21 @@ def chaos_stack(
     state = request.config.stash[STATE]
     state.open_journal()
     data_dir = tmp_path_factory.mktemp("chaoskit-stack")
-    guard = None
     try:
         backend = make_backend(state.backend, state.run_dir, data_dir)
         stack = ReferenceStack(backend, data_dir, state.journal.path, StackConfig())
-        state.stacks.append(stack)
+        state.cleanups.append(stack.close)
         stack.start()
-        guard = StoreGuard(open_dr_site(data_dir / "dr-site"), stack, state.journal).start()
+        guard = StoreGuard(open_dr_site(data_dir / "dr-site"), stack, state.journal)
+        state.cleanups.append(guard.stop)
+        guard.start()
     except ChaosKitError as e:
+        state.run_cleanups()
         pytest.fail(f"chaoskit could not start the stack: {e}", pytrace=False)
     try:
         yield stack
     finally:
-        if guard is not None:
-            guard.stop()
-        stack.close()
-        state.stacks.remove(stack)
+        state.run_cleanups()
 
 
 def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed: int) -> Any:
@@ -181,6 +186,7 @@ def chaos(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
         request, chaos_stack, item.nodeid, request.config.stash[STATE].seed
     )
     item.stash[EXPERIMENT] = experiment
+    request.config.stash[STATE].cleanups.append(lambda: experiment.finish("interrupted"))
     try:
         experiment.start()
     except ChaosKitError as e:
@@ -208,6 +214,7 @@ def chaos_experiments(request: pytest.FixtureRequest, chaos_stack: Any) -> Itera
             request, chaos_stack, name, state.seed if seed is None else seed
         )
         created.append(experiment)
+        state.cleanups.append(lambda: experiment.finish("interrupted"))
         return experiment
 
     yield factory
@@ -242,12 +249,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None:
         return
-    for stack in list(state.stacks):  # interrupted before fixture teardown: stop them now
-        stack.close()
+    state.run_cleanups()  # normally done by fixture teardown; not after a Ctrl-C
     if state.journal is None:
         return
     state.journal.close()
@@ -266,11 +273,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_sep("=", "chaoskit experiments")
     for line in format_table(SUMMARY_HEADERS, summary_rows(state.results)):
         terminalreporter.write_line(line)
-    terminalreporter.write_line(f"report: {state.run_dir}")
+    terminalreporter.write_line(f"report: {state.run_dir / 'report.html'}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
-        for stack in list(state.stacks):
-            stack.close()
+        state.run_cleanups()

@@ -1,7 +1,52 @@
-"""Faults: small parameter classes that inject a disruption and revert it."""
+"""Faults: small parameter classes that inject a disruption and revert it.
+
+Families: service (kill, hang), container (Docker stop/restart/remove/partition),
+storage (damaged files of the model store and checkpoints), network (Toxiproxy toxics).
+"""
 
 from __future__ import annotations
 
 from chaoskit.faults.base import Changes, Fault, FaultContext, Injection
+from chaoskit.faults.container import (
+    NetworkPartition,
+    RemoveContainer,
+    RestartContainer,
+    StopService,
+)
+from chaoskit.faults.network import Bandwidth, Latency, LimitData, Partition, ResetPeer, Slicer
+from chaoskit.faults.service import HangService, KillService
+from chaoskit.faults.storage import (
+    AppendBytes,
+    BitFlip,
+    CheckpointStateFault,
+    DeleteFile,
+    DeleteVersion,
+    Truncate,
+    ZeroRange,
+)
 
-__all__ = ["Changes", "Fault", "FaultContext", "Injection"]
+__all__ = [
+    "AppendBytes",
+    "Bandwidth",
+    "BitFlip",
+    "Changes",
+    "CheckpointStateFault",
+    "DeleteFile",
+    "DeleteVersion",
+    "Fault",
+    "FaultContext",
+    "HangService",
+    "Injection",
+    "KillService",
+    "Latency",
+    "LimitData",
+    "NetworkPartition",
+    "Partition",
+    "RemoveContainer",
+    "ResetPeer",
+    "RestartContainer",
+    "Slicer",
+    "StopService",
+    "Truncate",
+    "ZeroRange",
+]
