@@ -34,11 +34,8 @@ started.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import re
-import signal as signals
 import sys
 import threading
 import weakref
@@ -49,6 +46,12 @@ from typing import Any
 from chaoskit.errors import BackendError, ConfigError, StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.stack import docker_engine as engine
+from chaoskit.stack.docker_engine import (  # re-exported: part of this backend's API
+    container_status,
+    instance_of,
+    project_name,
+    signal_init,
+)
 from chaoskit.stack.ports import ensure_port_free, free_port
 from chaoskit.stack.process import parse_signal
 from chaoskit.stack.readiness import is_ready, wait_ready
@@ -62,55 +65,12 @@ VOLUMES = ("models", "checkpoints", "backups", "dr-site")
 RESTART_MODES = ("replace", "in_place")
 
 
-def project_name(run_dir: Path) -> str:
-    """``chaoskit-<run dir name>-<6 hex of its full path>``: stable per run, unique per dir."""
-    slug = re.sub(r"[^a-z0-9]+", "-", run_dir.name.lower()).strip("-")[:32] or "run"
-    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:6]
-    return f"chaoskit-{slug}-{digest}"
-
-
-def container_status(info: dict[str, Any] | None) -> str:
-    """Docker's state mapped onto the protocol's running / paused / exited / absent."""
-    if info is None:
-        return "absent"
-    state = info["State"]
-    if state.get("Running") and state.get("Paused"):
-        return "paused"
-    if state.get("Running") and not state.get("Restarting"):
-        return "running"
-    return "exited"
-
-
-def instance_of(info: dict[str, Any] | None) -> str | None:
-    """``<container id>:<pid>``: changes when the container is replaced *or* restarted."""
-    if info is None or not info["State"].get("Running"):
-        return None
-    return f"{info['Id'][:12]}:{info['State'].get('Pid', 0)}"
-
-
 def _remove_quietly(client: Any, project: str) -> None:
     """The finalizer's cleanup: at interpreter exit an unreachable engine is not worth a trace."""
     try:
         engine.remove_project(client, project)
     except BackendError:
         pass
-
-
-def signal_init(info: dict[str, Any], sig: signals.Signals) -> bool:
-    """Signal the container's init (its pid 1) from here, as ``docker kill`` would.
-
-    Only when the engine shares our pid namespace (the pid's cgroup names the container).
-    The engine's kill API returns only after its teardown (0.4-0.8 s measured), which would
-    put the journalled fault time well after the outage began; a signal is instant.
-    """
-    pid = int(info["State"].get("Pid") or 0)
-    try:
-        if pid <= 0 or info["Id"] not in Path(f"/proc/{pid}/cgroup").read_text():
-            return False
-        os.kill(pid, sig)
-    except (OSError, KeyError):
-        return False
-    return True
 
 
 @dataclass
