@@ -27,7 +27,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from chaoskit.dr import RetentionPolicy, init_repository
+from chaoskit.dr import RetentionPolicy, init_repository, open_repository
 from chaoskit.dr.repository.packs import list_packs
 from chaoskit.errors import IntegrityError
 
@@ -120,6 +120,14 @@ class RepositoryMachine(RuleBasedStateMachine):
     @rule()
     def prune(self) -> None:
         self.repo.prune()
+
+    @rule()
+    def reopen_with_a_new_password(self) -> None:
+        """Everything must survive a fresh open; the old password must stop working."""
+        self.password = f"pw{self.restores}"
+        self.restores += 1
+        self.repo.change_password(self.password, scrypt_n=2**8)
+        self.repo = open_repository(self.repo.root, self.password)
 
     @rule(data=st.data())
     def corrupt_and_repair(self, data: st.DataObject) -> None:
