@@ -145,7 +145,7 @@ def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
         zygote.kill()
         zygote.wait(timeout=30)
     print(f"{ROUNDS} rounds: {killed} killed mid-operation, {completed} completed")
-    assert killed >= ROUNDS // 2 and completed >= ROUNDS // 10, (killed, completed)
+    assert killed >= ROUNDS // 3 and completed >= ROUNDS // 10, (killed, completed)
     repo = quiet_open(root)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
