@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from chaoskit.dr.engine import DRConfig, DREngine
+from chaoskit.dr.failover import FailoverThenRepair
 from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.recovery import RestartService, confirm_steady_state
+from chaoskit.dr.recovery import RecoveryAction, RestartService, confirm_steady_state
 from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.faults.base import Fault, FaultContext, Injection
@@ -24,7 +25,7 @@ from chaoskit.loadgen import LoadGenerator
 from chaoskit.model import version_dirs
 from chaoskit.objectives import Objectives
 from chaoskit.report.metrics import ExperimentResult, compute, split_experiments
-from chaoskit.stack.reference import ReferenceStack
+from chaoskit.stack.reference import SERVING, ReferenceStack
 
 
 class ExperimentFailed(AssertionError):
@@ -61,7 +62,7 @@ class Experiment:
         self.client = stack.client()
         self.goldens = Goldens(stack.model_base_path)
         self._injections: list[Injection] = []
-        self._engine: DREngine | None = None
+        self._engines: list[DREngine] = []
         self._load: LoadGenerator | None = None
         self._last_fault_t = float("inf")
         self._finished = False
@@ -91,17 +92,21 @@ class Experiment:
             self._await_fresh_recovery_point()
         self._load = LoadGenerator(self.client, self.goldens, self.journal, rate=self.load_rate)
         self._load.start()
-        recovery = RestartService(
+        restart = RestartService(
             self.stack, self.client, self.goldens, self.journal,
             timeout=self.dr_config.recovery_timeout,
         )  # fmt: skip
-        self._engine = DREngine(
-            self.stack.client(),
-            self.goldens,
-            self.journal,
-            recovery,
-            config=self.dr_config,
-        ).start()
+        replicas = list(getattr(self.stack, "replicas", [SERVING]))
+        recovery: RecoveryAction = restart
+        if getattr(self.stack, "gateway", None) is not None and len(replicas) > 1:
+            recovery = FailoverThenRepair(self.stack, self.goldens, self.journal, restart)
+        self._engines = [
+            DREngine(
+                self.stack.replica_client(replica) if len(replicas) > 1 else self.stack.client(),
+                self.goldens, self.journal, recovery, service=replica, config=self.dr_config,
+            ).start()
+            for replica in replicas
+        ]  # fmt: skip
         return self
 
     def _await_fresh_recovery_point(self, timeout: float = 60.0) -> None:
@@ -165,7 +170,7 @@ class Experiment:
         Whichever part of the DR engine recovered (restart, restore, failover), the proof
         is its ``steady_state.ok`` event, so this watches the journal, not the engine.
         """
-        if self._engine is None:
+        if not self._engines:
             raise StackError(f"experiment {self.name} was not started")
         deadline = time.monotonic() + (self.default_timeout() if timeout is None else timeout)
         while time.monotonic() < deadline:
@@ -202,11 +207,11 @@ class Experiment:
             except ChaosKitError as e:
                 errors.append(str(e))
                 self.journal.record("fault.revert_failed", fault=injection.fault.kind, error=str(e))
-        if self._engine is not None:
-            self._engine.stop()
+        for engine in self._engines:
+            engine.stop()
         if self._load is not None:
             self._load.stop()
-        if self._engine is not None:
+        if self._engines:
             confirm_steady_state(
                 self.client, self.goldens, self.journal, timeout=30.0, phase="after"
             )

@@ -1,7 +1,8 @@
 """The DR engine loop: probe serving at a fixed interval, detect, recover, confirm.
 
-A probe fails when serving does not answer in time, answers with an error, or answers
-with outputs that match the canary of no exported version (silent corruption).
+A probe fails when serving does not answer in time, answers with an error, answers
+with outputs that match the canary of no exported version (silent corruption), or
+answers correctly but slower than ``slow_probe`` (a degraded link).
 
 It only acts and writes events (probe, detected, recovery.*, steady_state.*); how fast
 it was is computed from the journal afterwards.
@@ -28,11 +29,13 @@ class DRConfig:
 
     probe_interval: float = 0.1
     probe_timeout: float = 0.3
+    slow_probe: float = 0.2
+    """A correct answer slower than this counts against the replica (a degraded link)."""
     failures_to_alert: int = 2
     recovery_timeout: float = 90.0
 
     def __post_init__(self) -> None:
-        for name in ("probe_interval", "probe_timeout", "recovery_timeout"):
+        for name in ("probe_interval", "probe_timeout", "slow_probe", "recovery_timeout"):
             value = getattr(self, name)
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
@@ -81,6 +84,8 @@ class DREngine:
             if ok and self.goldens.matching_version(result.predictions) is None:
                 # an answer, but not what any exported version computes: silent corruption
                 ok, error, signal = False, "canary outputs match no exported version", "canary"
+            elif ok and result.latency_s > self.config.slow_probe:
+                ok, error, signal = False, f"slow answer ({result.latency_s:.3f}s)", "latency"
             self.journal.record(
                 "probe",
                 service=self.service,
@@ -89,6 +94,9 @@ class DREngine:
                 status=result.status,
                 error=error,
             )
+            observe = getattr(self.recovery, "observe", None)
+            if observe is not None:
+                observe(self.service, ok)
             if self.detector.observe(ok):
                 self.journal.record(
                     "detected",

@@ -70,8 +70,11 @@ class RestartService:
         self.journal = journal
         self.timeout = timeout
 
-    def run(self, service: str) -> bool:
-        self.journal.record("recovery.started", action=self.name, service=service)
+    def run(self, service: str, *, background: bool = False) -> bool:
+        """Restart *service*; ``background``: clients are already served by another replica."""
+        self.journal.record(
+            "recovery.started", action=self.name, service=service, background=background
+        )
         deadline = time.monotonic() + self.timeout
         try:
             self.stack.backend.restart(service)  # type: ignore[attr-defined]

@@ -31,7 +31,6 @@ from chaoskit.dr.repository.verify import verify_directory
 from chaoskit.errors import ChaosKitError
 from chaoskit.journal import Journal, JournalTail
 from chaoskit.model import version_dirs
-from chaoskit.serving.client import ServingClient
 
 VERSION_TAG = "model-version"
 CHECKPOINT_TAG = "checkpoint"
@@ -330,9 +329,9 @@ class StoreGuard:
             self.journal.record("steady_state.violated", phase="recovery",
                                 reason="the trainer is not running")  # fmt: skip
             return
-        host, port = self.stack.backend.endpoint("serving", "rest")
-        client = ServingClient(host, port, self.stack.config.model_name, timeout=2.0)
-        confirm_steady_state(client, self.goldens, self.journal, timeout=60.0)
+        confirm_steady_state(
+            self.stack.client(timeout=2.0), self.goldens, self.journal, timeout=60.0
+        )
 
     def _trainer_resumed_at(
         self, tail: JournalTail, step: int | None, timeout: float = 60.0

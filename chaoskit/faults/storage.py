@@ -247,4 +247,3 @@ class CheckpointStateFault(Fault):
         if keep.exists() and sha256_file(path) == changes.record["sha256_after"]:
             restore_file(keep, path)
         shutil.rmtree(keep.parent, ignore_errors=True)
-

@@ -2,8 +2,9 @@
 
 For each experiment window (experiment.started .. experiment.finished):
 TTD  = first ``detected`` after the first ``fault.injected`` − fault time;
-RTO  = the ``steady_state.ok`` that confirms the last recovery action − fault time
-       (restored *and confirmed*: with several recoveries, service is back after the last);
+RTO  = first ``steady_state.ok`` (phase recovery) after the last ``fault.injected`` and
+       the last foreground ``recovery.started`` − the first fault's time: service restored
+       *and confirmed*; ``background`` repairs behind a failover are not part of it;
 RPO  = fault wall time − creation time of the recovery point restored (``restore.done``);
 failed_requests / wrong_predictions = ``request`` events that failed / answered wrongly.
 A value that an experiment does not measure is None (an empty cell), never zero.
@@ -105,13 +106,15 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
     else:
         result.fault = fault.get("fault")
         detected = _first(events, "detected", fault["t"])
-        # restored and confirmed: the confirmation that follows the last recovery action
-        actions = [
-            e["t"] for e in events if e["event"] == "recovery.started" and e["t"] >= fault["t"]
-        ]
-        recovered = _first(
-            events, "steady_state.ok", max(actions, default=fault["t"]), phase="recovery"
+        # restored and confirmed: the first confirmation after the last fault and after the
+        # last recovery action the service waited for (not repairs behind a failover)
+        since = max(
+            e["t"]
+            for e in events
+            if e["event"] == "fault.injected"
+            or (e["event"] == "recovery.started" and not e.get("background"))
         )
+        recovered = _first(events, "steady_state.ok", since, phase="recovery")
         if detected is not None:
             result.ttd_s = round(detected["t"] - fault["t"], 4)
         if recovered is not None:

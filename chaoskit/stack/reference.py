@@ -1,19 +1,24 @@
-"""The reference serving stack: a trainer that never stops and a TF-Serving-compatible server.
+"""The reference serving stack: a trainer that never stops, TF-Serving-compatible replicas
+behind a gateway proxy.
 
-The trainer writes checkpoints and SavedModel versions to the data directory; the server
-polls the model base path.  Both append their events to the run's journal.
+The trainer writes checkpoints and SavedModel versions to the data directory; each
+serving replica polls the model base path.  Clients reach serving through the gateway
+(a Toxiproxy proxy), each replica through a proxy of its own where network faults act.
+All services append their events to the run's journal.
 """
 
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaoskit.errors import StackError
+from chaoskit.errors import ConfigError, StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.serving.client import ServingClient
 from chaoskit.stack.backend import Backend
+from chaoskit.stack.gateway import GATEWAY, Gateway
 from chaoskit.stack.service import Readiness, ServiceSpec
 
 TRAINER = "trainer"
@@ -31,6 +36,7 @@ class StackConfig:
     poll_interval: float = 0.5
     serving_port: int = 0
     start_timeout: float = 90.0
+    replicas: int = 2
 
 
 class ReferenceStack:
@@ -46,7 +52,14 @@ class ReferenceStack:
         self.model_base_path = self.data_dir / "models" / config.model_name
         self.checkpoint_dir = self.data_dir / "checkpoints"
         self.status_file = self.data_dir / "trainer-status.json"
-        self.specs = {spec.name: spec for spec in (self._trainer_spec(), self._serving_spec())}
+        if not 1 <= config.replicas <= 26:
+            raise ConfigError(f"replicas must be 1..26, got {config.replicas!r}")
+        self.replicas = [SERVING] + [
+            f"{SERVING}-{chr(ord('a') + i)}" for i in range(1, config.replicas)
+        ]
+        servings = [self._serving_spec(name) for name in self.replicas]
+        self.specs = {spec.name: spec for spec in (self._trainer_spec(), *servings)}
+        self.gateway: Gateway | None = None
 
     def _env(self) -> dict[str, str]:
         return {JOURNAL_ENV: str(self.journal_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -56,31 +69,46 @@ class ReferenceStack:
         return ServiceSpec(
             name=TRAINER,
             command=(
-                sys.executable, "-m", "chaoskit.trainer",
-                "--model-name", c.model_name,
-                "--model-base-path", str(self.model_base_path),
-                "--checkpoint-dir", str(self.checkpoint_dir),
-                "--checkpoint-every", str(c.checkpoint_every),
-                "--export-every", str(c.export_every),
-                "--step-delay", str(c.step_delay),
-                "--status-file", str(self.status_file),
+                sys.executable,
+                "-m",
+                "chaoskit.trainer",
+                "--model-name",
+                c.model_name,
+                "--model-base-path",
+                str(self.model_base_path),
+                "--checkpoint-dir",
+                str(self.checkpoint_dir),
+                "--checkpoint-every",
+                str(c.checkpoint_every),
+                "--export-every",
+                str(c.export_every),
+                "--step-delay",
+                str(c.step_delay),
+                "--status-file",
+                str(self.status_file),
             ),
             env=self._env(),
             readiness=Readiness(file=str(self.status_file), timeout=c.start_timeout),
         )
 
-    def _serving_spec(self) -> ServiceSpec:
+    def _serving_spec(self, name: str) -> ServiceSpec:
         c = self.config
         return ServiceSpec(
-            name=SERVING,
+            name=name,
             command=(
-                sys.executable, "-m", "chaoskit.serving",
-                "--model-name", c.model_name,
-                "--model-base-path", str(self.model_base_path),
-                "--rest-port", "{port_rest}",
-                "--poll-interval", str(c.poll_interval),
+                sys.executable,
+                "-m",
+                "chaoskit.serving",
+                "--model-name",
+                c.model_name,
+                "--model-base-path",
+                str(self.model_base_path),
+                "--rest-port",
+                "{port_rest}",
+                "--poll-interval",
+                str(c.poll_interval),
             ),
-            ports={"rest": c.serving_port},
+            ports={"rest": c.serving_port if name == SERVING else 0},
             env=self._env(),
             readiness=Readiness(http_path=f"/v1/models/{c.model_name}", timeout=c.start_timeout),
         )
@@ -90,30 +118,62 @@ class ReferenceStack:
         return list(self.specs)
 
     def start(self) -> ReferenceStack:
-        """Start the trainer, wait for its first version, then start serving."""
+        """Start the trainer (it exports a first version), the replicas, then the gateway."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            for spec in self.specs.values():
-                self.backend.start(spec)
+            self.backend.start(self.specs[TRAINER])
+            with ThreadPoolExecutor(len(self.replicas)) as pool:  # TF starts take seconds
+                for started in [
+                    pool.submit(self.backend.start, self.specs[r]) for r in self.replicas
+                ]:
+                    started.result()
+            endpoints = {r: self.backend.endpoint(r, "rest") for r in self.replicas}
+            self.gateway = Gateway(endpoints)
         except BaseException:
-            self.backend.close()
+            self.close()
             raise
         return self
 
+    @property
+    def toxiproxy_url(self) -> str | None:
+        """The Toxiproxy API holding this stack's proxies (network faults use it)."""
+        return None if self.gateway is None else self.gateway.url
+
+    def _client(self, endpoint: tuple[str, int], timeout: float) -> ServingClient:
+        return ServingClient(*endpoint, self.config.model_name, timeout=timeout)
+
     def client(self, *, timeout: float = 5.0) -> ServingClient:
-        host, port = self.backend.endpoint(SERVING, "rest")
-        return ServingClient(host, port, self.config.model_name, timeout=timeout)
+        """Serving as clients see it: through the gateway (or directly, before it exists)."""
+        if self.gateway is None:
+            return self.direct_client(SERVING, timeout=timeout)
+        return self._client(self.gateway.endpoint(), timeout)
+
+    def replica_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
+        """One replica as the gateway reaches it: through its proxy, where links break."""
+        if self.gateway is None:
+            return self.direct_client(replica, timeout=timeout)
+        return self._client(self.gateway.replica_endpoint(replica), timeout)
+
+    def direct_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
+        """One replica on its own port, bypassing every proxy (tells link from process)."""
+        return self._client(self.backend.endpoint(replica, "rest"), timeout)
 
     def ensure_running(self) -> list[str]:
-        """Restart services that are not running (between experiments); returns their names."""
+        """Between experiments: restart what is not running, route the gateway to the
+        primary replica again; returns what it had to repair."""
         repaired = []
         for name in self.specs:
             if self.backend.status(name) != "running":
                 self.backend.restart(name)
                 repaired.append(name)
+        if self.gateway is not None and self.gateway.route_to(self.gateway.primary):
+            repaired.append(GATEWAY)
         return repaired
 
     def close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.close()
+            self.gateway = None
         self.backend.close()
 
     def __enter__(self) -> ReferenceStack:

@@ -1,0 +1,28 @@
+"""Break and degrade the link to one serving replica; the DR engine must fail over.
+
+Clients reach serving through the gateway proxy; each replica sits behind a proxy of its
+own, where these faults act.  The DR engine probes each replica through its link, moves
+the gateway to the healthy replica, leaves a replica whose process still answers alone
+(a restart does not heal a network), and moves back once the link has healed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chaoskit.faults.network import Bandwidth, Latency, Partition, ResetPeer
+
+FAULTS = {
+    "partition-refuse": Partition(proxy="serving", mode="refuse"),
+    "partition-hang": Partition(proxy="serving", mode="hang"),
+    "latency-250ms": Latency(proxy="serving", delay="250ms"),
+    "bandwidth-1KBps": Bandwidth(proxy="serving", rate_kbps=1),
+    "reset-peer": ResetPeer(proxy="serving"),
+}
+
+
+@pytest.mark.chaos(ttd="2s", rto="3s")
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+def test_degraded_replica_link_fails_over(chaos, fault):
+    result = chaos.run(fault)
+    assert result.wrong_predictions == 0
