@@ -35,10 +35,17 @@ def checkpoint_files(directory: Path, prefix: str) -> list[str]:
 class BackupAgent:
     """Watches *checkpoint_dir* and backs up every new complete checkpoint once."""
 
-    def __init__(self, repo: Repository, checkpoint_dir: str | Path, *, interval: float = 0.5,
-                 tags: tuple[str, ...] = (), model_name: str | None = None,
-                 journal: Journal | None = None,
-                 on_backup: Callable[[Snapshot], None] | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        checkpoint_dir: str | Path,
+        *,
+        interval: float = 0.5,
+        tags: tuple[str, ...] = (),
+        model_name: str | None = None,
+        journal: Journal | None = None,
+        on_backup: Callable[[Snapshot], None] | None = None,
+    ) -> None:
         self.repo = repo
         self.dir = Path(checkpoint_dir).absolute()
         if interval <= 0:
@@ -51,7 +58,8 @@ class BackupAgent:
         self.snapshots: list[Snapshot] = []
         self.errors: list[str] = []
         self._done: set[str] = {
-            str(s.summary.get("checkpoint")) for s in repo.snapshots()
+            str(s.summary.get("checkpoint"))
+            for s in repo.snapshots()
             if s.source == str(self.dir) and s.summary.get("checkpoint")
         }
         self._stop = threading.Event()
@@ -76,8 +84,13 @@ class BackupAgent:
             return None
         files = checkpoint_files(self.dir, prefix)
         snap = self.repo.backup(
-            self.dir, files=files, extra_files={STATE_FILE: raw}, tags=self.tags,
-            time=state.time, checkpoint_step=state.step, model_name=self.model_name,
+            self.dir,
+            files=files,
+            extra_files={STATE_FILE: raw},
+            tags=self.tags,
+            time=state.time,
+            checkpoint_step=state.step,
+            model_name=self.model_name,
             summary={"checkpoint": prefix},
         )
         self._record(snap, prefix)
@@ -89,9 +102,14 @@ class BackupAgent:
 
     def _record(self, snap: Snapshot, prefix: str) -> None:
         if self.journal is not None:
-            self.journal.record("backup.recovery_point", snapshot=snap.id, checkpoint=prefix,
-                                step=snap.checkpoint_step, wall_created=snap.time,
-                                repository=str(self.repo.root))
+            self.journal.record(
+                "backup.recovery_point",
+                snapshot=snap.id,
+                checkpoint=prefix,
+                step=snap.checkpoint_step,
+                wall_created=snap.time,
+                repository=str(self.repo.root),
+            )
 
     def run(self, *, max_backups: int | None = None, timeout: float | None = None) -> None:
         """Poll until stopped, *max_backups* were made or *timeout* seconds passed."""
@@ -112,8 +130,7 @@ class BackupAgent:
             self._stop.wait(self.interval)
 
     def start(self) -> BackupAgent:
-        self._thread = threading.Thread(target=self.run, name="chaoskit-backup-agent",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.run, name="chaoskit-backup-agent", daemon=True)
         self._thread.start()
         return self
 

@@ -91,8 +91,14 @@ class _Session:
     def store_bytes(self, rel: str, data: bytes, mode: int, mtime_ns: int) -> FileEntry:
         chunks = [self._store(data[o : o + length]) for o, length in fixed_plan(len(data))]
         self.progress.add(len(data), 1)
-        return FileEntry(path=rel, size=len(data), mode=mode, mtime_ns=mtime_ns,
-                         sha256=hashlib.sha256(data).hexdigest(), chunks=chunks)
+        return FileEntry(
+            path=rel,
+            size=len(data),
+            mode=mode,
+            mtime_ns=mtime_ns,
+            sha256=hashlib.sha256(data).hexdigest(),
+            chunks=chunks,
+        )
 
     def store_file(self, path: Path, rel: str, st: os.stat_result) -> FileEntry:
         digest = hashlib.sha256()
@@ -111,17 +117,24 @@ class _Session:
                 if len(data) < length:
                     break
             if size == st.st_size and f.read(1):
-                warnings.warn(f"{path} grew during the backup; stored its first {size} bytes",
-                              stacklevel=4)
+                warnings.warn(
+                    f"{path} grew during the backup; stored its first {size} bytes", stacklevel=4
+                )
         if pending is not None:
             pending.result()
         if size != st.st_size:
             warnings.warn(f"{path} changed size during the backup", stacklevel=4)
         self.progress.add(0, 1)
-        return FileEntry(path=rel, size=size, mode=stat.S_IMODE(st.st_mode),
-                         mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns, ino=st.st_ino,
-                         sha256=digest.hexdigest(),
-                         chunks=chunks)
+        return FileEntry(
+            path=rel,
+            size=size,
+            mode=stat.S_IMODE(st.st_mode),
+            mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
+            ino=st.st_ino,
+            sha256=digest.hexdigest(),
+            chunks=chunks,
+        )
 
 
 def _read_full(f: io.RawIOBase, view: memoryview) -> memoryview:
@@ -160,8 +173,9 @@ def run_backup(
         previous = {f.path: f for f in parent.files} if parent else {}
         # a file changed within the clock granularity of the parent's scan ("racily clean",
         # as git calls it) may show the same size and times with new content: read it again
-        racy_after = int((float(parent.summary.get("scan_started", 0)) - RACY_WINDOW) * 1e9
-                         ) if parent else 0
+        racy_after = (
+            int((float(parent.summary.get("scan_started", 0)) - RACY_WINDOW) * 1e9) if parent else 0
+        )
         scan_started = _now()
         try:
             entries = scan(source, files)
@@ -178,14 +192,19 @@ def run_backup(
                 if extra_files and rel in extra_files:
                     continue
                 if stat.S_ISDIR(st.st_mode):
-                    manifest.append(FileEntry(path=rel, type="dir",
-                                              mode=stat.S_IMODE(st.st_mode)))
+                    manifest.append(FileEntry(path=rel, type="dir", mode=stat.S_IMODE(st.st_mode)))
                     continue
                 old = previous.get(rel)
-                if (old is not None and old.type == "file" and old.size == st.st_size
-                        and old.mtime_ns == st.st_mtime_ns and old.ctime_ns == st.st_ctime_ns
-                        and old.ino == st.st_ino and old.mtime_ns < racy_after
-                        and all(c in index for c in old.chunk_ids)):
+                if (
+                    old is not None
+                    and old.type == "file"
+                    and old.size == st.st_size
+                    and old.mtime_ns == st.st_mtime_ns
+                    and old.ctime_ns == st.st_ctime_ns
+                    and old.ino == st.st_ino
+                    and old.mtime_ns < racy_after
+                    and all(c in index for c in old.chunk_ids)
+                ):
                     manifest.append(old)
                     reused += 1
                     prog.add(st.st_size, 1)
@@ -193,8 +212,9 @@ def run_backup(
                 try:
                     manifest.append(session.store_file(source / rel, rel, st))
                 except FileNotFoundError:  # removed since the scan, e.g. an old checkpoint
-                    warnings.warn(f"{source / rel} vanished during the backup; skipped",
-                                  stacklevel=3)
+                    warnings.warn(
+                        f"{source / rel} vanished during the backup; skipped", stacklevel=3
+                    )
             for rel, data in sorted((extra_files or {}).items()):
                 manifest.append(session.store_bytes(rel, data, 0o644, _now_ns()))
             located = session.writer.flush()
@@ -205,7 +225,8 @@ def run_backup(
             if e.errno == errno.ENOSPC:
                 raise RepositoryError(
                     f"no space left on device while writing to {repo.root}: backup of {source} "
-                    "abandoned, repository unchanged") from e
+                    "abandoned, repository unchanged"
+                ) from e
             raise RepositoryError(f"backup of {source} failed: {e}") from e
         except BaseException:
             session.writer.abort()
@@ -223,17 +244,24 @@ def run_backup(
             hostname=hostname,
             source=str(source),
             tags=sorted(set(tags)),
-            checkpoint_step=checkpoint_step if checkpoint_step is not None
+            checkpoint_step=checkpoint_step
+            if checkpoint_step is not None
             else info.checkpoint_step,
             model_name=model_name or info.model_name,
             model_version=model_version or info.model_version,
             parent=parent.id if parent else None,
             files=manifest,
-            summary={"files": sum(f.type == "file" for f in manifest), "bytes": total,
-                     "new_bytes": session.new_bytes, "new_chunks": len(session.seen),
-                     "stored_bytes": session.writer.bytes_written, "unchanged_files": reused,
-                     "bundle_files": session.chunker.bundle_files,
-                     "scan_started": scan_started, **(summary or {})},
+            summary={
+                "files": sum(f.type == "file" for f in manifest),
+                "bytes": total,
+                "new_bytes": session.new_bytes,
+                "new_chunks": len(session.seen),
+                "stored_bytes": session.writer.bytes_written,
+                "unchanged_files": reused,
+                "bundle_files": session.chunker.bundle_files,
+                "scan_started": scan_started,
+                **(summary or {}),
+            },
         )
         try:
             save_snapshot(repo.snap_dir, repo.cipher, snap)

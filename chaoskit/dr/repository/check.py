@@ -50,8 +50,9 @@ class CheckReport:
         return {s for p in self.problems for s in p.snapshots}
 
 
-def run_check(repo: Repository, *, read_data: bool = False,
-              progress: Progress | None = None) -> CheckReport:
+def run_check(
+    repo: Repository, *, read_data: bool = False, progress: Progress | None = None
+) -> CheckReport:
     with repo.lock(exclusive=False):
         return _check(repo, read_data, progress or Progress("check"))
 
@@ -60,8 +61,9 @@ def _check(repo: Repository, read_data: bool, prog: Progress) -> CheckReport:
     report = CheckReport()
     problems = report.problems
     try:
-        repo.cipher.verify_mac(_config_body(repo.config), str(repo.config.get("mac")),
-                               what="config")
+        repo.cipher.verify_mac(
+            _config_body(repo.config), str(repo.config.get("mac")), what="config"
+        )
     except IntegrityError as e:
         problems.append(Problem("config", "config", str(e)))
     for key_id, problem in keyfiles.check_key_files(repo.keys_dir, repo.master).items():
@@ -70,8 +72,13 @@ def _check(repo: Repository, read_data: bool, prog: Progress) -> CheckReport:
     raw_index = load_index(repo.index_dir, repo.cipher)
     index = repo.load_index() if raw_index.damaged else raw_index
     for name, problem in raw_index.damaged.items():
-        problems.append(Problem("index", name, problem + "; its packs were re-read from their "
-                                "headers (prune writes a new index)"))
+        problems.append(
+            Problem(
+                "index",
+                name,
+                problem + "; its packs were re-read from their headers (prune writes a new index)",
+            )
+        )
     snaps, damaged = repo.load_snapshots()
     report.snapshots = len(snaps) + len(damaged)
     for snap_id, problem in damaged.items():
@@ -97,8 +104,7 @@ def _check(repo: Repository, read_data: bool, prog: Progress) -> CheckReport:
         ids = [c for c, _ in blobs]
         if path is None:
             bad.update(ids)
-            problems.append(Problem("pack", pack, "missing, but the index names it",
-                                    affected(ids)))
+            problems.append(Problem("pack", pack, "missing, but the index names it", affected(ids)))
             continue
         try:
             header = dict(read_header(path, pack, repo.cipher))
@@ -109,30 +115,56 @@ def _check(repo: Repository, read_data: bool, prog: Progress) -> CheckReport:
             wrong = [c for c, loc in blobs if header.get(c) != loc]
             if wrong:
                 bad.update(wrong)
-                problems.append(Problem("pack", pack, f"{len(wrong)} chunk(s) listed in the index "
-                                        "are not where the pack header says", affected(wrong)))
+                problems.append(
+                    Problem(
+                        "pack",
+                        pack,
+                        f"{len(wrong)} chunk(s) listed in the index "
+                        "are not where the pack header says",
+                        affected(wrong),
+                    )
+                )
         if read_data:
             damaged_ids = _read_pack(repo, pack, path, blobs, prog, report)
             if damaged_ids:
                 bad.update(damaged_ids)
                 first = damaged_ids[0].hex()[:16]
-                problems.append(Problem("pack", pack, f"{len(damaged_ids)} chunk(s) fail "
-                                        f"authentication (first: {first})", affected(damaged_ids)))
+                problems.append(
+                    Problem(
+                        "pack",
+                        pack,
+                        f"{len(damaged_ids)} chunk(s) fail authentication (first: {first})",
+                        affected(damaged_ids),
+                    )
+                )
     missing = [c for c in users if c not in index]
     if missing:
-        problems.append(Problem("chunk", missing[0].hex()[:16], f"{len(missing)} chunk(s) used "
-                                "by snapshots are in no index and no pack", affected(missing)))
+        problems.append(
+            Problem(
+                "chunk",
+                missing[0].hex()[:16],
+                f"{len(missing)} chunk(s) used by snapshots are in no index and no pack",
+                affected(missing),
+            )
+        )
     orphans = set(on_disk) - set(by_pack)
     if orphans:
-        report.notes.append(f"{len(orphans)} pack(s) not in the index (left by an interrupted "
-                            "backup or prune; prune removes them)")
+        report.notes.append(
+            f"{len(orphans)} pack(s) not in the index (left by an interrupted "
+            "backup or prune; prune removes them)"
+        )
     prog.done()
     return report
 
 
-def _read_pack(repo: Repository, pack: str, path: os.PathLike[str],
-               blobs: list[tuple[bytes, BlobLocation]], prog: Progress,
-               report: CheckReport) -> list[bytes]:
+def _read_pack(
+    repo: Repository,
+    pack: str,
+    path: os.PathLike[str],
+    blobs: list[tuple[bytes, BlobLocation]],
+    prog: Progress,
+    report: CheckReport,
+) -> list[bytes]:
     """Decrypt every chunk of one pack and recompute its keyed id; return the bad ids."""
     damaged: list[bytes] = []
     with open(path, "rb", buffering=0) as f:

@@ -58,16 +58,16 @@ class Cipher:
         nonce = os.urandom(NONCE_SIZE)
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
-    def seal_into(self, data: bytes | memoryview, aad: bytes, out: Buffer
-                  ) -> tuple[bytes, memoryview]:
+    def seal_into(
+        self, data: bytes | memoryview, aad: bytes, out: Buffer
+    ) -> tuple[bytes, memoryview]:
         """(nonce, ciphertext) with the ciphertext in *out*'s memory: no allocation per chunk."""
         nonce = os.urandom(NONCE_SIZE)
         view = out.view(len(data) + TAG_SIZE)
         self._aead.encrypt_into(nonce, data, aad, view)
         return nonce, view
 
-    def open_into(self, sealed: memoryview, aad: bytes, out: Buffer, *, what: str
-                  ) -> memoryview:
+    def open_into(self, sealed: memoryview, aad: bytes, out: Buffer, *, what: str) -> memoryview:
         """Authenticated plaintext in *out*'s memory (garbage there is never returned)."""
         if len(sealed) < OVERHEAD:
             raise IntegrityError(f"{what}: truncated ({len(sealed)} bytes)")

@@ -96,8 +96,14 @@ def stale_reason(info: LockInfo, stale_after: float) -> str | None:
 class Lock:
     """A held lock; use as a context manager (released on exit, refreshed meanwhile)."""
 
-    def __init__(self, locks_dir: Path, *, exclusive: bool, stale_after: float = STALE_AFTER,
-                 refresh_every: float = REFRESH_EVERY) -> None:
+    def __init__(
+        self,
+        locks_dir: Path,
+        *,
+        exclusive: bool,
+        stale_after: float = STALE_AFTER,
+        refresh_every: float = REFRESH_EVERY,
+    ) -> None:
         self.dir = locks_dir
         self.exclusive = exclusive
         self.stale_after = stale_after
@@ -108,13 +114,15 @@ class Lock:
         self.held = False  # our lock file exists
 
     def _doc(self) -> bytes:
-        return json.dumps({
-            "exclusive": self.exclusive,
-            "hostname": os.uname().nodename,
-            "pid": os.getpid(),
-            "start_ticks": _start_ticks(os.getpid()),
-            "time": time.time(),
-        }).encode()
+        return json.dumps(
+            {
+                "exclusive": self.exclusive,
+                "hostname": os.uname().nodename,
+                "pid": os.getpid(),
+                "start_ticks": _start_ticks(os.getpid()),
+                "time": time.time(),
+            }
+        ).encode()
 
     def _conflicts(self) -> list[LockInfo]:
         conflicts = []
@@ -144,8 +152,9 @@ class Lock:
             if conflicts:
                 self.release()
         if conflicts:
-            raise RepositoryError("repository is locked: " + "; ".join(
-                c.describe() for c in conflicts))
+            raise RepositoryError(
+                "repository is locked: " + "; ".join(c.describe() for c in conflicts)
+            )
         self._thread = threading.Thread(target=self._refresh, name="chaoskit-lock", daemon=True)
         self._thread.start()
         return self

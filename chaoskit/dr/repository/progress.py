@@ -18,8 +18,15 @@ def _size(n: float) -> str:
 class Progress:
     """Redraws one status line at most ten times a second, only when enabled."""
 
-    def __init__(self, verb: str, total_bytes: int = 0, total_files: int = 0, *,
-                 enabled: bool = False, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        verb: str,
+        total_bytes: int = 0,
+        total_files: int = 0,
+        *,
+        enabled: bool = False,
+        stream: TextIO | None = None,
+    ) -> None:
         self.verb = verb
         self.total_bytes = total_bytes
         self.total_files = total_files
@@ -45,8 +52,10 @@ class Progress:
         elapsed = max(self._last - self._start, 1e-6)
         total = f" / {_size(self.total_bytes)}" if self.total_bytes else ""
         files = f" / {self.total_files}" if self.total_files else ""
-        self.stream.write(f"\r{self.verb}: {_size(self.bytes)}{total}, "
-                          f"{self.files}{files} files, {_size(self.bytes / elapsed)}/s\x1b[K{end}")
+        self.stream.write(
+            f"\r{self.verb}: {_size(self.bytes)}{total}, "
+            f"{self.files}{files} files, {_size(self.bytes / elapsed)}/s\x1b[K{end}"
+        )
         self.stream.flush()
 
     def done(self) -> None:

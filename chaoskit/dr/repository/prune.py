@@ -50,8 +50,14 @@ class ForgetResult:
     prune: PruneStats | None = None
 
 
-def run_forget(repo: Repository, policy: RetentionPolicy, *, ids: tuple[str, ...] = (),
-               prune: bool = False, dry_run: bool = False) -> ForgetResult:
+def run_forget(
+    repo: Repository,
+    policy: RetentionPolicy,
+    *,
+    ids: tuple[str, ...] = (),
+    prune: bool = False,
+    dry_run: bool = False,
+) -> ForgetResult:
     """Remove the snapshots *policy* (per host and source) does not keep, or those in *ids*."""
     if policy.empty and not ids:
         raise ConfigError("forget needs a policy (--keep-last, --keep-within, ...) or snapshot ids")
@@ -112,15 +118,18 @@ def prune_locked(repo: Repository) -> PruneStats:
     if damaged:
         raise IntegrityError(
             f"prune refused: snapshot(s) {', '.join(i[:8] for i in damaged)} are unreadable, so "
-            "the chunks they need are unknown; run check, then forget them by id")
+            "the chunks they need are unknown; run check, then forget them by id"
+        )
     index = repo.load_index()
     used: set[bytes] = set()
     for snap in snaps:
         used |= snap.chunk_ids()
     missing = [c for c in used if c not in index]
     if missing:
-        raise IntegrityError(f"prune refused: {len(missing)} chunk(s) used by snapshots are not "
-                             f"in the index (e.g. {missing[0].hex()[:16]}); run check")
+        raise IntegrityError(
+            f"prune refused: {len(missing)} chunk(s) used by snapshots are not "
+            f"in the index (e.g. {missing[0].hex()[:16]}); run check"
+        )
     by_pack: dict[str, list[tuple[bytes, BlobLocation]]] = defaultdict(list)
     for chunk_id, loc in index.blobs.items():
         by_pack[loc.pack].append((chunk_id, loc))
@@ -133,14 +142,16 @@ def prune_locked(repo: Repository) -> PruneStats:
         total = sum(loc.length for _, loc in blobs)
         if used_bytes == 0:
             drop.add(pack)
-        elif (total - used_bytes > REWRITE_GARBAGE_SHARE * total
-              or not _header_ok(repo, pack, on_disk.get(pack))):
+        elif total - used_bytes > REWRITE_GARBAGE_SHARE * total or not _header_ok(
+            repo, pack, on_disk.get(pack)
+        ):
             rewrite.add(pack)  # mostly garbage, or its header is damaged: copy what is used
         else:
             keep.add(pack)
     orphans = set(on_disk) - set(by_pack)
-    new_blobs: dict[bytes, BlobLocation] = {c: loc for c, loc in index.blobs.items()
-                                            if loc.pack in keep}
+    new_blobs: dict[bytes, BlobLocation] = {
+        c: loc for c, loc in index.blobs.items() if loc.pack in keep
+    }
     if rewrite:
         writer = PackWriter(repo.data_dir, repo.cipher)
         reader = PackReader(repo)

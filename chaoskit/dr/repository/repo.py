@@ -80,8 +80,12 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def init_repository(path: str | os.PathLike[str], password: str | bytes, *,
-                    scrypt_n: int = keyfiles.DEFAULT_SCRYPT_N) -> Repository:
+def init_repository(
+    path: str | os.PathLike[str],
+    password: str | bytes,
+    *,
+    scrypt_n: int = keyfiles.DEFAULT_SCRYPT_N,
+) -> Repository:
     """Create a repository in an empty or missing directory and return it opened."""
     root = Path(path)
     if (root / "config").exists():
@@ -94,8 +98,13 @@ def init_repository(path: str | os.PathLike[str], password: str | bytes, *,
     for sub in ("data", "index", "snapshots", "keys", "locks"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     key_id = keyfiles.write_key_file(root / "keys", repo_id, master, pw, scrypt_n=scrypt_n)
-    config: dict[str, Any] = {"version": FORMAT_VERSION, "id": repo_id, "created": time.time(),
-                              "chunk_id": "hmac-sha256", "cipher": "aes-256-gcm"}
+    config: dict[str, Any] = {
+        "version": FORMAT_VERSION,
+        "id": repo_id,
+        "created": time.time(),
+        "chunk_id": "hmac-sha256",
+        "cipher": "aes-256-gcm",
+    }
     config["mac"] = Cipher(master).mac(_config_body(config))
     atomic_write_bytes(root / "config", json.dumps(config, indent=1).encode())
     return Repository(root, config, master, key_id)
@@ -145,8 +154,10 @@ class Repository:
         except OSError as e:
             if exclusive or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
-            warnings.warn(f"repository {self.root} is read-only ({e.strerror}): "
-                          "reading without a lock", stacklevel=3)
+            warnings.warn(
+                f"repository {self.root} is read-only ({e.strerror}): reading without a lock",
+                stacklevel=3,
+            )
             return lock
 
     # -- reading ---------------------------------------------------------------------
@@ -202,8 +213,9 @@ class Repository:
         return run_backup(self, Path(source), **kwargs)
 
     @_translating_os_errors
-    def restore(self, ref: str, target: str | os.PathLike[str], *,
-                progress: Progress | None = None) -> RestoreResult:
+    def restore(
+        self, ref: str, target: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> RestoreResult:
         from chaoskit.dr.repository.restore import run_restore
 
         return run_restore(self, ref, Path(target), progress=progress)
@@ -221,13 +233,20 @@ class Repository:
         return run_check(self, read_data=read_data, progress=progress)
 
     @_translating_os_errors
-    def forget(self, policy: RetentionPolicy | None = None, *, ids: Sequence[str] = (),
-               prune: bool = False, dry_run: bool = False) -> ForgetResult:
+    def forget(
+        self,
+        policy: RetentionPolicy | None = None,
+        *,
+        ids: Sequence[str] = (),
+        prune: bool = False,
+        dry_run: bool = False,
+    ) -> ForgetResult:
         from chaoskit.dr.repository.prune import run_forget
         from chaoskit.dr.repository.retention import RetentionPolicy
 
-        return run_forget(self, policy or RetentionPolicy(), ids=tuple(ids), prune=prune,
-                          dry_run=dry_run)
+        return run_forget(
+            self, policy or RetentionPolicy(), ids=tuple(ids), prune=prune, dry_run=dry_run
+        )
 
     @_translating_os_errors
     def prune(self) -> PruneStats:

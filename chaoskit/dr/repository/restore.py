@@ -20,7 +20,7 @@ from pathlib import Path
 from chaoskit.atomic import fsync_dir
 from chaoskit.dr.repository.crypto import Buffer
 from chaoskit.dr.repository.index import Index
-from chaoskit.dr.repository.packs import pack_path
+from chaoskit.dr.repository.packs import pack_path, start_writeback
 from chaoskit.dr.repository.progress import Progress
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.snapshots import FileEntry, Snapshot
@@ -59,8 +59,9 @@ class PackReader:
         what = f"chunk {chunk_id.hex()[:16]} in pack {loc.pack[:16]}"
         if fd is None:
             try:
-                fd = self._fds[loc.pack] = os.open(pack_path(self.repo.data_dir, loc.pack),
-                                                   os.O_RDONLY)
+                fd = self._fds[loc.pack] = os.open(
+                    pack_path(self.repo.data_dir, loc.pack), os.O_RDONLY
+                )
             except OSError as e:
                 raise IntegrityError(f"{what}: pack unreadable ({e.strerror})") from e
         sealed = self._sealed.view(loc.length)
@@ -133,6 +134,8 @@ class _Restorer:
                 view = data
                 while view:
                     view = view[os.write(fd, view) :]
+                if len(data) >= 1 << 20:
+                    start_writeback(fd, written, len(data))
                 written += len(data)
                 self.progress.add(len(data))
             if pending is not None:
@@ -176,8 +179,9 @@ def _sync_close(fd: int, path: Path, mtime_ns: int) -> None:
     os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
-def run_restore(repo: Repository, ref: str, target: Path, *,
-                progress: Progress | None = None) -> RestoreResult:
+def run_restore(
+    repo: Repository, ref: str, target: Path, *, progress: Progress | None = None
+) -> RestoreResult:
     """Restore snapshot *ref* as directory *target* (see the module docstring)."""
     target = target.absolute()
     if target.exists() and not target.is_dir():
@@ -206,8 +210,11 @@ def run_restore(repo: Repository, ref: str, target: Path, *,
                 result.files += 1
                 result.bytes += entry.size
             restorer.finish()
-            for entry in sorted((f for f in snap.files if f.type == "dir"),
-                                key=lambda f: f.path.count("/"), reverse=True):
+            for entry in sorted(
+                (f for f in snap.files if f.type == "dir"),
+                key=lambda f: f.path.count("/"),
+                reverse=True,
+            ):
                 os.chmod(staged / entry.path, entry.mode)
             staged.chmod(0o755)
             for dirpath, _, _ in os.walk(staged):  # every directory entry must be durable
@@ -220,7 +227,8 @@ def run_restore(repo: Repository, ref: str, target: Path, *,
                 raise IntegrityError(
                     f"restore of snapshot {snap.short_id} failed for {len(result.failures)} "
                     f"file(s): {names}. {target} was left unchanged; the {result.files} "
-                    f"verified file(s) are in {partial}")
+                    f"verified file(s) are in {partial}"
+                )
             swap_into_place(staged, target)
         except OSError as e:
             raise RepositoryError(f"restore into {target} failed: {e}") from e

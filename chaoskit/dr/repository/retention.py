@@ -33,19 +33,37 @@ class RetentionPolicy:
                 raise ConfigError(f"--{name.replace('_', '-')}: {value!r} must be an integer >= 0")
 
     @classmethod
-    def from_options(cls, *, keep_within: str | float | None = None, keep_last: int | None = None,
-                     keep_hourly: int | None = None, keep_daily: int | None = None,
-                     keep_weekly: int | None = None, keep_tags: tuple[str, ...] = ()
-                     ) -> RetentionPolicy:
+    def from_options(
+        cls,
+        *,
+        keep_within: str | float | None = None,
+        keep_last: int | None = None,
+        keep_hourly: int | None = None,
+        keep_daily: int | None = None,
+        keep_weekly: int | None = None,
+        keep_tags: tuple[str, ...] = (),
+    ) -> RetentionPolicy:
         """From CLI-style options: a duration string, counts that may be None."""
         within = parse_duration(keep_within, what="--keep-within") if keep_within else 0.0
-        return cls(keep_last=keep_last or 0, keep_within=within, keep_hourly=keep_hourly or 0,
-                   keep_daily=keep_daily or 0, keep_weekly=keep_weekly or 0, keep_tags=keep_tags)
+        return cls(
+            keep_last=keep_last or 0,
+            keep_within=within,
+            keep_hourly=keep_hourly or 0,
+            keep_daily=keep_daily or 0,
+            keep_weekly=keep_weekly or 0,
+            keep_tags=keep_tags,
+        )
 
     @property
     def empty(self) -> bool:
-        return not (self.keep_last or self.keep_within or self.keep_hourly or self.keep_daily
-                    or self.keep_weekly or self.keep_tags)
+        return not (
+            self.keep_last
+            or self.keep_within
+            or self.keep_hourly
+            or self.keep_daily
+            or self.keep_weekly
+            or self.keep_tags
+        )
 
 
 _BUCKETS = {
@@ -55,8 +73,9 @@ _BUCKETS = {
 }
 
 
-def apply_policy(snapshots: Sequence[Snapshot], policy: RetentionPolicy
-                 ) -> tuple[list[tuple[Snapshot, list[str]]], list[Snapshot]]:
+def apply_policy(
+    snapshots: Sequence[Snapshot], policy: RetentionPolicy
+) -> tuple[list[tuple[Snapshot, list[str]]], list[Snapshot]]:
     """([(kept snapshot, reasons)], [removed snapshots]), newest first."""
     ordered = sorted(snapshots, key=lambda s: (s.time, s.backup_time), reverse=True)
     if policy.empty:
@@ -69,8 +88,11 @@ def apply_policy(snapshots: Sequence[Snapshot], policy: RetentionPolicy
         for s in ordered:
             if newest - s.time <= policy.keep_within:
                 reasons[s.id].append("within")
-    for rule, count in (("hourly", policy.keep_hourly), ("daily", policy.keep_daily),
-                        ("weekly", policy.keep_weekly)):
+    for rule, count in (
+        ("hourly", policy.keep_hourly),
+        ("daily", policy.keep_daily),
+        ("weekly", policy.keep_weekly),
+    ):
         seen: set[str] = set()
         for s in ordered:
             if len(seen) >= count:

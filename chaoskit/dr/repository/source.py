@@ -79,6 +79,7 @@ def describe_source(directory: Path, newest_mtime: float) -> SourceInfo:
                 when = newest_mtime
         return SourceInfo(time=when, checkpoint_step=state.step, model_name=directory.name)
     if directory.name.isdigit() and (directory / "saved_model.pb").exists():
-        return SourceInfo(time=newest_mtime, model_name=directory.parent.name,
-                          model_version=directory.name)
+        return SourceInfo(
+            time=newest_mtime, model_name=directory.parent.name, model_version=directory.name
+        )
     return SourceInfo(time=newest_mtime, model_name=directory.name)

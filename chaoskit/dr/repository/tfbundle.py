@@ -237,8 +237,9 @@ def tensor_spans(index: BundleIndex, shard_id: int, file_size: int) -> list[tupl
     """(offset, size) of each tensor in one shard, sorted, clipped to the file, no overlaps."""
     spans: list[tuple[int, int]] = []
     pos = 0
-    for entry in sorted((e for e in index.entries if e.shard_id == shard_id and e.size > 0),
-                        key=lambda e: e.offset):
+    for entry in sorted(
+        (e for e in index.entries if e.shard_id == shard_id and e.size > 0), key=lambda e: e.offset
+    ):
         if entry.offset < pos or entry.offset + entry.size > file_size:
             continue
         spans.append((entry.offset, entry.size))
