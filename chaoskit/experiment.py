@@ -207,6 +207,7 @@ class Experiment:
             except ChaosKitError as e:
                 errors.append(str(e))
                 self.journal.record("fault.revert_failed", fault=injection.fault.kind, error=str(e))
+        self._await_failback()
         for engine in self._engines:
             engine.stop()
         if self._load is not None:
@@ -218,6 +219,15 @@ class Experiment:
         self.journal.record("experiment.finished", name=self.name, outcome=outcome)
         if errors:
             raise StackError(f"experiment {self.name}: " + "; ".join(errors))
+
+    def _await_failback(self, timeout: float = 30.0) -> None:
+        """With the faults reverted, give the DR engine time to move the gateway back."""
+        gateway = getattr(self.stack, "gateway", None)
+        if gateway is None or not self._engines:
+            return
+        deadline = time.monotonic() + timeout
+        while gateway.routed != gateway.primary and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def compute_result(self) -> ExperimentResult:
         windows = [

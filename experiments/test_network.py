@@ -26,3 +26,5 @@ FAULTS = {
 def test_degraded_replica_link_fails_over(chaos, fault):
     result = chaos.run(fault)
     assert result.wrong_predictions == 0
+    gateway = chaos.stack.gateway
+    assert gateway.routed == gateway.primary, "the gateway did not fail back after the heal"
