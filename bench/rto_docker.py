@@ -35,9 +35,9 @@ from chaoskit.stack.service import ServiceSpec
 from chaoskit.waiting import wait_until
 
 
-def serving_spec(stack: ReferenceStack) -> ServiceSpec:
-    """The reference serving spec, listening on ``{bind_host}`` (until reference.py does)."""
-    spec = stack.specs[SERVING]
+def serving_spec(stack: ReferenceStack, name: str = SERVING) -> ServiceSpec:
+    """A reference serving spec, listening on ``{bind_host}`` (until reference.py does)."""
+    spec = stack.specs[name]
     if "--host" in spec.command:
         return spec
     return dataclasses.replace(spec, command=(*spec.command, "--host", "{bind_host}"))
@@ -50,7 +50,7 @@ def canary_ok(client: ServingClient, goldens: Goldens) -> bool:
 def cold_start(stack: ReferenceStack, goldens: Goldens) -> float:
     """Seconds from starting a stopped serving container to its first correct prediction."""
     stack.backend.stop(SERVING)
-    client = stack.client(timeout=2.0)
+    client = stack.direct_client(SERVING, timeout=2.0)
     start = time.monotonic()
     stack.backend.restart(SERVING)
     wait_until(lambda: canary_ok(client, goldens), 90, interval=0.01, what="canary")
@@ -90,7 +90,8 @@ def measure(runs: int = 3, policy_timeout: float = 20.0) -> dict[str, Any]:
         root = Path(tmp)
         backend = DockerBackend(root / "run", root / "data")
         journal = Journal(root / "run" / "journal.jsonl", source="bench")
-        stack = ReferenceStack(backend, root / "data", journal.path, StackConfig())
+        # one replica: recovery is a restart (with two, the gateway fails over instead)
+        stack = ReferenceStack(backend, root / "data", journal.path, StackConfig(replicas=1))
         stack.specs[SERVING] = serving_spec(stack)
         with stack:
             goldens = Goldens(stack.model_base_path)

@@ -99,8 +99,11 @@ class NetworkPartition(Fault):
         backend = _backend_with(ctx, self, "disconnect")
         container = backend.disconnect(self.service)
         return Changes(
-            record={"service": self.service, "container": container[:12],
-                    "network": getattr(backend, "network", None)},
+            record={
+                "service": self.service,
+                "container": container[:12],
+                "network": getattr(backend, "network", None),
+            },
             undo=container,
         )
 

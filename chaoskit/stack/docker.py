@@ -156,7 +156,9 @@ class DockerBackend:
             name = f"{self.project}-{key}"
             with engine.engine_errors(f"creating volume {name!r}"):
                 self.client.api.create_volume(
-                    name, driver="local", labels=engine.labels_for(self.project),
+                    name,
+                    driver="local",
+                    labels=engine.labels_for(self.project),
                     driver_opts={"type": "none", "o": "bind", "device": str(path)},
                 )
             self._volumes[key] = name
@@ -244,9 +246,7 @@ class DockerBackend:
 
         mounts = []
         if self._hostenv(svc):
-            mounts += [
-                Mount(p, p, type="bind", read_only=True) for p in docker_image.host_paths()
-            ]
+            mounts += [Mount(p, p, type="bind", read_only=True) for p in docker_image.host_paths()]
         shared = {str(self.run_dir), str(self.data_dir)}
         journal = svc.spec.env.get(JOURNAL_ENV)
         if journal:
@@ -281,10 +281,16 @@ class DockerBackend:
         )
         with engine.engine_errors(f"creating container {name!r} from image {svc.image!r}"):
             created = api.create_container(
-                svc.image, command, name=name, environment=env, working_dir="/tmp",
-                user=f"{os.getuid()}:{os.getgid()}", ports=list(svc.ports.values()),
+                svc.image,
+                command,
+                name=name,
+                environment=env,
+                working_dir="/tmp",
+                user=f"{os.getuid()}:{os.getgid()}",
+                ports=list(svc.ports.values()),
                 labels=engine.labels_for(self.project, spec.name),
-                host_config=host_config, networking_config=networking,
+                host_config=host_config,
+                networking_config=networking,
             )
         svc.container = created["Id"]
         with engine.engine_errors(f"starting container {name!r}"):
@@ -426,9 +432,7 @@ class DockerBackend:
         """Join the service (or a given container of it) to the stack network again."""
         container = container or self._container(service)
         with engine.engine_errors(f"connecting service {service!r} to {self.network!r}"):
-            self.client.api.connect_container_to_network(
-                container, self.network, aliases=[service]
-            )
+            self.client.api.connect_container_to_network(container, self.network, aliases=[service])
 
     def connected(self, service: str) -> bool:
         info = self._inspect(self._get(service))

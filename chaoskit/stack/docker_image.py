@@ -100,7 +100,9 @@ def ensure_image(client: Any) -> str:
     repository, version = tag.split(":")
     try:
         client.api.import_image_from_data(
-            rootfs_tar(), repository=repository, tag=version,
+            rootfs_tar(),
+            repository=repository,
+            tag=version,
             changes=[f"LABEL {IMAGE_LABEL}=hostenv", "ENV PATH=/usr/local/bin:/usr/bin:/bin"],
         )
     except docker.errors.DockerException as e:

@@ -62,6 +62,4 @@ def wait_ready(
             return
         time.sleep(POLL)
     give_up()
-    raise StackError(
-        f"service {name!r} was not ready within {timeout:g}s; last output:\n{logs()}"
-    )
+    raise StackError(f"service {name!r} was not ready within {timeout:g}s; last output:\n{logs()}")
