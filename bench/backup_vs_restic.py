@@ -72,15 +72,29 @@ def tools(work: Path, series: Path) -> dict[str, dict[str, list[str]]]:
         "restic": {
             "init": [restic, "init", "--repo", str(work / "restic-repo")],
             "backup": [restic, "backup", "--repo", str(work / "restic-repo"), str(series)],
-            "restore": [restic, "restore", "--repo", str(work / "restic-repo"), "latest",
-                        "--target", str(work / "restic-out")],
+            "restore": [
+                restic,
+                "restore",
+                "--repo",
+                str(work / "restic-repo"),
+                "latest",
+                "--target",
+                str(work / "restic-out"),
+            ],
             "check": [restic, "check", "--repo", str(work / "restic-repo"), "--read-data"],
         },
         "chaoskit": {
             "init": [*chaoskit, "init", "--repo", str(work / "ck-repo")],
             "backup": [*chaoskit, "run", "--repo", str(work / "ck-repo"), str(series)],
-            "restore": [*chaoskit, "restore", "--repo", str(work / "ck-repo"), "latest",
-                        "--target", str(work / "ck-out")],
+            "restore": [
+                *chaoskit,
+                "restore",
+                "--repo",
+                str(work / "ck-repo"),
+                "latest",
+                "--target",
+                str(work / "ck-out"),
+            ],
             "check": [*chaoskit, "check", "--repo", str(work / "ck-repo"), "--read-data"],
         },
     }
@@ -97,15 +111,25 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="chaoskit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     series = work / "series"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "RESTIC_PASSWORD": "bench",
-           "CHAOSKIT_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(work / "restic-cache")}
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "RESTIC_PASSWORD": "bench",
+        "CHAOSKIT_PASSWORD": "bench",
+        "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+    }
     if not (series / "checkpoint").exists():
-        subprocess.run([sys.executable, "-c", GENERATOR, str(series), str(args.checkpoints),
-                        str(args.width)], env=env, check=True)
+        subprocess.run(
+            [sys.executable, "-c", GENERATOR, str(series), str(args.checkpoints), str(args.width)],
+            env=env,
+            check=True,
+        )
     source_bytes = tree_size(series)
     version = subprocess.run(["restic", "version"], capture_output=True, text=True).stdout
-    print(f"series: {args.checkpoints} checkpoints, {source_bytes / 1e6:.1f} MB; "
-          f"{version.strip()}; {os.cpu_count()} CPUs; {args.reps} repetitions")
+    print(
+        f"series: {args.checkpoints} checkpoints, {source_bytes / 1e6:.1f} MB; "
+        f"{version.strip()}; {os.cpu_count()} CPUs; {args.reps} repetitions"
+    )
     times: dict[str, dict[str, list[float]]] = {"restic": {}, "chaoskit": {}}
     rss: dict[str, dict[str, int]] = {"restic": {}, "chaoskit": {}}
     sizes: dict[str, int] = {}
@@ -134,11 +158,15 @@ def main() -> int:
         print(f"{op + ' (s, median)':22} {r:10.3f} {c:10.3f} {c / r:7.2f}  {goal}")
         rows.append({"op": op, "restic_s": r, "chaoskit_s": c, "ratio": c / r})
     r_size, c_size = sizes["restic"], sizes["chaoskit"]
-    print(f"{'repository (MB)':22} {r_size / 1e6:10.1f} {c_size / 1e6:10.1f} "
-          f"{c_size / r_size:7.2f}  <= 1.0x {'ok' if c_size <= r_size else 'MISSED'}")
+    print(
+        f"{'repository (MB)':22} {r_size / 1e6:10.1f} {c_size / 1e6:10.1f} "
+        f"{c_size / r_size:7.2f}  <= 1.0x {'ok' if c_size <= r_size else 'MISSED'}"
+    )
     r_rss, c_rss = max(rss["restic"].values()), max(rss["chaoskit"].values())
-    print(f"{'peak RSS (MB)':22} {r_rss / 1024:10.1f} {c_rss / 1024:10.1f} "
-          f"{c_rss / r_rss:7.2f}  <= 1.0x {'ok' if c_rss <= r_rss else 'MISSED'}")
+    print(
+        f"{'peak RSS (MB)':22} {r_rss / 1024:10.1f} {c_rss / 1024:10.1f} "
+        f"{c_rss / r_rss:7.2f}  <= 1.0x {'ok' if c_rss <= r_rss else 'MISSED'}"
+    )
     for tool in ("restic", "chaoskit"):
         per_op = ", ".join(f"{op} {kib / 1024:.0f}" for op, kib in rss[tool].items())
         print(f"  peak RSS {tool} per operation (MB): {per_op}")
@@ -146,11 +174,17 @@ def main() -> int:
     started = time.perf_counter()
     packed = zlib.compress(sample, 1)
     rate = len(sample) / (time.perf_counter() - started) / 1e6
-    print(f"  compression (why chaoskit stores tensors uncompressed): zlib level 1 on a data "
-          f"shard saves {1 - len(packed) / len(sample):.1%} at {rate:.0f} MB/s")
+    print(
+        f"  compression (why chaoskit stores tensors uncompressed): zlib level 1 on a data "
+        f"shard saves {1 - len(packed) / len(sample):.1%} at {rate:.0f} MB/s"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "sizes": sizes, "rss_kib": rss,
-                                         "source_bytes": source_bytes}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"rows": rows, "sizes": sizes, "rss_kib": rss, "source_bytes": source_bytes},
+                indent=1,
+            )
+        )
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0

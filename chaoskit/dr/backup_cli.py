@@ -42,8 +42,14 @@ def _read_secret(file: str | None, env: str, what: str) -> str:
     return secret
 
 
-def _show_warning(message: Any, category: Any, filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Any,
+    category: Any,
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     print(f"chaoskit: warning: {message}", file=sys.stderr)
 
 
@@ -58,8 +64,9 @@ def _open(args: argparse.Namespace) -> Repository:
     from chaoskit.dr.repository.repo import open_repository
 
     warnings.showwarning = _show_warning
-    return open_repository(_repo_path(args),
-                           _read_secret(args.password_file, PASSWORD_ENV, "password"))
+    return open_repository(
+        _repo_path(args), _read_secret(args.password_file, PASSWORD_ENV, "password")
+    )
 
 
 def _size(n: float) -> str:
@@ -79,21 +86,29 @@ def _progress(verb: str) -> Any:
 def cmd_init(args: argparse.Namespace) -> int:
     from chaoskit.dr.repository.repo import init_repository
 
-    repo = init_repository(_repo_path(args),
-                           _read_secret(args.password_file, PASSWORD_ENV, "password"))
+    repo = init_repository(
+        _repo_path(args), _read_secret(args.password_file, PASSWORD_ENV, "password")
+    )
     print(f"created chaoskit repository {repo.id[:8]} at {repo.root}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     repo = _open(args)
-    snap = repo.backup(args.dir, tags=args.tag or (), checkpoint_step=args.step,
-                       model_name=args.model, model_version=args.model_version,
-                       progress=_progress("backup"))
+    snap = repo.backup(
+        args.dir,
+        tags=args.tag or (),
+        checkpoint_step=args.step,
+        model_name=args.model,
+        model_version=args.model_version,
+        progress=_progress("backup"),
+    )
     s = snap.summary
-    print(f"snapshot {snap.short_id} saved: {s['files']} files, {_size(s['bytes'])}, "
-          f"{_size(s['new_bytes'])} new ({_size(s['stored_bytes'])} stored), "
-          f"{s['unchanged_files']} unchanged")
+    print(
+        f"snapshot {snap.short_id} saved: {s['files']} files, {_size(s['bytes'])}, "
+        f"{_size(s['new_bytes'])} new ({_size(s['stored_bytes'])} stored), "
+        f"{s['unchanged_files']} unchanged"
+    )
     return 0
 
 
@@ -102,14 +117,18 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([s.to_json(with_files=False) for s in snaps], indent=1))
         return 0
-    print(f"{'ID':8}  {'checkpoint time (UTC)':25}  {'step':>7}  {'model':16}  {'host':12}  "
-          f"{'files':>5}  {'size':>10}  tags")
+    print(
+        f"{'ID':8}  {'checkpoint time (UTC)':25}  {'step':>7}  {'model':16}  {'host':12}  "
+        f"{'files':>5}  {'size':>10}  tags"
+    )
     for s in snaps:
         step = "-" if s.checkpoint_step is None else str(s.checkpoint_step)
         model = (s.model_name or "-") + (f"/{s.model_version}" if s.model_version else "")
-        print(f"{s.short_id:8}  {s.time_iso:25}  {step:>7}  {model[:16]:16}  "
-              f"{s.hostname[:12]:12}  {s.summary.get('files', 0):>5}  "
-              f"{_size(s.summary.get('bytes', 0)):>10}  {','.join(s.tags)}")
+        print(
+            f"{s.short_id:8}  {s.time_iso:25}  {step:>7}  {model[:16]:16}  "
+            f"{s.hostname[:12]:12}  {s.summary.get('files', 0):>5}  "
+            f"{_size(s.summary.get('bytes', 0)):>10}  {','.join(s.tags)}"
+        )
     print(f"{len(snaps)} snapshot(s)")
     return 0
 
@@ -117,8 +136,10 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     repo = _open(args)
     result = repo.restore(args.snapshot, args.target, progress=_progress("restore"))
-    print(f"restored snapshot {result.snapshot.short_id} to {result.target}: {result.files} "
-          f"files, {_size(result.bytes)}, every SHA-256 verified")
+    print(
+        f"restored snapshot {result.snapshot.short_id} to {result.target}: {result.files} "
+        f"files, {_size(result.bytes)}, every SHA-256 verified"
+    )
     return 0
 
 
@@ -127,12 +148,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     if report.ok:
-        print(f"{args.dir} matches snapshot {report.snapshot.short_id} "
-              f"({report.matched} files)")
+        print(f"{args.dir} matches snapshot {report.snapshot.short_id} ({report.matched} files)")
         return 0
-    print(f"{args.dir} differs from snapshot {report.snapshot.short_id}: "
-          f"{len(report.missing)} missing, {len(report.changed)} changed, "
-          f"{len(report.extra)} extra", file=sys.stderr)
+    print(
+        f"{args.dir} differs from snapshot {report.snapshot.short_id}: "
+        f"{len(report.missing)} missing, {len(report.changed)} changed, "
+        f"{len(report.extra)} extra",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -148,8 +171,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     if report.ok:
         print(f"no errors found ({what})")
         return 0
-    print(f"{len(report.problems)} error(s) found ({what}); affected snapshots: "
-          f"{', '.join(sorted(report.affected_snapshots)) or 'none'}", file=sys.stderr)
+    print(
+        f"{len(report.problems)} error(s) found ({what}); affected snapshots: "
+        f"{', '.join(sorted(report.affected_snapshots)) or 'none'}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -157,11 +183,16 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from chaoskit.dr.repository.retention import RetentionPolicy
 
     policy = RetentionPolicy.from_options(
-        keep_within=args.keep_within, keep_last=args.keep_last, keep_hourly=args.keep_hourly,
-        keep_daily=args.keep_daily, keep_weekly=args.keep_weekly,
-        keep_tags=tuple(args.keep_tag or ()))
-    result = _open(args).forget(policy, ids=tuple(args.snapshots), prune=args.prune,
-                                dry_run=args.dry_run)
+        keep_within=args.keep_within,
+        keep_last=args.keep_last,
+        keep_hourly=args.keep_hourly,
+        keep_daily=args.keep_daily,
+        keep_weekly=args.keep_weekly,
+        keep_tags=tuple(args.keep_tag or ()),
+    )
+    result = _open(args).forget(
+        policy, ids=tuple(args.snapshots), prune=args.prune, dry_run=args.dry_run
+    )
     verb = "would remove" if args.dry_run else "removed"
     for snap, reasons in result.kept:
         print(f"keep    {snap.short_id}  {snap.time_iso}  ({', '.join(reasons)})")
@@ -173,9 +204,11 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
 
 def _print_prune(stats: Any) -> None:
-    print(f"prune: {stats.packs_deleted} packs deleted, {stats.packs_rewritten} rewritten, "
-          f"{stats.orphan_packs_deleted} orphaned removed, {stats.chunks_removed} chunks "
-          f"removed, {_size(stats.bytes_freed)} freed")
+    print(
+        f"prune: {stats.packs_deleted} packs deleted, {stats.packs_rewritten} rewritten, "
+        f"{stats.orphan_packs_deleted} orphaned removed, {stats.chunks_removed} chunks "
+        f"removed, {_size(stats.bytes_freed)} freed"
+    )
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -185,8 +218,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_key_add(args: argparse.Namespace) -> int:
     repo = _open(args)
-    key_id = repo.add_key(_read_secret(args.new_password_file, NEW_PASSWORD_ENV,
-                                       "new password"))
+    key_id = repo.add_key(_read_secret(args.new_password_file, NEW_PASSWORD_ENV, "new password"))
     print(f"added key {key_id[:8]}")
     return 0
 
@@ -207,8 +239,9 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
 
 def cmd_key_passwd(args: argparse.Namespace) -> int:
     repo = _open(args)
-    key_id = repo.change_password(_read_secret(args.new_password_file, NEW_PASSWORD_ENV,
-                                               "new password"))
+    key_id = repo.change_password(
+        _read_secret(args.new_password_file, NEW_PASSWORD_ENV, "new password")
+    )
     print(f"password changed (new key {key_id[:8]})")
     return 0
 
@@ -218,15 +251,27 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from chaoskit.journal import Journal
 
     repo = _open(args)
-    journal = Journal(args.journal, source="backup-agent") if args.journal else \
-        Journal.from_env(source="backup-agent")
+    journal = (
+        Journal(args.journal, source="backup-agent")
+        if args.journal
+        else Journal.from_env(source="backup-agent")
+    )
 
     def announce(snap: Any) -> None:
-        print(f"snapshot {snap.short_id} checkpoint {snap.summary.get('checkpoint')} "
-              f"step {snap.checkpoint_step}", flush=True)
+        print(
+            f"snapshot {snap.short_id} checkpoint {snap.summary.get('checkpoint')} "
+            f"step {snap.checkpoint_step}",
+            flush=True,
+        )
 
-    agent = BackupAgent(repo, args.dir, interval=args.interval, tags=tuple(args.tag or ()),
-                        journal=journal, on_backup=announce)
+    agent = BackupAgent(
+        repo,
+        args.dir,
+        interval=args.interval,
+        tags=tuple(args.tag or ()),
+        journal=journal,
+        on_backup=announce,
+    )
     print(f"watching {agent.dir}", flush=True)
     # SIGTERM (docker stop, systemd) ends the agent after the backup in progress
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
@@ -242,10 +287,16 @@ def register(subparsers: Any) -> None:
     """Add ``backup`` and its subcommands to the ``chaoskit`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--repo", "-r", help=f"repository directory (or ${REPOSITORY_ENV})")
-    common.add_argument("--password-file", metavar="FILE",
-                        help=f"read the password from FILE (else ${PASSWORD_ENV})")
-    backup = subparsers.add_parser("backup", help="encrypted, deduplicated recovery points",
-                                   description="The DR engine's backup repository.")
+    common.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help=f"read the password from FILE (else ${PASSWORD_ENV})",
+    )
+    backup = subparsers.add_parser(
+        "backup",
+        help="encrypted, deduplicated recovery points",
+        description="The DR engine's backup repository.",
+    )
     sub = backup.add_subparsers(dest="backup_command", metavar="COMMAND", required=True)
 
     def leaf(name: str, func: Any, help: str) -> argparse.ArgumentParser:
@@ -272,15 +323,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--read-data", action="store_true", help="also decrypt and verify all data")
     p = leaf("forget", cmd_forget, "remove snapshots by retention policy (or by id)")
     p.add_argument("snapshots", nargs="*", help="snapshot ids to remove")
-    for rule, text in (("last", "the N newest snapshots"),
-                       ("hourly", "the newest snapshot of each of the last N hours that have one"),
-                       ("daily", "the newest snapshot of each of the last N days"),
-                       ("weekly", "the newest snapshot of each of the last N weeks")):
+    for rule, text in (
+        ("last", "the N newest snapshots"),
+        ("hourly", "the newest snapshot of each of the last N hours that have one"),
+        ("daily", "the newest snapshot of each of the last N days"),
+        ("weekly", "the newest snapshot of each of the last N weeks"),
+    ):
         p.add_argument(f"--keep-{rule}", type=int, metavar="N", help=f"keep {text}")
-    p.add_argument("--keep-within", metavar="DURATION",
-                   help="keep snapshots this close to the newest one, e.g. 7d, 12h")
-    p.add_argument("--keep-tag", action="append", metavar="TAG",
-                   help="keep snapshots with this tag")
+    p.add_argument(
+        "--keep-within",
+        metavar="DURATION",
+        help="keep snapshots this close to the newest one, e.g. 7d, 12h",
+    )
+    p.add_argument(
+        "--keep-tag", action="append", metavar="TAG", help="keep snapshots with this tag"
+    )
     p.add_argument("--prune", action="store_true", help="prune afterwards")
     p.add_argument("--dry-run", "-n", action="store_true", help="only show what would go")
     leaf("prune", cmd_prune, "remove data no snapshot needs")
@@ -294,14 +351,19 @@ def register(subparsers: Any) -> None:
 
     key = sub.add_parser("key", help="manage key files (passwords)")
     ksub = key.add_subparsers(dest="key_command", metavar="COMMAND", required=True)
-    for name, func, text in (("add", cmd_key_add, "add a password"),
-                             ("list", cmd_key_list, "list key files"),
-                             ("remove", cmd_key_remove, "remove a key file"),
-                             ("passwd", cmd_key_passwd, "change the current password")):
+    for name, func, text in (
+        ("add", cmd_key_add, "add a password"),
+        ("list", cmd_key_list, "list key files"),
+        ("remove", cmd_key_remove, "remove a key file"),
+        ("passwd", cmd_key_passwd, "change the current password"),
+    ):
         p = ksub.add_parser(name, parents=[common], help=text, description=text)
         p.set_defaults(func=func)
         if name in ("add", "passwd"):
-            p.add_argument("--new-password-file", metavar="FILE",
-                           help=f"new password from FILE (else ${NEW_PASSWORD_ENV})")
+            p.add_argument(
+                "--new-password-file",
+                metavar="FILE",
+                help=f"new password from FILE (else ${NEW_PASSWORD_ENV})",
+            )
         if name == "remove":
             p.add_argument("key_id", help="key id or unique prefix")

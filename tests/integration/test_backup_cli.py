@@ -19,10 +19,12 @@ pytestmark = pytest.mark.integration
 CHAOSKIT = shutil.which("chaoskit", path=str(Path(sys.executable).parent)) or "chaoskit"
 
 
-def ck(*args: str, env: dict[str, str], check: bool = True,
-       **kw: object) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([CHAOSKIT, "backup", *args], env=env, capture_output=True, text=True,
-                          timeout=120, **kw)  # type: ignore[call-overload]
+def ck(
+    *args: str, env: dict[str, str], check: bool = True, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [CHAOSKIT, "backup", *args], env=env, capture_output=True, text=True, timeout=120, **kw
+    )  # type: ignore[call-overload]
     assert "Traceback" not in proc.stderr, proc.stderr
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -55,8 +57,7 @@ def test_cli_cycle_with_tampering(site: tuple[Path, dict[str, str]]) -> None:
     assert (tmp / "out" / "model.bin").read_bytes() == (tmp / "src" / "model.bin").read_bytes()
     assert ck("verify", *pw, str(tmp / "out"), env=env).returncode == 0
     (tmp / "out" / "sub" / "notes").write_text("v2\n")
-    differ = ck("verify", *pw, str(tmp / "out"), "--snapshot", snaps[0]["id"], env=env,
-                check=False)
+    differ = ck("verify", *pw, str(tmp / "out"), "--snapshot", snaps[0]["id"], env=env, check=False)
     assert differ.returncode == 1 and "changed  sub/notes" in differ.stdout
     # damage one pack byte: check --read-data names the pack and the snapshot
     pack = next(p for p in (tmp / "repo" / "data").rglob("*") if p.is_file())
@@ -83,9 +84,13 @@ def test_progress_only_on_a_terminal(site: tuple[Path, dict[str, str]]) -> None:
     assert quiet.stderr == ""
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.run([CHAOSKIT, "backup", "restore", "latest", "--target",
-                               str(tmp / "out")], env=env, stdout=subprocess.PIPE,
-                              stderr=follower, timeout=120)
+        proc = subprocess.run(
+            [CHAOSKIT, "backup", "restore", "latest", "--target", str(tmp / "out")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+        )
         os.close(follower)
         follower = -1
         chunks = []
@@ -111,8 +116,12 @@ def test_sigkilled_backup_lock_is_taken_over(site: tuple[Path, dict[str, str]]) 
     env["CHAOSKIT_PASSWORD"] = "pw"
     ck("init", env=env)
     (tmp / "src" / "big").write_bytes(os.urandom(32 << 20))
-    proc = subprocess.Popen([CHAOSKIT, "backup", "run", str(tmp / "src")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [CHAOSKIT, "backup", "run", str(tmp / "src")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     locks = tmp / "repo" / "locks"
     deadline = time.monotonic() + 60
     while not any(p for p in locks.iterdir() if not p.name.startswith(".")):
@@ -137,9 +146,13 @@ def test_watch_stops_cleanly_on_sigterm(site: tuple[Path, dict[str, str]]) -> No
     env["CHAOSKIT_PASSWORD"] = "pw"
     ck("init", env=env)
     (tmp / "ckpts").mkdir()
-    proc = subprocess.Popen([CHAOSKIT, "backup", "watch", str(tmp / "ckpts"), "--interval",
-                             "0.05"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [CHAOSKIT, "backup", "watch", str(tmp / "ckpts"), "--interval", "0.05"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("watching ")
     proc.terminate()
@@ -160,9 +173,16 @@ def test_concurrent_backups_share_the_repository(site: tuple[Path, dict[str, str
         (src / "common").write_bytes(common)
         (src / "own").write_bytes(os.urandom(2 << 20))
         sources.append(src)
-    procs = [subprocess.Popen([CHAOSKIT, "backup", "run", str(src)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for src in sources]
+    procs = [
+        subprocess.Popen(
+            [CHAOSKIT, "backup", "run", str(src)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for src in sources
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err

@@ -61,8 +61,11 @@ while line := sys.stdin.readline():
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def mutate(src: Path, rng: random.Random) -> None:
@@ -91,8 +94,13 @@ def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
     contents: dict[str, dict[str, bytes]] = {}
     durations: dict[str, list[float]] = {"backup": [0.02], "forget": [0.02], "prune": [0.02]}
     killed = completed = 0
-    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    zygote = subprocess.Popen(
+        [sys.executable, "-c", ZYGOTE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     assert zygote.stdin is not None and zygote.stdout is not None
     try:
         for round_no in range(ROUNDS):

@@ -106,30 +106,69 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ckpt_dir, journal, saved = base / "ckpts", base / "journal.jsonl", base / "saved.json"
     ckpt_dir.mkdir()
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "chaoskit.cli", "backup", "watch", "--repo", str(repo),
-         str(ckpt_dir), "--journal", str(journal), "--interval", "0.05",
-         "--max-backups", str(CHECKPOINTS), "--timeout", "180"],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "chaoskit.cli",
+            "backup",
+            "watch",
+            "--repo",
+            str(repo),
+            str(ckpt_dir),
+            "--journal",
+            str(journal),
+            "--interval",
+            "0.05",
+            "--max-backups",
+            str(CHECKPOINTS),
+            "--timeout",
+            "180",
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         trainer = subprocess.run(
-            [sys.executable, "-c", TRAINER, str(ckpt_dir), str(journal), str(CHECKPOINTS),
-             str(saved)], env=_env(), capture_output=True, text=True, timeout=240)
+            [
+                sys.executable,
+                "-c",
+                TRAINER,
+                str(ckpt_dir),
+                str(journal),
+                str(CHECKPOINTS),
+                str(saved),
+            ],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert trainer.returncode == 0, trainer.stderr[-3000:]
         out, err = watcher.communicate(timeout=60)
     finally:
         watcher.kill()
         watcher.wait()
     assert watcher.returncode == 0, err
-    return {"repo": repo, "ckpt_dir": ckpt_dir, "journal": journal, "out": out, "base": base,
-            "saved": json.loads(saved.read_text()), "saved_path": saved}
+    return {
+        "repo": repo,
+        "ckpt_dir": ckpt_dir,
+        "journal": journal,
+        "out": out,
+        "base": base,
+        "saved": json.loads(saved.read_text()),
+        "saved_path": saved,
+    }
 
 
 def test_agent_backs_up_every_checkpoint_as_it_completes(series: dict[str, Any]) -> None:
     repo = open_repository(series["repo"], "pw")
     snaps = repo.snapshots()
     assert [s.checkpoint_step for s in snaps] == list(range(1, CHECKPOINTS + 1))
-    assert [s.summary["checkpoint"] for s in snaps] == [f"ckpt-{k}"
-                                                        for k in range(1, CHECKPOINTS + 1)]
+    assert [s.summary["checkpoint"] for s in snaps] == [
+        f"ckpt-{k}" for k in range(1, CHECKPOINTS + 1)
+    ]
     state = read_checkpoint_state(series["ckpt_dir"])
     assert state is not None and snaps[-1].time == state.time  # the checkpoint's own time
     points = [e for e in read_journal(series["journal"]) if e["event"] == "backup.recovery_point"]
@@ -149,7 +188,8 @@ def test_bundle_reader_agrees_with_tensorflow(series: dict[str, Any]) -> None:
             continue
         index = read_bundle_index(series["ckpt_dir"] / f"{prefix}.index")
         assert {e.name: list(e.shape) for e in index.entries} == {
-            name: t["shape"] for name, t in tensors.items()}
+            name: t["shape"] for name, t in tensors.items()
+        }
 
 
 def test_only_changed_tensors_are_stored(series: dict[str, Any]) -> None:
@@ -189,8 +229,12 @@ def test_restored_checkpoints_load_in_tensorflow(series: dict[str, Any]) -> None
     expect["_saved_model"] = str(base / "restored-served" / "mnist" / "1")
     (base / "expect.json").write_text(json.dumps(expect))
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", LOADER, str(series["saved_path"]),
-                           str(base / "expect.json")], env=_env(), capture_output=True,
-                          text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADER, str(series["saved_path"]), str(base / "expect.json")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == f"loaded {len(expect)}", time.monotonic() - started

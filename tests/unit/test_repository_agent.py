@@ -25,12 +25,12 @@ def save(ckpt_dir: Path, step: int, *, complete: bool = True, stamp: float = 1.7
     ckpt_dir.mkdir(exist_ok=True)
     write_index(ckpt_dir / f"ckpt-{step}.index", {"w": ((2500,), 0, 10_000)})
     data = os.urandom(10_000)
-    (ckpt_dir / f"ckpt-{step}.data-00000-of-00001").write_bytes(data if complete
-                                                                 else data[:5000])
+    (ckpt_dir / f"ckpt-{step}.data-00000-of-00001").write_bytes(data if complete else data[:5000])
     (ckpt_dir / "checkpoint").write_text(
         f'model_checkpoint_path: "ckpt-{step}"\n'
         f'all_model_checkpoint_paths: "ckpt-{step}"\n'
-        f"all_model_checkpoint_timestamps: {stamp + step}\n")
+        f"all_model_checkpoint_timestamps: {stamp + step}\n"
+    )
     return data
 
 
@@ -48,7 +48,10 @@ def test_only_complete_checkpoints_are_backed_up(repo: Repository, tmp_path: Pat
     snap = agent.poll_once()
     assert snap is not None and snap.checkpoint_step == 1 and snap.time == 1.7e9 + 1
     assert sorted(f.path for f in snap.files) == [
-        "checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+        "checkpoint",
+        "ckpt-1.data-00000-of-00001",
+        "ckpt-1.index",
+    ]
     assert agent.poll_once() is None  # once per checkpoint
     repo.restore(snap.id, tmp_path / "out")
     assert (tmp_path / "out" / "ckpt-1.data-00000-of-00001").read_bytes() == data
@@ -74,8 +77,9 @@ def test_agent_thread_backs_up_new_checkpoints(repo: Repository, tmp_path: Path)
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
     seen: list[int | None] = []
-    with BackupAgent(repo, ckpts, interval=0.01,
-                     on_backup=lambda s: seen.append(s.checkpoint_step)) as agent:
+    with BackupAgent(
+        repo, ckpts, interval=0.01, on_backup=lambda s: seen.append(s.checkpoint_step)
+    ) as agent:
         for step in (1, 2, 3):
             save(ckpts, step)
             deadline = time.monotonic() + 30

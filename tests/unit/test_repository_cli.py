@@ -38,12 +38,12 @@ def test_backup_snapshots_restore_verify(env: Path, capsys: pytest.CaptureFixtur
     assert snap["tags"] == ["t1"] and snap["summary"]["files"] == 2
     code, out, _ = run(capsys, "snapshots", "--repo", repo)
     assert snap["short_id"] in out and "1 snapshot(s)" in out
-    code, out, err = run(capsys, "restore", "--repo", repo, "latest", "--target",
-                         str(env / "out"))
+    code, out, err = run(capsys, "restore", "--repo", repo, "latest", "--target", str(env / "out"))
     assert code == 0 and "every SHA-256 verified" in out and err == ""  # no progress off a tty
     assert (env / "out" / "sub" / "b").read_bytes() == b"b" * 100
-    code, out, _ = run(capsys, "verify", "--repo", repo, str(env / "out"), "--snapshot",
-                       snap["short_id"])
+    code, out, _ = run(
+        capsys, "verify", "--repo", repo, str(env / "out"), "--snapshot", snap["short_id"]
+    )
     assert code == 0 and "matches" in out
     (env / "out" / "a").write_bytes(b"changed")
     (env / "out" / "sub" / "b").unlink()
@@ -55,24 +55,28 @@ def test_backup_snapshots_restore_verify(env: Path, capsys: pytest.CaptureFixtur
     assert code == 0 and "no errors found" in out
 
 
-def test_forget_keys_and_errors(env: Path, capsys: pytest.CaptureFixture[str],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forget_keys_and_errors(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = str(env / "repo")
     for _ in range(3):
         assert run(capsys, "run", "--repo", repo, str(env / "src"))[0] == 0
     code, out, _ = run(capsys, "forget", "--repo", repo, "--keep-last", "1", "--prune")
     assert code == 0 and out.count("\nremoved ") == 2 and "prune:" in out
     (env / "pwfile").write_text("second\n")
-    code, out, _ = run(capsys, "key", "add", "--repo", repo, "--new-password-file",
-                       str(env / "pwfile"))
+    code, out, _ = run(
+        capsys, "key", "add", "--repo", repo, "--new-password-file", str(env / "pwfile")
+    )
     assert code == 0 and out.startswith("added key")
     monkeypatch.delenv("CHAOSKIT_PASSWORD")
-    code, out, _ = run(capsys, "key", "list", "--repo", repo, "--password-file",
-                       str(env / "pwfile"))
+    code, out, _ = run(
+        capsys, "key", "list", "--repo", repo, "--password-file", str(env / "pwfile")
+    )
     assert code == 0 and len(out.splitlines()) == 2 and out.count("*") == 1
     code, _, err = run(capsys, "snapshots", "--repo", repo)
-    assert code == 1 and err.strip() == ("chaoskit: error: no password: set $CHAOSKIT_PASSWORD"
-                                         " or pass --password-file")
+    assert code == 1 and err.strip() == (
+        "chaoskit: error: no password: set $CHAOSKIT_PASSWORD or pass --password-file"
+    )
     monkeypatch.setenv("CHAOSKIT_PASSWORD", "wrong")
     code, _, err = run(capsys, "snapshots", "--repo", repo)
     assert code == 1 and "wrong password" in err and "Traceback" not in err

@@ -25,8 +25,11 @@ def make_tree(root: Path, files: dict[str, bytes]) -> Path:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -36,16 +39,20 @@ def repo(tmp_path: Path) -> Repository:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    return make_tree(tmp_path / "src", {
-        "a.bin": os.urandom(3 << 20),
-        "sub/b.txt": b"hello\n" * 1000,
-        "sub/deeper/empty": b"",
-        "c.bin": os.urandom(100),
-    })
+    return make_tree(
+        tmp_path / "src",
+        {
+            "a.bin": os.urandom(3 << 20),
+            "sub/b.txt": b"hello\n" * 1000,
+            "sub/deeper/empty": b"",
+            "c.bin": os.urandom(100),
+        },
+    )
 
 
-def test_backup_restore_roundtrip_is_byte_identical(repo: Repository, tree: Path,
-                                                    tmp_path: Path) -> None:
+def test_backup_restore_roundtrip_is_byte_identical(
+    repo: Repository, tree: Path, tmp_path: Path
+) -> None:
     (tree / "emptydir").mkdir()
     os.chmod(tree / "c.bin", 0o600)
     snap = repo.backup(tree, tags=["nightly"])
@@ -106,8 +113,7 @@ def test_files_written_just_before_the_parent_are_reread(repo: Repository, tree:
     assert snap.summary["unchanged_files"] == 0  # racily clean: cannot trust the times
 
 
-def test_restore_repairs_a_damaged_directory(repo: Repository, tree: Path,
-                                             tmp_path: Path) -> None:
+def test_restore_repairs_a_damaged_directory(repo: Repository, tree: Path, tmp_path: Path) -> None:
     original = read_tree(tree)
     repo.backup(tree)
     with open(tree / "a.bin", "r+b") as f:
@@ -132,22 +138,27 @@ def test_latest_is_newest_checkpoint_time(repo: Repository, tree: Path) -> None:
         repo.snapshot("zzzz")
 
 
-def test_checkpoint_state_file_gives_step_and_creation_time(repo: Repository,
-                                                            tmp_path: Path) -> None:
-    src = make_tree(tmp_path / "ckpts", {
-        "ckpt-7.index": b"x",
-        "checkpoint": b'model_checkpoint_path: "ckpt-9"\nall_model_checkpoint_paths: "ckpt-7"\n'
-                      b'all_model_checkpoint_paths: "ckpt-9"\n'
-                      b"all_model_checkpoint_timestamps: 1700000000.5\n"
-                      b"all_model_checkpoint_timestamps: 1700000100.25\n",
-    })
+def test_checkpoint_state_file_gives_step_and_creation_time(
+    repo: Repository, tmp_path: Path
+) -> None:
+    src = make_tree(
+        tmp_path / "ckpts",
+        {
+            "ckpt-7.index": b"x",
+            "checkpoint": b'model_checkpoint_path: "ckpt-9"\nall_model_checkpoint_paths: "ckpt-7"\n'
+            b'all_model_checkpoint_paths: "ckpt-9"\n'
+            b"all_model_checkpoint_timestamps: 1700000000.5\n"
+            b"all_model_checkpoint_timestamps: 1700000100.25\n",
+        },
+    )
     snap = repo.backup(src)
     assert snap.checkpoint_step == 9 and snap.time == 1700000100.25
     assert snap.model_name == "ckpts"
 
 
-def test_wrong_password_missing_keys_and_non_repository(repo: Repository, tmp_path: Path,
-                                                        tree: Path) -> None:
+def test_wrong_password_missing_keys_and_non_repository(
+    repo: Repository, tmp_path: Path, tree: Path
+) -> None:
     repo.backup(tree)
     before = read_tree(repo.root)
     with pytest.raises(RepositoryError, match="wrong password"):
@@ -174,8 +185,7 @@ def test_newer_format_version_is_refused(repo: Repository) -> None:
         open_repository(repo.root, PW)
 
 
-def test_init_refuses_existing_repository_and_nonempty_dir(repo: Repository,
-                                                           tree: Path) -> None:
+def test_init_refuses_existing_repository_and_nonempty_dir(repo: Repository, tree: Path) -> None:
     with pytest.raises(RepositoryError, match="already a chaoskit repository"):
         init_repository(repo.root, PW)
     with pytest.raises(RepositoryError, match="not an empty directory"):
@@ -199,16 +209,18 @@ def test_key_add_list_remove_passwd(repo: Repository, tree: Path) -> None:
     assert len(reopened.list_keys()) == 1 and reopened.snapshots()
 
 
-def test_restore_target_that_is_a_file_is_refused(repo: Repository, tree: Path,
-                                                  tmp_path: Path) -> None:
+def test_restore_target_that_is_a_file_is_refused(
+    repo: Repository, tree: Path, tmp_path: Path
+) -> None:
     repo.backup(tree)
     (tmp_path / "afile").write_bytes(b"x")
     with pytest.raises(ConfigError, match="not a directory"):
         repo.restore("latest", tmp_path / "afile")
 
 
-def test_restore_of_missing_chunk_keeps_target_and_names_file(repo: Repository, tree: Path,
-                                                              tmp_path: Path) -> None:
+def test_restore_of_missing_chunk_keeps_target_and_names_file(
+    repo: Repository, tree: Path, tmp_path: Path
+) -> None:
     snap = repo.backup(tree)
     victim = next(f for f in snap.files if f.path == "c.bin")
     repo_index = repo.load_index()
@@ -229,7 +241,8 @@ def test_restore_of_missing_chunk_keeps_target_and_names_file(repo: Repository, 
 
 
 def test_file_removed_after_the_scan_is_skipped_with_warning(
-        repo: Repository, tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo: Repository, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """CheckpointManager deletes old checkpoints while a backup may be running."""
     from chaoskit.dr.repository import backup as backup_module
 
@@ -244,5 +257,8 @@ def test_file_removed_after_the_scan_is_skipped_with_warning(
     with pytest.warns(UserWarning, match=r"c\.bin vanished during the backup"):
         snap = repo.backup(tree)
     assert sorted(f.path for f in snap.files if f.type == "file") == [
-        "a.bin", "sub/b.txt", "sub/deeper/empty"]
+        "a.bin",
+        "sub/b.txt",
+        "sub/deeper/empty",
+    ]
     assert repo.check(read_data=True).ok

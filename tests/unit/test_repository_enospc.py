@@ -19,8 +19,11 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 4 MiB tmpfs (needs root, as on CI); skipped where mounting is not allowed."""
     mount = tmp_path / "small"
     mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     try:
@@ -30,12 +33,14 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def snapshot_of_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-def test_enospc_during_backup_leaves_repository_unchanged(small_fs: Path,
-                                                          tmp_path: Path) -> None:
+def test_enospc_during_backup_leaves_repository_unchanged(small_fs: Path, tmp_path: Path) -> None:
     repo = init_repository(small_fs / "repo", "pw", scrypt_n=2**10)
     src = tmp_path / "src"
     src.mkdir()
@@ -50,8 +55,7 @@ def test_enospc_during_backup_leaves_repository_unchanged(small_fs: Path,
     assert len(repo.snapshots()) == 1
 
 
-def test_read_only_repository_restores_but_refuses_backup(small_fs: Path,
-                                                          tmp_path: Path) -> None:
+def test_read_only_repository_restores_but_refuses_backup(small_fs: Path, tmp_path: Path) -> None:
     repo = init_repository(small_fs / "repo", "pw", scrypt_n=2**10)
     src = tmp_path / "src"
     src.mkdir()

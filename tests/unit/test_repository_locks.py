@@ -34,8 +34,9 @@ def test_shared_locks_coexist_exclusive_excludes(repo: Repository) -> None:
     assert list_locks(repo.locks_dir) == []
 
 
-def test_prune_waits_for_no_one_but_refuses_while_backup_runs(repo: Repository,
-                                                               tmp_path: Path) -> None:
+def test_prune_waits_for_no_one_but_refuses_while_backup_runs(
+    repo: Repository, tmp_path: Path
+) -> None:
     (tmp_path / "src").mkdir()
     with repo.lock(exclusive=False):
         with pytest.raises(RepositoryError, match="locked"):
@@ -50,8 +51,13 @@ def _dead_pid() -> int:
 
 
 def test_lock_of_dead_process_is_taken_over_with_warning(repo: Repository) -> None:
-    doc = {"exclusive": True, "hostname": socket.gethostname(), "pid": _dead_pid(),
-           "start_ticks": 1, "time": time.time()}
+    doc = {
+        "exclusive": True,
+        "hostname": socket.gethostname(),
+        "pid": _dead_pid(),
+        "start_ticks": 1,
+        "time": time.time(),
+    }
     (repo.locks_dir / ("ab" * 16)).write_text(json.dumps(doc))
     with pytest.warns(UserWarning, match=r"removing stale exclusive lock .* is gone"):
         with repo.lock(exclusive=True):
@@ -60,16 +66,26 @@ def test_lock_of_dead_process_is_taken_over_with_warning(repo: Repository) -> No
 
 
 def test_reused_pid_makes_lock_stale(repo: Repository) -> None:
-    doc = {"exclusive": True, "hostname": socket.gethostname(), "pid": os.getpid(),
-           "start_ticks": -5, "time": time.time()}
+    doc = {
+        "exclusive": True,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "start_ticks": -5,
+        "time": time.time(),
+    }
     (repo.locks_dir / ("cd" * 16)).write_text(json.dumps(doc))
     with pytest.warns(UserWarning, match="another process"):
         repo.lock(exclusive=True).release()
 
 
 def test_old_lock_from_other_host_is_stale_fresh_one_is_not(repo: Repository) -> None:
-    doc = {"exclusive": True, "hostname": "elsewhere", "pid": 1, "start_ticks": None,
-           "time": time.time()}
+    doc = {
+        "exclusive": True,
+        "hostname": "elsewhere",
+        "pid": 1,
+        "start_ticks": None,
+        "time": time.time(),
+    }
     path = repo.locks_dir / ("ef" * 16)
     path.write_text(json.dumps(doc))
     with pytest.raises(RepositoryError, match="on elsewhere"):
@@ -81,9 +97,11 @@ def test_old_lock_from_other_host_is_stale_fresh_one_is_not(repo: Repository) ->
 
 
 def test_lock_of_sigkilled_process_does_not_block(repo: Repository) -> None:
-    code = ("import sys, time; from chaoskit.dr import open_repository;"
-            f"r = open_repository({str(repo.root)!r}, 'pw'); r.lock(exclusive=True);"
-            "print('locked', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from chaoskit.dr import open_repository;"
+        f"r = open_repository({str(repo.root)!r}, 'pw'); r.lock(exclusive=True);"
+        "print('locked', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"

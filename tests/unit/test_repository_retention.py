@@ -18,8 +18,10 @@ T0 = 1_700_000_000.0 - 1_700_000_000.0 % (7 * DAY)  # a bucket-aligned start
 
 
 def snaps(times: list[float]) -> list[Snapshot]:
-    return [Snapshot(id=f"{i:032x}", time=t, backup_time=t, hostname="h", source="/s")
-            for i, t in enumerate(times)]
+    return [
+        Snapshot(id=f"{i:032x}", time=t, backup_time=t, hostname="h", source="/s")
+        for i, t in enumerate(times)
+    ]
 
 
 def kept_times(times: list[float], policy: RetentionPolicy) -> list[float]:

@@ -49,8 +49,11 @@ trees = st.dictionaries(st.sampled_from(PATHS), contents, max_size=5)
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 class RepositoryMachine(RuleBasedStateMachine):
@@ -142,8 +145,9 @@ class RepositoryMachine(RuleBasedStateMachine):
         position = data.draw(st.integers(0, size - 1), label="position")
         original = path.read_bytes()
         os.chmod(path, 0o644)
-        path.write_bytes(original[:position] + bytes([original[position] ^ 0x40])
-                         + original[position + 1:])
+        path.write_bytes(
+            original[:position] + bytes([original[position] ^ 0x40]) + original[position + 1 :]
+        )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -170,6 +174,9 @@ class RepositoryMachine(RuleBasedStateMachine):
 
 
 RepositoryMachine.TestCase.settings = settings(
-    max_examples=10, stateful_step_count=12, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    max_examples=10,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 test_repository_state_machine = RepositoryMachine.TestCase

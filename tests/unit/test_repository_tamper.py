@@ -128,7 +128,7 @@ def test_flipped_only_key_file_fails_to_open_with_clear_error(site: Site) -> Non
     (key,) = site.repo.keys_dir.iterdir()
     text = key.read_text()
     start = text.index('"data": "') + 20
-    key.write_text(text[:start] + ("A" if text[start] != "A" else "B") + text[start + 1:])
+    key.write_text(text[:start] + ("A" if text[start] != "A" else "B") + text[start + 1 :])
     with pytest.raises(RepositoryError, match=r"wrong password \(or damaged key file\)"):
         open_repository(site.repo.root, PW)
 
@@ -162,8 +162,12 @@ def test_any_flipped_byte_is_found_by_check(site: Site, kind: str) -> None:
         flip(path, position, mask)
         report = repo.check(read_data=True)
         assert not report.ok, f"flip at {path.name}:{position} went unnoticed"
-        assert any(p.name == path.name or path.name.startswith(p.name) or
-                   (p.kind == "snapshot" and p.name == site.b.id) for p in report.problems)
+        assert any(
+            p.name == path.name
+            or path.name.startswith(p.name)
+            or (p.kind == "snapshot" and p.name == site.b.id)
+            for p in report.problems
+        )
         flip(path, position, mask)
         assert repo.check(read_data=True).ok
 
