@@ -14,7 +14,7 @@ a subprocess: a fault's time is when ``inject`` began, and starting a process th
 imports TensorFlow (~3 s, ~640 MB; even a bare interpreter is ~0.5 s on a loaded host)
 before touching a file would add that much to every TTD measured.  The result is the
 bundle SaveV2 would write (same bytes for the changed tensor, same CRC32C), which
-tests/integration/test_weight_faults.py proves by loading it with TensorFlow.  The
+tests/integration/test_weight_faults_tensorflow.py proves by loading it with TensorFlow.  The
 tensor's stored CRC32C is checked first, so an already damaged tensor is refused, never
 laundered into a valid one.
 

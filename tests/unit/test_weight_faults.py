@@ -1,7 +1,7 @@
 """Weight faults on hand-built tensor bundles: validation, journaling, revert — no TensorFlow.
 
 The bundles are written byte by byte (LevelDB table + BundleEntryProto with real masked
-CRC32Cs); tests/integration/test_weight_faults.py proves the same rewrite on bundles
+CRC32Cs); tests/integration/test_weight_faults_tensorflow.py proves the same rewrite on bundles
 TensorFlow wrote, and that TensorFlow loads the result.
 """
 
