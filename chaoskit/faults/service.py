@@ -31,8 +31,13 @@ class KillService(Fault):
         instance = backend.kill(self.service, self.signal)
         if parse_signal(self.signal) == signal.SIGKILL:
             # a big process takes a while to die; the fault has happened once it is gone
-            wait_until(lambda: backend.status(self.service) != "running", 30,
-                       what=f"{self.service} to die")  # fmt: skip
+            # (gone, or already replaced by the DR engine: a new instance also proves it)
+            wait_until(
+                lambda: backend.status(self.service) != "running"
+                or backend.instance(self.service) != instance,
+                30,
+                what=f"{self.service} to die",
+            )
         return Changes(record={"service": self.service, "instance": instance})
 
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
