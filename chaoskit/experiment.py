@@ -173,12 +173,15 @@ class Experiment:
         if not self._engines:
             raise StackError(f"experiment {self.name} was not started")
         deadline = time.monotonic() + (self.default_timeout() if timeout is None else timeout)
-        while time.monotonic() < deadline:
+        since = self._last_fault_t  # as the RTO is measured: after the last fault and the
+        while time.monotonic() < deadline:  # last recovery action clients waited for
             for event in self._tail.new_events():
-                if (
+                if event["event"] == "recovery.started" and not event.get("background"):
+                    since = max(since, event["t"])
+                elif (
                     event["event"] == "steady_state.ok"
                     and event.get("phase") == "recovery"
-                    and event["t"] >= self._last_fault_t
+                    and event["t"] >= since
                     and self._all_services_running()
                 ):
                     return True

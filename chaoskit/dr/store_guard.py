@@ -2,7 +2,8 @@
 
 It backs up every new SavedModel version (with its canary goldens) and, through the
 backup agent, every new checkpoint into the DR-site repository.  A scanner compares the
-live store with those manifests (SHA-256 per file) every ``scan_interval``; damage is
+live store with those manifests (SHA-256 per file) whenever inotify reports a change,
+and at least every ``scan_interval``; damage is
 journaled as ``detected`` (signal ``integrity``) and repaired by restoring the newest
 recovery point that restores and verifies — atomically, while serving keeps answering
 from memory.  A damaged checkpoint directory is restored with the trainer stopped, and
@@ -22,6 +23,7 @@ from typing import Any
 
 from chaoskit.atomic import atomic_write_bytes, fsync_dir
 from chaoskit.dr.goldens import Goldens
+from chaoskit.dr.inotify import Watcher
 from chaoskit.dr.recovery import confirm_steady_state
 from chaoskit.dr.repository.agent import BackupAgent
 from chaoskit.dr.repository.repo import Repository, init_repository, open_repository
@@ -86,6 +88,7 @@ class StoreGuard:
         )  # fmt: skip
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watcher = Watcher()
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> StoreGuard:
@@ -113,7 +116,20 @@ class StoreGuard:
                         self._repair(damage)
             except (ChaosKitError, OSError) as e:
                 self.journal.record("store_guard.error", error=str(e))
-            self._stop.wait(self.scan_interval)
+            self._watch_store()
+            if not self._watcher.wait(self.scan_interval):  # a change wakes the scan at once
+                self._stop.wait(0 if self._watcher.available else self.scan_interval)
+        self._watcher.close()
+
+    def _watch_store(self) -> None:
+        """Watch the model base path, the watched versions and the checkpoint directory."""
+        self._watcher.forget_missing()
+        self._watcher.watch(self.model_base)
+        self._watcher.watch(self.checkpoint_dir)
+        for version in sorted(self.versions)[-self.watched_versions :]:
+            version_dir = self.model_base / str(version)
+            for directory in (version_dir, version_dir / "variables", version_dir / "assets.extra"):
+                self._watcher.watch(directory)
 
     # -- recovery points ---------------------------------------------------------------
     def _backup_new_versions(self) -> None:

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+
+from chaoskit.dr.inotify import Watcher
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux only")
+
+
+def test_a_change_wakes_the_watcher_and_quiet_times_out(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    watcher = Watcher()
+    assert watcher.available
+    watcher.watch(tmp_path)
+    assert watcher.wait(0.05) is False  # nothing happened
+    timer = threading.Timer(0.1, lambda: (tmp_path / "f").write_bytes(b"y"))
+    timer.start()
+    assert watcher.wait(5.0) is True
+    timer.join()
+    assert watcher.wait(0.05) is False  # events were drained
+    (tmp_path / "f").unlink()
+    assert watcher.wait(1.0) is True
+    watcher.close()
+
+
+def test_missing_directories_are_skipped_and_forgotten(tmp_path):
+    watcher = Watcher()
+    watcher.watch(tmp_path / "nope")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    watcher.watch(gone)
+    gone.rmdir()
+    assert watcher.wait(1.0) is True
+    watcher.forget_missing()
+    assert watcher.wait(0.05) is False
+    watcher.close()
+    assert watcher.wait(0.01) is False  # closed: never blocks, never reports
