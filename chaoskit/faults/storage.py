@@ -71,11 +71,16 @@ class FileDamage(Fault):
         return Changes(record=record, undo=keep)
 
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
-        path = Path(changes.record["path"])
-        keep: Path = changes.undo
-        if keep.exists() and sha256_file(path) == changes.record["sha256_after"]:
-            restore_file(keep, path)
-        shutil.rmtree(keep.parent, ignore_errors=True)
+        revert_if_still_damaged(changes)
+
+
+def revert_if_still_damaged(changes: Changes) -> None:
+    """Put the kept original back if the file still holds exactly the damage we made."""
+    path = Path(changes.record["path"])
+    keep: Path = changes.undo
+    if keep.exists() and sha256_file(path) == changes.record["sha256_after"]:
+        restore_file(keep, path)
+    shutil.rmtree(keep.parent, ignore_errors=True)
 
 
 def restore_file(source: Path, target: Path) -> None:
@@ -242,8 +247,4 @@ class CheckpointStateFault(Fault):
                                "sha256_after": sha256_file(path)}, undo=keep)  # fmt: skip
 
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
-        path = Path(changes.record["path"])
-        keep: Path = changes.undo
-        if keep.exists() and sha256_file(path) == changes.record["sha256_after"]:
-            restore_file(keep, path)
-        shutil.rmtree(keep.parent, ignore_errors=True)
+        revert_if_still_damaged(changes)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from chaoskit.durations import format_duration
 from chaoskit.journal import Event
+from chaoskit.report.metrics import first_event
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,14 +33,6 @@ WRONG = "#8c564b"
 METRIC_COLORS = {"ttd": DETECTED, "rto": RECOVERED, "rpo": "#7f7f7f"}
 ERROR_BIN_S = 0.5
 MIN_LATENCY_MS = 0.1  # log axis: a latency of 0 is drawn here
-
-
-def _first(events: list[Event], kind: str, after: float, **match: Any) -> Event | None:
-    for event in events:
-        if event["event"] == kind and event["t"] >= after:
-            if all(event.get(k) == v for k, v in match.items()):
-                return event
-    return None
 
 
 def _plain(text: str) -> str:
@@ -64,7 +57,7 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
     """
     from matplotlib.figure import Figure
 
-    fault = _first(events, "fault.injected", start["t"])
+    fault = first_event(events, "fault.injected", start["t"])
     origin = fault["t"] if fault else start["t"]
     end_t = max((e["t"] for e in events), default=start["t"] + 1.0)
     x_min, x_max = start["t"] - origin, max(end_t - origin, start["t"] - origin + 1.0)

@@ -70,7 +70,8 @@ def split_experiments(events: Iterable[Event]) -> list[tuple[Event, list[Event]]
     return windows
 
 
-def _first(events: list[Event], kind: str, after: float, **match: Any) -> Event | None:
+def first_event(events: list[Event], kind: str, after: float, **match: Any) -> Event | None:
+    """The first *kind* event at or after *after* whose fields equal *match*."""
     for event in events:
         if event["event"] == kind and event["t"] >= after:
             if all(event.get(k) == v for k, v in match.items()):
@@ -99,13 +100,13 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
         result.wrong_predictions = sum(
             1 for e in requests if e.get("ok") and e.get("correct") is False
         )
-    fault = _first(events, "fault.injected", start["t"])
+    fault = first_event(events, "fault.injected", start["t"])
     reasons = result.reasons
     if fault is None:
         reasons.append("no fault was injected")
     else:
         result.fault = fault.get("fault")
-        detected = _first(events, "detected", fault["t"])
+        detected = first_event(events, "detected", fault["t"])
         # restored and confirmed: the first confirmation after the last fault and after the
         # last recovery action the service waited for (not repairs behind a failover)
         since = max(
@@ -114,7 +115,7 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
             if e["event"] == "fault.injected"
             or (e["event"] == "recovery.started" and not e.get("background"))
         )
-        recovered = _first(events, "steady_state.ok", since, phase="recovery")
+        recovered = first_event(events, "steady_state.ok", since, phase="recovery")
         if detected is not None:
             result.ttd_s = round(detected["t"] - fault["t"], 4)
         if recovered is not None:
@@ -144,7 +145,7 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
     outcome = finished.get("outcome") if finished else "interrupted"
     if outcome not in (None, "passed"):
         reasons.append(f"the experiment itself {outcome}")
-    after = _first(events, "steady_state.violated", start["t"], phase="after")
+    after = first_event(events, "steady_state.violated", start["t"], phase="after")
     if after is not None:
         reasons.append(f"steady state violated after the experiment: {after.get('reason')}")
     result.verdict = "pass" if not reasons else "fail"
@@ -153,7 +154,7 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
 
 def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
     """Fill RPO and integrity from restore events, when the experiment restored data."""
-    restore = _first(events, "restore.done", fault["t"])
+    restore = first_event(events, "restore.done", fault["t"])
     if restore is None:
         return
     created = restore.get("recovery_point_created_wall")
