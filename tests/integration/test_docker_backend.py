@@ -159,3 +159,19 @@ def test_port_in_use_and_unknown_service_are_clear_errors(backend):
             backend.start(http_spec(port=port))
     with pytest.raises(StackError, match=r"no service 'nope'"):
         backend.kill("nope")
+
+
+def test_kill_is_a_crash_to_the_engine_so_a_restart_policy_acts(docker_client, tmp_path):  # noqa: F811
+    """The benchmark's baseline: Docker's own policy restarts a killed container (not a
+    paused one), because kill signals the container's init as a crash would."""
+    backend = DockerBackend(tmp_path / "run", tmp_path / "data", restart_policy="on-failure")
+    try:
+        backend.start(http_spec())
+        _, port = backend.endpoint("web", "rest")
+        container, first = backend.container_id("web"), backend.instance("web")
+        backend.kill("web")
+        wait_until(lambda: backend.instance("web") not in (None, first) and answers(port), 15,
+                   what="the restart policy brings the container back")
+        assert backend.container_id("web") == container
+    finally:
+        backend.close()
