@@ -149,8 +149,10 @@ class Experiment:
         """The trainer's progress at the fault: its status, or its newest checkpoint if later."""
         steps = []
         try:
-            steps.append(int(json.loads(self.stack.status_file.read_text())["step"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            status = json.loads(self.stack.status_file.read_text())
+            steps.append(int(status["step"]))
+            steps.append(int((status.get("last_checkpoint") or {}).get("step", -1)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         try:
             state = parse_checkpoint_state((self.stack.checkpoint_dir / STATE_FILE).read_text())

@@ -272,9 +272,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         journal=journal,
         on_backup=announce,
     )
-    print(f"watching {agent.dir}", flush=True)
-    # SIGTERM (docker stop, systemd) ends the agent after the backup in progress
+    # SIGTERM (docker stop, systemd) ends the agent after the backup in progress; the
+    # handler is in place before "watching" tells a supervisor the agent is up
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    print(f"watching {agent.dir}", flush=True)
     try:
         agent.run(max_backups=args.max_backups, timeout=args.timeout)
     finally:

@@ -15,9 +15,6 @@ import shutil
 import signal as signals
 import subprocess
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ from typing import Any
 
 from chaoskit.errors import BackendError, ConfigError, StackError
 from chaoskit.stack.ports import ensure_port_free, free_port
+from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
 from chaoskit.waiting import wait_until
 
@@ -143,7 +141,7 @@ class ProcessBackend:
     def _launch(self, running: _Running) -> None:
         spec = running.spec
         values = {f"port_{k}": v for k, v in running.ports.items()}
-        values.update(run_dir=str(self.run_dir), data_dir=str(self.data_dir))
+        values.update(run_dir=str(self.run_dir), data_dir=str(self.data_dir), bind_host=HOST)
         env = dict(os.environ)
         env.update(spec.env)
         env.update({OWNER_ENV: str(os.getpid()), RUN_ENV: self.run_id})
@@ -155,39 +153,20 @@ class ProcessBackend:
 
     def _wait_ready(self, running: _Running) -> None:
         spec = running.spec
-        deadline = time.monotonic() + spec.readiness.timeout
-        while time.monotonic() < deadline:
-            proc = running.proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise StackError(
-                    f"service {spec.name!r} exited with code {code} before it was ready; "
-                    f"last output:\n{self.logs(spec.name, tail=15)}"
-                )
-            if self._is_ready(running):
-                return
-            time.sleep(0.02)
-        self._terminate(running, grace=0)
-        raise StackError(
-            f"service {spec.name!r} was not ready within {spec.readiness.timeout:g}s; "
-            f"last output:\n{self.logs(spec.name, tail=15)}"
-        )
+        port = next(iter(running.ports.values()), None)
+        values = {"run_dir": self.run_dir, "data_dir": self.data_dir}
 
-    def _is_ready(self, running: _Running) -> bool:
-        readiness = running.spec.readiness
-        if readiness.file:
-            path = readiness.file.format(run_dir=self.run_dir, data_dir=self.data_dir)
-            if not Path(path).exists():
-                return False
-        if readiness.http_path and running.ports:
-            port = next(iter(running.ports.values()))
-            url = f"http://{HOST}:{port}{readiness.http_path}"
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as answer:
-                    return bool(answer.status == 200)
-            except (urllib.error.URLError, OSError):
-                return False
-        return True
+        def exit_code() -> int | None:
+            return -1 if running.proc is None else running.proc.poll()
+
+        wait_ready(
+            spec.name,
+            spec.readiness.timeout,
+            ready=lambda: is_ready(spec.readiness, host=HOST, port=port, values=values),
+            exit_code=exit_code,
+            logs=lambda: self.logs(spec.name, tail=15),
+            give_up=lambda: self._terminate(running, grace=0),
+        )
 
     def _terminate(self, running: _Running, grace: float) -> None:
         proc = running.proc

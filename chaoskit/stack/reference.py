@@ -105,6 +105,8 @@ class ReferenceStack:
                 str(self.model_base_path),
                 "--rest-port",
                 "{port_rest}",
+                "--host",
+                "{bind_host}",
                 "--poll-interval",
                 str(c.poll_interval),
             ),

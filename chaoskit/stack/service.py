@@ -24,7 +24,8 @@ class Readiness:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One service.  ``command`` may use ``{port_<name>}``, ``{run_dir}`` and ``{data_dir}``.
+    """One service.  ``command`` may use ``{port_<name>}``, ``{run_dir}``, ``{data_dir}`` and
+    ``{bind_host}`` (the address to listen on: 127.0.0.1 for processes, 0.0.0.0 in containers).
 
     ``ports`` maps a port name to a fixed port number, or to 0 for "choose a free one at
     first start" (kept across restarts so clients and proxies keep working).
