@@ -64,7 +64,7 @@ class Experiment:
         self._injections: list[Injection] = []
         self._engines: list[DREngine] = []
         self._load: LoadGenerator | None = None
-        self._last_fault_t = float("inf")
+        self._last_fault_done_t = float("inf")
         self._finished = False
         self.result: ExperimentResult | None = None
 
@@ -140,8 +140,8 @@ class Experiment:
         ctx = FaultContext(
             self.journal, seed=self.seed, stack=self.stack, annotations=self._annotations()
         )
-        self._last_fault_t = time.monotonic()
         injection = fault.inject(ctx)
+        self._last_fault_done_t = time.monotonic()
         self._injections.append(injection)
         return injection
 
@@ -175,18 +175,18 @@ class Experiment:
         if not self._engines:
             raise StackError(f"experiment {self.name} was not started")
         deadline = time.monotonic() + (self.default_timeout() if timeout is None else timeout)
-        since = self._last_fault_t  # as the RTO is measured: after the last fault and the
-        while time.monotonic() < deadline:  # last recovery action clients waited for
+        # as the RTO is measured: a confirmation after the last fault had taken effect and
+        # after the last recovery action clients waited for
+        since = self._last_fault_done_t
+        confirmations: list[float] = []
+        while time.monotonic() < deadline:
             for event in self._tail.new_events():
                 if event["event"] == "recovery.started" and not event.get("background"):
                     since = max(since, event["t"])
-                elif (
-                    event["event"] == "steady_state.ok"
-                    and event.get("phase") == "recovery"
-                    and event["t"] >= since
-                    and self._all_services_running()
-                ):
-                    return True
+                elif event["event"] == "steady_state.ok" and event.get("phase") == "recovery":
+                    confirmations.append(event["t"])
+            if any(t >= since for t in confirmations) and self._all_services_running():
+                return True
             time.sleep(0.02)
         return False
 
