@@ -27,6 +27,9 @@ from chaoskit.objectives import Objectives
 from chaoskit.report.metrics import ExperimentResult, compute, split_experiments
 from chaoskit.stack.reference import SERVING, ReferenceStack
 
+PROGRESS_EVERY = 5.0
+"""Seconds between progress lines while an experiment waits for recovery."""
+
 
 class ExperimentFailed(AssertionError):
     """The experiment ran, and a budget or invariant did not hold."""
@@ -48,6 +51,7 @@ class Experiment:
         load_rate: float = 20.0,
         record_property: Callable[[str, Any], None] | None = None,
         fresh_recovery_point: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.stack = stack
@@ -59,6 +63,7 @@ class Experiment:
         self.load_rate = load_rate
         self.record_property = record_property
         self.fresh_recovery_point = fresh_recovery_point
+        self.progress = progress
         self.client = stack.client()
         self.goldens = Goldens(stack.model_base_path)
         self._injections: list[Injection] = []
@@ -179,14 +184,21 @@ class Experiment:
         # after the last recovery action clients waited for
         since = self._last_fault_done_t
         confirmations: list[float] = []
+        started, shown, phase = time.monotonic(), time.monotonic(), "waiting for detection"
         while time.monotonic() < deadline:
             for event in self._tail.new_events():
+                if event["event"] == "detected" and phase.startswith("waiting for detection"):
+                    phase = f"detected ({event.get('signal')}), recovering"
                 if event["event"] == "recovery.started" and not event.get("background"):
                     since = max(since, event["t"])
+                    phase = f"recovering: {event.get('action')} {event.get('service') or ''}"
                 elif event["event"] == "steady_state.ok" and event.get("phase") == "recovery":
                     confirmations.append(event["t"])
             if any(t >= since for t in confirmations) and self._all_services_running():
                 return True
+            if self.progress is not None and time.monotonic() - shown >= PROGRESS_EVERY:
+                shown = time.monotonic()
+                self.progress(f"{self.name}: {shown - started:.0f}s after the fault, {phase}")
             time.sleep(0.02)
         return False
 

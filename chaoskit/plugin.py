@@ -175,7 +175,16 @@ def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed:
         seed=seed,
         record_property=lambda key, value: item.user_properties.append((key, value)),
         fresh_recovery_point=True,
+        progress=_progress_writer(request.config),
     )
+
+
+def _progress_writer(config: pytest.Config) -> Callable[[str], None] | None:
+    """Progress lines for long experiments, on a terminal only (CI logs stay quiet)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not reporter.isatty:
+        return None
+    return lambda text: reporter.write_line(f"  chaoskit: {text}", cyan=True)
 
 
 @pytest.fixture
