@@ -31,6 +31,7 @@ from typing import Any
 
 from chaoskit.dr.goldens import max_abs_error
 from chaoskit.journal import Event, JournalTail
+from chaoskit.model import version_dirs
 
 FEATURES = (
     "latency_p50",
@@ -207,8 +208,6 @@ class SignalSampler:
         return {name: window_features(w) for name, w in windows.items()}
 
     def _recent_goldens(self) -> tuple[int | None, list[dict[str, Any]]]:
-        from chaoskit.model import version_dirs
-
         versions = sorted(version_dirs(self.goldens.base))[-self.recent_versions :]
         recent = [g for g in (self.goldens.for_version(v) for v in versions) if g is not None]
         if self._inputs is None and recent:

@@ -38,11 +38,6 @@ def steady_rows(rng: random.Random, n: int) -> list[Row]:
 DETECTORS = [IsolationForestDetector, KMeansDetector]
 
 
-@pytest.fixture(scope="module")
-def trained() -> dict[str, tuple[random.Random, list[Row]]]:
-    return {}
-
-
 @pytest.mark.parametrize("detector", DETECTORS, ids=lambda d: d.name)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_quiet_on_steady_data_from_the_baseline_distribution(detector: type, seed: int) -> None:

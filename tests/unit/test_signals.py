@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,10 @@ def test_split_events_routes_probes_per_replica_and_requests_to_gateway() -> Non
 
 
 def test_canary_error_is_distance_to_nearest_golden() -> None:
-    goldens = [{"outputs": [[1.0, 2.0]], "tolerance": 1e-4}, {"outputs": [[1.5, 2.0]]}]
+    goldens: list[dict[str, Any]] = [
+        {"outputs": [[1.0, 2.0]], "tolerance": 1e-4},
+        {"outputs": [[1.5, 2.0]]},
+    ]
     assert canary_error([[1.5, 2.0]], goldens) == 0.0
     assert canary_error([[1.0, 2.25]], goldens) == pytest.approx(0.25)
     assert canary_error([[1.0]], goldens) == 1e6  # wrong shape: capped, still numeric
