@@ -39,7 +39,7 @@ DETECTORS = [IsolationForestDetector, KMeansDetector]
 
 
 @pytest.mark.parametrize("detector", DETECTORS, ids=lambda d: d.name)
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_quiet_on_steady_data_from_the_baseline_distribution(detector: type, seed: int) -> None:
     rng = random.Random(seed)
     d = ServiceDetector.train(steady_rows(rng, 30), detector(seed=seed), consecutive=2)
