@@ -24,6 +24,7 @@ IN_CREATE = 0x100
 IN_DELETE = 0x200
 IN_DELETE_SELF = 0x400
 IN_MOVE_SELF = 0x800
+IN_IGNORED = 0x8000
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
 CHANGES = (
@@ -67,17 +68,31 @@ class Watcher:
             del self._watched[path]
 
     def wait(self, timeout: float) -> bool:
-        """Block up to *timeout* seconds; True if something changed (events are drained)."""
+        """Block up to *timeout* seconds; True if something changed (events are drained).
+
+        A watched directory that was deleted, or renamed away (a restore swaps in a new
+        directory under the same path), is forgotten, so the next ``watch`` of that
+        path watches what is there now.
+        """
         if not self.available:
             return False
         ready, _, _ = select.select([self._fd], [], [], max(0.0, timeout))
         if not ready:
             return False
+        gone: set[int] = set()
         try:
-            while os.read(self._fd, 64 * (_EVENT.size + 256)):
-                pass
+            while chunk := os.read(self._fd, 64 * (_EVENT.size + 256)):
+                offset = 0
+                while offset + _EVENT.size <= len(chunk):
+                    wd, mask, _, length = _EVENT.unpack_from(chunk, offset)
+                    if mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):
+                        gone.add(wd)
+                    offset += _EVENT.size + length
         except BlockingIOError:
             pass
+        for path, wd in [(p, w) for p, w in self._watched.items() if w in gone]:
+            self._libc.inotify_rm_watch(self._fd, wd)  # type: ignore[union-attr]
+            del self._watched[path]
         return True
 
     def close(self) -> None:

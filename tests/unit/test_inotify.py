@@ -40,3 +40,19 @@ def test_missing_directories_are_skipped_and_forgotten(tmp_path):
     assert watcher.wait(0.05) is False
     watcher.close()
     assert watcher.wait(0.01) is False  # closed: never blocks, never reports
+
+
+def test_a_directory_replaced_under_the_same_path_is_watched_again(tmp_path):
+    """A restore swaps a new directory in under the old name: its changes must count."""
+    target = tmp_path / "version"
+    target.mkdir()
+    watcher = Watcher()
+    watcher.watch(target)
+    target.rename(tmp_path / "aside")
+    target.mkdir()
+    while watcher.wait(0.1):
+        pass
+    watcher.watch(target)  # the old watch followed the renamed directory; this is the new one
+    (target / "f").write_bytes(b"damage")
+    assert watcher.wait(2.0) is True
+    watcher.close()
