@@ -39,7 +39,7 @@ SCALE_FLOORS: dict[str, tuple[float, float]] = {
     "error_rate": (0.05, 0.0),
     "throughput": (1.0, 0.1),
     "canary_error": (1e-3, 0.0),
-    "version_lag": (0.5, 0.0),
+    "version_lag": (1.0, 0.0),
     "cpu": (10.0, 0.25),
     "rss_mb": (20.0, 0.1),
 }
@@ -140,7 +140,7 @@ class IsolationForestDetector:
 
     name = "isolation_forest"
 
-    def __init__(self, *, seed: int = 0, margin: float = 0.02, slack: float = 2.0,
+    def __init__(self, *, seed: int = 0, margin: float = 0.02, slack: float = 4.0,
                  box_depth: int = 3, n_estimators: int = 100) -> None:  # fmt: skip
         self.seed, self.margin, self.slack, self.n_estimators = seed, margin, slack, n_estimators
         self.box_depth = box_depth

@@ -10,8 +10,9 @@ The learned detectors (chaoskit/dr/learned.py) need numbers, not events.  Every 
   the monitor reads.
 * ``canary_error`` -- max abs error of one canary :predict against the goldens of the
   newest exported versions (0 when correct); for ``gateway`` the share of wrong answers.
-* ``version_lag`` -- newest exported version minus the served one (GET status), counted
-  in versions, so a trainer that keeps exporting does not look like drift.
+* ``version_lag`` -- how many exported versions are newer than the served one (GET
+  status): counted in versions, not version numbers (those are trainer steps), so a
+  trainer that keeps exporting does not look like drift while a stuck replica does.
 * ``cpu`` (% of one core) and ``rss_mb`` from ``/proc/<pid>`` on the process backend.
 
 A value the window has no evidence for is ``None``; the detectors treat it as
@@ -71,7 +72,7 @@ class Window:
     oks: list[bool] = field(default_factory=list)
     canary_error: float | None = None
     served_version: int | None = None
-    latest_version: int | None = None
+    exported_versions: tuple[int, ...] | None = None
     cpu: float | None = None
     rss_mb: float | None = None
 
@@ -80,8 +81,8 @@ def window_features(window: Window) -> Row:
     """One feature row (see FEATURES) from one window's observations."""
     n = len(window.oks)
     lag: float | None = None
-    if window.latest_version is not None and window.served_version is not None:
-        lag = float(max(0, window.latest_version - window.served_version))
+    if window.exported_versions is not None and window.served_version is not None:
+        lag = float(sum(v > window.served_version for v in window.exported_versions))
     return {
         "latency_p50": percentile(window.latencies, 50),
         "latency_p99": percentile(window.latencies, 99),
@@ -198,21 +199,23 @@ class SignalSampler:
             current = [e for e in events if start <= e.get("t", 0.0) < end]
             self._pending = [e for e in events if e.get("t", 0.0) >= end]
         windows = split_events(current, self.replicas, end - start)
-        latest, recent = self._recent_goldens()
+        exported, recent = self._recent_goldens()
         futures = {r: self._pool.submit(self._call_replica, r, recent) for r in self.replicas}
         for replica, future in futures.items():
             w = windows[replica]
             w.served_version, w.canary_error = future.result()
-            w.latest_version = latest
+            w.exported_versions = exported
             w.cpu, w.rss_mb = self._proc(replica, end)
         return {name: window_features(w) for name, w in windows.items()}
 
-    def _recent_goldens(self) -> tuple[int | None, list[dict[str, Any]]]:
-        versions = sorted(version_dirs(self.goldens.base))[-self.recent_versions :]
-        recent = [g for g in (self.goldens.for_version(v) for v in versions) if g is not None]
+    def _recent_goldens(self) -> tuple[tuple[int, ...], list[dict[str, Any]]]:
+        """(every exported version, goldens of the newest few)."""
+        exported = tuple(sorted(version_dirs(self.goldens.base)))
+        newest = exported[-self.recent_versions :]
+        recent = [g for g in (self.goldens.for_version(v) for v in newest) if g is not None]
         if self._inputs is None and recent:
             self._inputs = list(recent[-1]["inputs"])
-        return (versions[-1] if versions else None), recent
+        return exported, recent
 
     def _call_replica(
         self, replica: str, recent: list[dict[str, Any]]

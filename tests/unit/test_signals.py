@@ -34,8 +34,8 @@ def test_window_features_from_probes() -> None:
         latencies=[0.01, 0.02, 0.03, 0.30],
         oks=[True, True, True, False],
         canary_error=0.0,
-        served_version=7,
-        latest_version=9,
+        served_version=400,
+        exported_versions=(200, 400, 600, 800),
         cpu=12.5,
         rss_mb=640.0,
     )
@@ -44,7 +44,7 @@ def test_window_features_from_probes() -> None:
     assert row["latency_p99"] == pytest.approx(0.03 + 0.97 * 0.27)  # rank 2.97
     assert row["error_rate"] == pytest.approx(0.25)
     assert row["throughput"] == pytest.approx(2.0)  # 4 probes in 2 s
-    assert row["version_lag"] == 2.0
+    assert row["version_lag"] == 2.0  # two versions behind, not 400 steps
     assert (row["cpu"], row["rss_mb"], row["canary_error"]) == (12.5, 640.0, 0.0)
 
 
