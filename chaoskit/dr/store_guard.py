@@ -35,6 +35,8 @@ from chaoskit.journal import Journal, JournalTail
 from chaoskit.model import version_dirs
 
 VERSION_TAG = "model-version"
+HOUSEKEEPING_SETTLE = 0.1
+"""Seconds a checkpoint problem must persist to count (see ``_scan_checkpoints``)."""
 CHECKPOINT_TAG = "checkpoint"
 
 
@@ -169,35 +171,38 @@ class StoreGuard:
 
     def _scan_checkpoints(self) -> Damage | None:
         """Damage to any backed-up checkpoint still in the directory, or to the state file."""
-        snaps = {s.summary.get("checkpoint"): s for s in self.agent.snapshots}
-        state = self._checkpoint_state()
-        if state is None:
-            if not snaps:
+        if self._checkpoint_state() is None:
+            if not self.agent.snapshots:
                 return None
             return Damage("checkpoint-state", self.checkpoint_dir / STATE_FILE,
                           [f"unreadable  {STATE_FILE}"], self._newest_first())  # fmt: skip
-        problems: list[str] = []
-        damaged: list[Snapshot] = []
-        for path in state.all_paths or (state.latest,):
-            snap = snaps.get(Path(path).name)
-            if snap is None:
-                continue
-            found = self._verify(self.checkpoint_dir, snap, ignore=(STATE_FILE,))
-            found = [line for line in found if Path(path).name in line]
-            if found:
-                problems += found
-                damaged.append(snap)
-        if not problems:
-            return None
-        # CheckpointManager deletes old checkpoints as it saves new ones: what it has
-        # dropped from the state file meanwhile is housekeeping, not damage
-        now = self._checkpoint_state()
-        listed = {Path(p).name for p in (now.all_paths or (now.latest,))} if now else set()
-        damaged = [s for s in damaged if s.summary.get("checkpoint") in listed]
-        problems = [p for p in problems if any(name in p for name in listed)]
+        problems, damaged = self._checkpoint_problems()
+        if problems:
+            # CheckpointManager lists the checkpoint it is about to delete until it has
+            # deleted it: only what is still listed and still wrong a moment later is damage
+            self._stop.wait(HOUSEKEEPING_SETTLE)
+            problems, damaged = self._checkpoint_problems()
         if not problems:
             return None
         return Damage("checkpoint-files", self.checkpoint_dir, problems, damaged)
+
+    def _checkpoint_problems(self) -> tuple[list[str], list[Snapshot]]:
+        """(problems, their recovery points) of the backed-up checkpoints the state lists."""
+        snaps = {s.summary.get("checkpoint"): s for s in self.agent.snapshots}
+        state = self._checkpoint_state()
+        problems: list[str] = []
+        damaged: list[Snapshot] = []
+        for path in (state.all_paths or (state.latest,)) if state else ():
+            name = Path(path).name
+            snap = snaps.get(name)
+            if snap is None:
+                continue
+            found = self._verify(self.checkpoint_dir, snap, ignore=(STATE_FILE,))
+            found = [line for line in found if name in line]
+            if found:
+                problems += found
+                damaged.append(snap)
+        return problems, damaged
 
     def _checkpoint_state(self) -> Any:
         try:

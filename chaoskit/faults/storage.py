@@ -59,6 +59,8 @@ class FileDamage(Fault):
         data = bytearray(path.read_bytes())
         before = hashlib.sha256(data).hexdigest()
         details = self._damage(path, data, ctx)  # validates before anything is touched
+        if hashlib.sha256(data).hexdigest() == before:
+            raise FaultError(f"{self.kind}: {details} would leave {path} unchanged")
         keep = _quarantine(ctx) / path.name
         shutil.copy2(path, keep)
         with open(path, "r+b") as f:  # in place, as a bad disk or a torn upload would
@@ -149,9 +151,17 @@ class ZeroRange(FileDamage):
     length: int = 64
 
     def _damage(self, path: Path, data: bytearray, ctx: FaultContext) -> dict[str, Any]:
-        length = min(self.length, len(data)) if self.offset is None else self.length
-        offset = ctx.rng.randrange(len(data) - length + 1) if self.offset is None else self.offset
-        _check_range(self.kind, path, offset, length, len(data))
+        if self.offset is not None:
+            offset, length = self.offset, self.length
+            _check_range(self.kind, path, offset, length, len(data))
+        else:  # a random range that is not all zeros already: zeroing it must change something
+            length = min(self.length, len(data))
+            for _ in range(1000):
+                offset = ctx.rng.randrange(len(data) - length + 1)
+                if any(data[offset : offset + length]):
+                    break
+            else:
+                raise FaultError(f"zero-range: {path} holds no {length} non-zero bytes to zero")
         data[offset : offset + length] = bytes(length)
         return {"offset": offset, "length": length}
 
