@@ -14,14 +14,17 @@ from collections.abc import Sequence
 
 from chaoskit.errors import ChaosKitError
 
-_COMMANDS: tuple[str, ...] = (
-    "chaoskit.dr.backup_cli",
-    "chaoskit.proxy.cli",
-    "chaoskit.report.cli",
-)
+_COMMANDS: dict[str, str] = {
+    "backup": "chaoskit.dr.backup_cli",
+    "proxy": "chaoskit.proxy.cli",
+    "report": "chaoskit.report.cli",
+    "gate": "chaoskit.report.cli",
+}
+"""Command -> the module that registers it.  Only the module of the command being run is
+imported (``chaoskit backup`` must start fast); help imports them all."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="chaoskit",
         description="Chaos and disaster-recovery testing for TensorFlow serving stacks.",
@@ -30,19 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"chaoskit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in _COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name and (module_name + ".").startswith(e.name + "."):  # not built yet
-                continue
-            raise
-        module.register(subparsers)
+    wanted = next((arg for arg in argv if not arg.startswith("-")), None)
+    modules = (
+        [_COMMANDS[wanted]] if wanted in _COMMANDS else list(dict.fromkeys(_COMMANDS.values()))
+    )
+    for module_name in modules:
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
