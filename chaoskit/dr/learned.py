@@ -280,7 +280,8 @@ class LearnedMonitor:
     *sampler* has ``sample(start, end) -> {service: row}`` (a SignalSampler).  Journals
     ``learned.trained`` once, ``signals.window`` per service and window when
     *journal_windows*, and ``detected`` {service, signal: "learned", detector, diagnosis}.
-    It never acts: recovery stays with the DR engine.
+    The *settle_windows* windows after training are not scored (training stalls this
+    process).  It never acts: recovery stays with the DR engine.
     """
 
     def __init__(
@@ -294,6 +295,7 @@ class LearnedMonitor:
         detectors: Sequence[str] = ("isolation_forest", "kmeans"),
         seed: int = 0,
         journal_windows: bool = True,
+        settle_windows: int = 2,
     ) -> None:
         if not window > 0:
             raise ConfigError(f"window must be > 0 seconds, got {window!r}")
@@ -305,7 +307,7 @@ class LearnedMonitor:
         self.sampler, self.journal, self.window = sampler, journal, window
         self.baseline_windows, self.consecutive = baseline_windows, consecutive
         self.detector_names, self.seed = list(detectors), seed
-        self.journal_windows = journal_windows
+        self.journal_windows, self.settle_windows = journal_windows, settle_windows
         self.baseline_rows: dict[str, list[Row]] = {}
         self.detectors: dict[tuple[str, str], ServiceDetector] = {}
         self.trained = threading.Event()
@@ -326,7 +328,13 @@ class LearnedMonitor:
             close()
 
     def _loop(self) -> None:
-        start = time.monotonic()
+        # Importing scikit-learn and training hold the GIL for seconds on a loaded
+        # machine, which stalls the load generator and the probes in this process: the
+        # import happens before the baseline, and the windows around training are dropped.
+        import sklearn.cluster  # noqa: F401
+        import sklearn.ensemble  # noqa: F401
+
+        start, skip = time.monotonic(), 0
         while not self._stop.wait(max(0.0, start + self.window - time.monotonic())):
             end = time.monotonic()
             try:
@@ -335,7 +343,13 @@ class LearnedMonitor:
                 self.journal.record("learned.sample_failed", error=f"{type(e).__name__}: {e}")
                 rows = {}
             start = end
+            if skip:
+                skip -= 1
+                continue
+            trained = self.trained.is_set()
             self.process(rows, end)
+            if not trained and self.trained.is_set():
+                start, skip = time.monotonic(), self.settle_windows
 
     def process(self, rows: Mapping[str, Row], now: float | None = None) -> None:
         """Feed one window of rows (public so a test can drive it without threads)."""

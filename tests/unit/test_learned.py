@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,31 @@ class ListSampler:
 
     def __init__(self, windows: list[dict[str, Row]]) -> None:
         self.windows = windows
+        self.spans: list[tuple[float, float]] = []
+        self.exhausted = threading.Event()
+
+    def sample(self, start: float, end: float) -> dict[str, Row]:
+        self.spans.append((start, end))
+        if len(self.spans) >= len(self.windows):
+            self.exhausted.set()
+            return {}
+        return self.windows[len(self.spans) - 1]
+
+
+def test_monitor_thread_trains_on_contiguous_windows(tmp_path: Path) -> None:
+    rng = random.Random(13)
+    sampler = ListSampler([{"serving": row} for row in steady_rows(rng, 40)])
+    journal = Journal(tmp_path / "journal.jsonl")
+    monitor = LearnedMonitor(sampler, journal, window=0.005, baseline_windows=20,
+                             detectors=["kmeans"], journal_windows=False).start()  # fmt: skip
+    try:
+        assert monitor.trained.wait(20) and sampler.exhausted.wait(20)
+    finally:
+        monitor.stop()
+    spans = sampler.spans
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    events = read_journal(journal.path)
+    assert [e["event"] for e in events] == ["learned.trained"]  # steady: no alert
 
 
 def test_monitor_trains_then_journals_one_learned_alert(tmp_path: Path) -> None:
