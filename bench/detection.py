@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--baseline-windows", type=int, default=30)
-    parser.add_argument("--consecutive", type=int, default=2)
+    parser.add_argument("--consecutive", type=int, default=3)
     parser.add_argument("--hold", type=float, default=8.0, help="latency/corruption hold (s)")
     parser.add_argument("--cooldown", type=float, default=15.0)
     parser.add_argument("--latency-ms", type=int, default=0, help="0: 3x steady p99")
