@@ -252,7 +252,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    report = yield
+    report: pytest.TestReport = yield
     if report.when == "call":
         item.stash[CALL_OUTCOME] = report.outcome
     return report

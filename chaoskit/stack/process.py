@@ -140,7 +140,7 @@ class ProcessBackend:
 
     def _launch(self, running: _Running) -> None:
         spec = running.spec
-        values = {f"port_{k}": v for k, v in running.ports.items()}
+        values: dict[str, object] = {f"port_{k}": v for k, v in running.ports.items()}
         values.update(run_dir=str(self.run_dir), data_dir=str(self.data_dir), bind_host=HOST)
         env = dict(os.environ)
         env.update(spec.env)
