@@ -32,11 +32,16 @@ def test_experiments_report_and_leave_nothing_behind(pytester: pytest.Pytester) 
         test_exp=textwrap.dedent(
             """
             import pytest
+            from chaoskit.faults.network import Partition
             from chaoskit.faults.service import KillService
 
             @pytest.mark.chaos(ttd="2s", rto="30s")
             def test_kill(chaos):
                 chaos.run(KillService("serving"))
+
+            @pytest.mark.chaos(ttd="2s", rto="5s")
+            def test_partition(chaos):
+                chaos.run(Partition(proxy="serving", mode="hang"))
 
             @pytest.mark.chaos(rto="30s")
             def test_broken_experiment(chaos):
@@ -46,7 +51,7 @@ def test_experiments_report_and_leave_nothing_behind(pytester: pytest.Pytester) 
         )
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*chaoskit experiments*", "*test_kill*kill*PASS*",
                                  "*test_broken_experiment*kill*FAIL*"])  # fmt: skip
     latest = pytester.path / "reports" / "latest"
@@ -55,9 +60,14 @@ def test_experiments_report_and_leave_nothing_behind(pytester: pytest.Pytester) 
     kill = rows["test_kill"]
     assert 0 < float(kill["ttd_s"]) <= 2 and float(kill["ttd_s"]) < float(kill["rto_s"]) <= 30
     assert kill["rpo_s"] == "" and kill["verdict"] == "pass" and kill["rto_budget_s"] == "30.0"
+    partition = rows["test_partition"]
+    assert partition["verdict"] == "pass" and float(partition["rto_s"]) <= 5
     broken = rows["test_broken_experiment"]
     assert broken["verdict"] == "fail" and "failed" in broken["reasons"]
     events = read_journal(latest / "journal.jsonl")
+    actions = [e.get("action") for e in events if e["event"] == "recovery.started"]
+    assert "failover" in actions  # two replicas: the gateway moves, then moves back
+    assert any(e["event"] == "failback" for e in events)
     owners = {e["pid"] for e in events if e["event"] == "serving.started" and "pid" in e}
     assert owners, "serving journals its start"
     assert not [pid for pid in chaoskit_processes() if pid in owners]
