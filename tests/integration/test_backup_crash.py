@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +31,7 @@ from chaoskit.dr.repository.repo import Repository
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROUNDS = int(os.environ.get("CHAOSKIT_CRASH_ROUNDS", "300"))
+ROUND_TIMEOUT = 60.0  # seconds one round may take before the test fails instead of hanging
 
 # A long-lived subprocess that has imported chaoskit once and forks one child per round:
 # the child opens the repository and runs the operation; the test SIGKILLs it by pid.
@@ -113,19 +116,24 @@ def test_sigkill_never_breaks_the_repository(tmp_path: Path) -> None:
             zygote.stdin.write(f"{op} {root} {src}\n")
             zygote.stdin.flush()
             lines = []
-            while not (line := zygote.stdout.readline()).startswith("child "):
-                assert line, "the zygote process died"
+            watchdog = threading.Timer(ROUND_TIMEOUT, zygote.kill)  # a hang fails, not blocks
+            watchdog.daemon = True
+            watchdog.start()
+            # a child killed mid-print may leave half a line: match the ends of lines
+            while not (found := re.search(r"child (\d+)\n$", line := zygote.stdout.readline())):
+                assert line, f"round {round_no}: the zygote process died or hung"
                 lines.append(line.strip())
-            pid = int(line.split()[1])
+            pid = int(found.group(1))
             if round_no % 5:  # every fifth round runs to the end, to measure the operation
                 # the kill moment: uniform over (a bit beyond) the operation's typical run
                 time.sleep(rng.uniform(0, 1.1 * statistics.median(durations[op][-20:])))
                 os.kill(pid, signal.SIGKILL)  # alive or a zombie: never another process
             zygote.stdin.write("reap\n")
             zygote.stdin.flush()
-            while (line := zygote.stdout.readline()) != "reaped\n":
-                assert line, "the zygote process died"
+            while not (line := zygote.stdout.readline()).endswith("reaped\n"):
+                assert line, f"round {round_no}: the zygote process died or hung"
                 lines.append(line.strip())
+            watchdog.cancel()
             if lines and lines[-1].startswith("done"):
                 completed += 1
                 durations[op].append(float(lines[-1].split()[1]))
