@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from chaoskit.model import load_canary
+from chaoskit.model import load_canary, version_dirs
 
 
 class Goldens:
@@ -26,12 +26,7 @@ class Goldens:
 
     def refresh(self) -> None:
         """Read the canary files of versions not seen yet (damaged ones are skipped)."""
-        try:
-            entries = [p for p in self.base.iterdir() if p.name.isdigit() and p.is_dir()]
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            version = int(entry.name)
+        for version, entry in version_dirs(self.base).items():
             if version in self._by_version:
                 continue
             try:

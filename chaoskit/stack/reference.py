@@ -17,7 +17,7 @@ from pathlib import Path
 from chaoskit.errors import ConfigError, StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.serving.client import ServingClient
-from chaoskit.stack.backend import Backend
+from chaoskit.stack.backend import BACKENDS, Backend
 from chaoskit.stack.gateway import GATEWAY, Gateway
 from chaoskit.stack.service import Readiness, ServiceSpec
 
@@ -192,9 +192,7 @@ def make_backend(name: str, run_dir: Path, data_dir: Path) -> Backend:
 
         return ProcessBackend(run_dir, data_dir)
     if name == "docker":
-        try:
-            from chaoskit.stack.docker import DockerBackend  # type: ignore[import-not-found]
-        except ModuleNotFoundError as e:
-            raise StackError("the docker backend is not available in this version") from e
-        return DockerBackend(run_dir, data_dir)  # type: ignore[no-any-return]
-    raise StackError(f"unknown backend {name!r} (choose from: process, docker)")
+        from chaoskit.stack.docker import DockerBackend
+
+        return DockerBackend(run_dir, data_dir)
+    raise StackError(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")
