@@ -1,13 +1,15 @@
 """Faults: small parameter classes that inject a disruption and revert it.
 
-Families: service (kill, hang), container (Docker stop/restart/remove/partition),
-storage (damaged files of the model store and checkpoints), network (Toxiproxy toxics).
+Families: service (kill, hang), container (Docker stop/restart/remove, network or firewall
+partition), storage (damaged files of the model store and checkpoints), network
+(Toxiproxy toxics).
 """
 
 from __future__ import annotations
 
 from chaoskit.faults.base import Changes, Fault, FaultContext, Injection
 from chaoskit.faults.container import (
+    FirewallPartition,
     NetworkPartition,
     RemoveContainer,
     RestartContainer,
@@ -35,6 +37,7 @@ __all__ = [
     "DeleteVersion",
     "Fault",
     "FaultContext",
+    "FirewallPartition",
     "HangService",
     "Injection",
     "KillService",

@@ -49,6 +49,7 @@ from chaoskit.stack import docker_engine as engine
 from chaoskit.stack.docker_engine import (  # re-exported: part of this backend's API
     container_status,
     instance_of,
+    netns_pid_of,
     project_name,
     signal_init,
 )
@@ -437,6 +438,10 @@ class DockerBackend:
     def connected(self, service: str) -> bool:
         info = self._inspect(self._get(service))
         return info is not None and self.network in info["NetworkSettings"]["Networks"]
+
+    def netns_pid(self, service: str) -> int:
+        """The pid of the service's container init (to enter its network namespace)."""
+        return netns_pid_of(self._inspect(self._get(service)), f"service {service!r}")
 
     # -- observation ----------------------------------------------------------------
     def container_id(self, service: str) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from chaoskit.errors import BackendError, ConfigError, StackError
 from chaoskit.stack import docker_engine as engine
-from chaoskit.stack.docker import container_status, instance_of, signal_init
+from chaoskit.stack.docker import container_status, instance_of, netns_pid_of, signal_init
 from chaoskit.stack.process import parse_signal
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import Readiness, ServiceSpec
@@ -64,6 +64,22 @@ class DockerAttachBackend:
         self._lock = threading.RLock()
         for service in self.targets:
             self._find(service)  # a target that does not exist fails here, by name
+        self.removed_rules = self._remove_stale_rules()
+
+    def _remove_stale_rules(self) -> dict[str, int]:
+        """Delete firewall rules a dead chaoskit run left in the targets' namespaces
+        (best effort: a stopped container, a remote engine or no root is no error)."""
+        from chaoskit.stack.netns_firewall import remove_stale_rules
+
+        removed = {}
+        for service in self.targets:
+            try:
+                found = remove_stale_rules(self.netns_pid(service))
+            except StackError:
+                continue
+            if found:
+                removed[service] = len(found)
+        return removed
 
     # -- finding the containers -------------------------------------------------------
     def _target(self, service: str) -> AttachTarget:
@@ -206,6 +222,10 @@ class DockerAttachBackend:
         cut = self._cut.get(service)
         network = cut[1] if cut else self._network(service, info)
         return network in info["NetworkSettings"]["Networks"]
+
+    def netns_pid(self, service: str) -> int:
+        """The pid of the container's init (to enter its network namespace)."""
+        return netns_pid_of(self._find(service), f"attached service {service!r}")
 
     # -- observation --------------------------------------------------------------------
     def instance(self, service: str) -> str | None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from chaoskit.errors import BackendError
+from chaoskit.errors import BackendError, StackError
 
 MANAGED = "chaoskit.managed"
 PROJECT = "chaoskit.project"
@@ -179,6 +179,27 @@ def instance_of(info: dict[str, Any] | None) -> str | None:
     if info is None or not info["State"].get("Running"):
         return None
     return f"{info['Id'][:12]}:{info['State'].get('Pid', 0)}"
+
+
+def netns_pid_of(info: dict[str, Any] | None, what: str) -> int:
+    """The pid of a running container's init, whose network namespace is the container's.
+
+    StackError when it is not running, or when the engine does not share our pid namespace
+    (a remote engine: the pid would name some other process here).
+    """
+    pid = int(info["State"].get("Pid") or 0) if info and info["State"].get("Running") else 0
+    if pid <= 0:
+        raise StackError(f"{what} is not running: it has no network namespace to enter")
+    try:
+        ours = info is not None and info["Id"] in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        ours = False
+    if not ours:
+        raise StackError(
+            f"{what}: its pid {pid} is not a process of this host (is the Docker engine "
+            f"remote?); its network namespace cannot be entered from here"
+        )
+    return pid
 
 
 def signal_init(info: dict[str, Any], sig: signals.Signals) -> bool:
