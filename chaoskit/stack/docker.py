@@ -5,7 +5,8 @@ Layout of a run (project ``chaoskit-<run>-<hash of run_dir>``, all objects label
 
 * one user-defined bridge network named after the project; each container joins it with
   its service name as alias, so services reach each other by name, and a network
-  partition is ``network disconnect`` (undone by ``connect``);
+  partition is ``network disconnect`` (undone by ``connect``); a firewall partition
+  enters the container's own network namespace instead (``netns_pid``);
 * containers ``<project>-<service>``, run with ``--init`` so a graceful stop reaches the
   service, and as the calling user so files they write stay the user's;
 * ports: a spec port keeps the process backend's meaning (0 = a free host port chosen at

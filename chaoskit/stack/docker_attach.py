@@ -4,7 +4,9 @@ chaoskit does not own these containers: it never creates or removes them.  Targe
 found by name (or id) or by a label; a label target is looked up again on every call, so
 a container recreated by compose is followed.  Recovery uses Docker actions only: restart
 is "kill what is left, start the same container again".  ``close()`` undoes what could
-still be pending (a pause, a network disconnect) and removes nothing.
+still be pending (a pause, a network disconnect) and removes nothing.  Attaching deletes
+the firewall rules (see :mod:`chaoskit.stack.netns_firewall`) that a chaoskit run which
+died before its revert left in the targets' network namespaces.
 """
 
 from __future__ import annotations

@@ -134,3 +134,52 @@ def test_fault_rejects_a_bad_mode_before_touching_anything(tmp_path):
     )
     with pytest.raises(FaultError, match="mode 'blackhole'"):
         FirewallPartition("web", mode="blackhole").inject(ctx)
+
+
+class FakeBackend:
+    """Just what FirewallPartition asks of a backend: the container and its init's pid."""
+
+    name = "docker"
+
+    def __init__(self) -> None:
+        self.container: str | None = "c0ffee" * 10
+        self.pid = 5
+
+    def container_id(self, service: str) -> str | None:
+        return self.container
+
+    def netns_pid(self, service: str) -> int:
+        if self.container is None:
+            raise StackError(f"service {service!r} is not running")
+        return self.pid
+
+
+@pytest.fixture
+def fault_ctx(tmp_path):
+    journal = Journal(tmp_path / "j.jsonl")
+    yield FaultContext(journal=journal, stack=SimpleNamespace(backend=FakeBackend()))
+    journal.close()
+
+
+def test_fault_revert_deletes_exactly_its_rules(fake_iptables, fault_ctx):
+    fw.add_rules(5, fw.partition_rules("drop", "chaoskit:1:aa"))  # someone else's
+    with FirewallPartition("web", mode="reject").inject(fault_ctx) as injection:
+        record = injection.changes.record
+        assert [r.comment for r in fw.list_rules(5)] == [record["rule"]] * 2 + ["chaoskit:1:aa"]
+    assert record == {"service": "web", "container": "c0ffeec0ffee", "mode": "reject",
+                      "rule": record["rule"]}  # fmt: skip
+    assert [r.comment for r in fw.list_rules(5)] == ["chaoskit:1:aa"]
+
+
+@pytest.mark.parametrize("change", ["replaced", "restarted", "gone"])
+def test_fault_revert_leaves_another_namespace_alone(fake_iptables, fault_ctx, change):
+    backend = fault_ctx.stack.backend
+    injection = FirewallPartition("web").inject(fault_ctx)
+    if change == "replaced":
+        backend.container = "beef" * 16
+    elif change == "restarted":
+        backend.pid = 6
+    else:
+        backend.container = None
+    injection.revert()  # the fake keeps one rule table for every pid: it must stay untouched
+    assert injection.reverted and len(fw.list_rules(5)) == 1
