@@ -48,3 +48,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> None:
     """Text form of :func:`atomic_write_bytes` (UTF-8)."""
     atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+def ensure_secret_file(path: str | os.PathLike[str], nbytes: int = 32) -> str:
+    """The random token in *path*, created first (mode 0600, never replaced) if missing."""
+    import secrets
+
+    target = Path(path)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return target.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(nbytes))
+        f.flush()
+        os.fsync(f.fileno())
+    return target.read_text().strip()

@@ -42,3 +42,7 @@ class IntegrityError(RepositoryError):
 
 class ProxyError(ChaosKitError, RuntimeError):
     """The network proxy refused or failed an operation."""
+
+
+class ReplicationError(RepositoryError):
+    """The DR site could not be reached, or refused a repository file."""

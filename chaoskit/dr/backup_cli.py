@@ -284,6 +284,56 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site_endpoint(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--site {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    """Ship the repository to a DR site: once, or on and on with --watch."""
+    from chaoskit.dr.replication import Replicator, SiteClient
+    from chaoskit.dr.site import read_token
+    from chaoskit.journal import Journal
+
+    endpoint = _site_endpoint(args.site)
+    try:
+        token = read_token(Path(args.token_file))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--token-file {args.token_file}: {e}") from e
+    repo = _open(args)
+    journal = Journal(args.journal, source="replicator") if args.journal else None
+    replicator = Replicator(repo, SiteClient(endpoint, token), journal or _NullJournal())
+    if not args.watch:
+        shipped = replicator.sync_once()
+        print(f"shipped {shipped} files; the DR site holds every snapshot", flush=True)
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: replicator.stop())
+    print(f"replicating {repo.root} to {args.site}", flush=True)
+    replicator.start()
+    try:
+        replicator.wait()
+    except KeyboardInterrupt:
+        replicator.stop()
+    return 0
+
+
+class _NullJournal:
+    def record(self, event: str, **fields: Any) -> None:
+        if event in ("detected", "recovered"):
+            print(f"{event}: {fields.get('reason') or 'the DR site is reachable again'}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    """Run a DR site (what ``replicate`` ships to)."""
+    from chaoskit.dr.site import main
+
+    return main(["--root", str(args.root), "--token-file", str(args.token_file),
+                 "--host", args.host, "--port", str(args.port)])  # fmt: skip
+
+
 def register(subparsers: Any) -> None:
     """Add ``backup`` and its subcommands to the ``chaoskit`` parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -349,6 +399,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--journal", help="journal to record recovery points in")
     p.add_argument("--max-backups", type=int, help="stop after N backups")
     p.add_argument("--timeout", type=float, help="stop after this many seconds")
+
+    p = leaf("replicate", cmd_replicate, "ship the repository to a DR site (append-only)")
+    p.add_argument("--site", required=True, metavar="HOST:PORT", help="the DR site")
+    p.add_argument("--token-file", required=True, metavar="FILE", help="its bearer token")
+    p.add_argument("--watch", action="store_true", help="keep shipping new snapshots")
+    p.add_argument("--journal", help="journal to record replication and outages in")
+    p = sub.add_parser("site", help="run a DR site", description="Run a DR site.")
+    p.set_defaults(func=cmd_site)
+    p.add_argument("--root", required=True, type=Path, help="directory to store into")
+    p.add_argument("--token-file", required=True, type=Path, help="bearer token clients need")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8475)
 
     key = sub.add_parser("key", help="manage key files (passwords)")
     ksub = key.add_subparsers(dest="key_command", metavar="COMMAND", required=True)

@@ -195,3 +195,40 @@ def test_concurrent_backups_share_the_repository(site: tuple[Path, dict[str, str
         ck("restore", snap["id"], "--target", str(tmp / f"out{n}"), env=env)
         src = Path(snap["source"])
         assert (tmp / f"out{n}" / "own").read_bytes() == (src / "own").read_bytes()
+
+
+def test_replicate_to_a_dr_site_and_restore_from_it(site: tuple[Path, dict[str, str]]) -> None:
+    from chaoskit.stack.ports import free_port
+
+    tmp, env = site
+    pw = ["--password-file", str(tmp / "pw")]
+    ck("init", *pw, env=env)
+    ck("run", *pw, str(tmp / "src"), env=env)
+    (tmp / "token").write_text("site-token\n")
+    port = free_port("127.0.0.1")
+    server = subprocess.Popen(
+        [CHAOSKIT, "backup", "site", "--root", str(tmp / "dr"), "--token-file", str(tmp / "token"),
+         "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "serving" in server.stdout.readline()  # printed once it listens
+        to_site = ["--site", f"127.0.0.1:{port}", "--token-file", str(tmp / "token")]
+        assert "shipped" in ck("replicate", *pw, *to_site, env=env).stdout
+        assert "shipped 0 files" in ck("replicate", *pw, *to_site, env=env).stdout
+        offsite = {**env, "CHAOSKIT_REPOSITORY": str(tmp / "dr")}
+        ck("check", *pw, "--read-data", env=offsite)
+        ck("restore", *pw, "latest", "--target", str(tmp / "out"), env=offsite)
+        assert (tmp / "out" / "model.bin").read_bytes() == (tmp / "src" / "model.bin").read_bytes()
+        (tmp / "bad").write_text("wrong\n")
+        refused = ck("replicate", *pw, "--site", f"127.0.0.1:{port}", "--token-file",
+                     str(tmp / "bad"), env=env, check=False)  # fmt: skip
+        assert refused.returncode == 1 and "answered 401" in refused.stderr
+        bad_site = ck("replicate", *pw, "--site", "nowhere", "--token-file", str(tmp / "token"),
+                      env=env, check=False)  # fmt: skip
+        assert (
+            bad_site.returncode == 1 and "--site 'nowhere': expected HOST:PORT" in bad_site.stderr
+        )
+    finally:
+        server.terminate()
+        assert server.wait(10) == 0
