@@ -34,7 +34,7 @@ from typing import Any
 
 from chaoskit.dr.learned import LearnedMonitor
 from chaoskit.dr.signals import SignalSampler, percentile
-from chaoskit.dr.store_guard import StoreGuard, open_dr_site
+from chaoskit.dr.store_guard import StoreGuard, open_backup_repository
 from chaoskit.experiment import Experiment
 from chaoskit.faults import BitFlip, Fault, HangService, KillService, Latency, Partition
 from chaoskit.journal import Event, Journal, JournalTail, read_journal
@@ -84,7 +84,9 @@ def run_campaign(root: Path, args: argparse.Namespace) -> Path:
     journal = Journal(root / "run" / "journal.jsonl", source="bench")
     stack = ReferenceStack(backend, root / "data", journal.path, StackConfig(replicas=2))
     with stack:
-        guard = StoreGuard(open_dr_site(root / "data" / "dr-site"), stack, journal).start()
+        guard = StoreGuard(
+            open_backup_repository(root / "data" / "backups"), stack, journal
+        ).start()
         experiment = Experiment("detection", stack, journal, Objectives(), seed=args.seed)
         monitor = None
         try:

@@ -33,7 +33,7 @@ import time
 from math import nan
 from pathlib import Path
 
-from chaoskit.dr.store_guard import StoreGuard, open_dr_site
+from chaoskit.dr.store_guard import StoreGuard, open_backup_repository
 from chaoskit.errors import ChaosKitError
 from chaoskit.experiment import Experiment
 from chaoskit.faults.service import KillService
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         guard = None
         try:
             stack.start()
-            guard = StoreGuard(open_dr_site(data / "dr-site"), stack, journal,
+            guard = StoreGuard(open_backup_repository(data / "backups"), stack, journal,
                                scan_interval=args.scan_interval).start()  # fmt: skip
             for kind, crash in (("version", False), ("checkpoint", True)):
                 for i in range(args.runs):

@@ -5,8 +5,9 @@ every new repository file to the DR site (:mod:`chaoskit.dr.site`) over the netw
 in the reference stack through the ``dr-site`` proxy, where network faults act.  Order
 matters: config and keys, then data packs and index files, then snapshot files, so a
 snapshot reaches the DR site only after everything it needs.  Each snapshot shipped is
-journaled as ``backup.replicated`` with its recovery point's creation time; the DR
-site's RPO at any moment is the age of the newest one (see report.metrics).
+journaled as ``backup.replicated`` with its recovery point's creation time and
+``site_newest_created``, the creation time of the newest recovery point the DR site
+holds; the DR site's RPO at any moment is the age of that one (see report.metrics).
 
 Each pass starts with a health probe.  After ``failures_to_alert`` failed passes in a
 row the outage is journaled (``detected``, signal ``replication``) and recovery points
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chaoskit.dr.repository.repo import Repository
-from chaoskit.dr.repository.snapshots import load_snapshot, snapshot_ids
+from chaoskit.dr.repository.snapshots import Snapshot, load_snapshot, snapshot_ids
 from chaoskit.dr.site import FILES, repository_files
 from chaoskit.errors import ChaosKitError, ReplicationError
 
@@ -114,6 +115,8 @@ class Replicator:
         self.failures_to_alert = failures_to_alert
         self.remote: set[str] | None = None
         """What the DR site holds (listed once, then kept up to date by our uploads)."""
+        self.newest_created: float | None = None
+        """Creation time of the newest recovery point the DR site holds (None: unknown)."""
         self.failures = 0
         self.in_outage = False
         self._resumed = False
@@ -134,6 +137,9 @@ class Replicator:
                                 pending=len(self.pending()))  # fmt: skip
         if self.remote is None:
             self.remote = self.site.list()
+            for path in self.remote:
+                if path.startswith("snapshots/"):
+                    self._created(path.removeprefix("snapshots/"))
         snapshots = [f"snapshots/{i}" for i in snapshot_ids(self.repo.snap_dir)]
         # listed after the snapshots: whatever those snapshots need is already written
         needed = [p for p in repository_files(self.repo.root) if not p.startswith("snapshots/")]
@@ -152,14 +158,23 @@ class Replicator:
                 self._record_replicated(path.removeprefix("snapshots/"))
         return shipped
 
-    def _record_replicated(self, snap_id: str) -> None:
+    def _created(self, snap_id: str) -> Snapshot | None:
+        """The local snapshot *snap_id*, now at the DR site: its time may be the newest."""
         try:
             snap = load_snapshot(self.repo.snap_dir, self.repo.cipher, snap_id)
-        except ChaosKitError as e:  # shipped as it is; `check` at either site names it
-            self.journal.record("backup.replicated", snapshot=snap_id, error=str(e))
-            return
-        self.journal.record("backup.replicated", snapshot=snap_id, wall_created=snap.time,
-                            step=snap.checkpoint_step, tags=list(snap.tags))  # fmt: skip
+        except ChaosKitError:  # shipped as it is; `check` at either site names it
+            return None
+        if self.newest_created is None or snap.time > self.newest_created:
+            self.newest_created = snap.time
+        return snap
+
+    def _record_replicated(self, snap_id: str) -> None:
+        snap = self._created(snap_id)
+        self.journal.record(
+            "backup.replicated", snapshot=snap_id, site_newest_created=self.newest_created,
+            **({} if snap is None else {"wall_created": snap.time, "step": snap.checkpoint_step,
+                                        "tags": list(snap.tags)}),
+        )  # fmt: skip
 
     def poll_once(self) -> None:
         """A pass with outage accounting: alert after repeated failures, close when caught up."""
@@ -170,7 +185,8 @@ class Replicator:
             if self.failures >= self.failures_to_alert and not self.in_outage:
                 self.in_outage, self._resumed = True, False
                 self.journal.record("detected", service=SERVICE, signal="replication",
-                                    reason=str(e), pending=len(self.pending()))  # fmt: skip
+                                    reason=str(e), pending=len(self.pending()),
+                                    site_newest_created=self.newest_created)  # fmt: skip
                 self.journal.record("recovery.started", action="queue", service=SERVICE,
                                     background=True)  # fmt: skip
             return

@@ -1,7 +1,8 @@
 """The store guard: recovery points of the model store and checkpoints, scanning, restore.
 
 It backs up every new SavedModel version (with its canary goldens) and, through the
-backup agent, every new checkpoint into the DR-site repository.  A scanner compares the
+backup agent, every new checkpoint into the local backup repository (the replicator,
+:mod:`chaoskit.dr.replication`, ships it on to the DR site).  A scanner compares the
 live store with those manifests (SHA-256 per file) whenever inotify reports a change,
 and at least every ``scan_interval``; damage is
 journaled as ``detected`` (signal ``integrity``) and repaired by restoring the newest
@@ -13,7 +14,6 @@ the trainer is restarted to resume from the restored step.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import threading
 import time
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaoskit.atomic import atomic_write_bytes, fsync_dir
+from chaoskit.atomic import atomic_write_bytes, ensure_secret_file, fsync_dir
 from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.inotify import Watcher
 from chaoskit.dr.recovery import confirm_steady_state
@@ -40,14 +40,10 @@ HOUSEKEEPING_SETTLE = 0.1
 CHECKPOINT_TAG = "checkpoint"
 
 
-def open_dr_site(path: Path) -> Repository:
-    """Open (or create) the DR-site repository; its password file sits beside it (0600)."""
-    password_file = path.with_name(path.name + ".password")
-    if not password_file.exists():
-        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(24))
-    password = password_file.read_text().strip()
+def open_backup_repository(path: Path) -> Repository:
+    """Open (or create) the backup repository at *path*; its password file sits beside it
+    (0600)."""
+    password = ensure_secret_file(path.with_name(path.name + ".password"), 24)
     if (path / "config").exists():
         return open_repository(path, password)
     return init_repository(path, password, scrypt_n=2**14)

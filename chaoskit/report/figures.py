@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from chaoskit.durations import format_duration
 from chaoskit.journal import Event
-from chaoskit.report.metrics import first_event
+from chaoskit.report.metrics import DR_SITE, dr_site_rpo_series, first_event
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,14 +63,21 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
     x_min, x_max = start["t"] - origin, max(end_t - origin, start["t"] - origin + 1.0)
     x_max += 0.02 * (x_max - x_min)  # a mark on the last event stays visible
 
-    fig = Figure(figsize=(11, 6.2))
+    # a DR site cut off gets a panel of its RPO: rising while recovery points queue
+    rpo = _dr_site_rpo(events, fault) if fault is not None else []
+    ratios = [1.0, 3.0, 1.5] + ([1.5] if rpo else [])
+    fig = Figure(figsize=(11, 6.2 + (1.4 if rpo else 0.0)))
     grid = fig.add_gridspec(
-        3, 1, height_ratios=[1.0, 3.0, 1.5], hspace=0.08, left=0.08, right=0.98, top=0.9,
+        len(ratios), 1, height_ratios=ratios, hspace=0.08, left=0.08, right=0.98, top=0.9,
         bottom=0.17,
-    )
+    )  # fmt: skip
     ax_s = fig.add_subplot(grid[0])
     ax_l = fig.add_subplot(grid[1], sharex=ax_s)
     ax_e = fig.add_subplot(grid[2], sharex=ax_s)
+    axes = [ax_s, ax_l, ax_e]
+    if rpo:
+        axes.append(fig.add_subplot(grid[3], sharex=ax_s))
+        _rpo_panel(axes[-1], rpo)
     verdict = result.verdict.upper()
     title = _plain(f"{result.name}\nfault: {result.fault or 'none'}  -  verdict: {verdict}")
     ax_s.set_title(title, fontsize=10, loc="left", color=FAULT if verdict == "FAIL" else "black")
@@ -78,16 +85,16 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
     _latency(ax_l, events, origin)
     _errors(ax_e, events, origin, x_min, x_max)
     marks = _marks(events, fault, origin, x_max, result)
-    for ax in (ax_s, ax_l, ax_e):
+    for ax in axes:
         for x0, x1 in marks["window"]:
             ax.axvspan(x0, x1, color=FAULT, alpha=0.07, lw=0)
         for x, color, style, width in marks["lines"]:
             ax.axvline(x, color=color, ls=style, lw=width)
     ax_s.set_xlim(x_min, x_max)
     _objectives_strip(ax_s, result, fault is not None, x_min, x_max)
-    for ax in (ax_s, ax_l):
+    for ax in axes[:-1]:
         ax.tick_params(labelbottom=False)
-    ax_e.set_xlabel(
+    axes[-1].set_xlabel(
         "seconds since the fault was injected" if fault else "seconds since the experiment started"
     )
     _legend(fig)
@@ -165,8 +172,26 @@ def _errors(ax: Axes, events: list[Event], origin: float, x_min: float, x_max: f
     ax.grid(True, axis="y", alpha=0.3)
 
 
+def _dr_site_rpo(events: list[Event], fault: Event) -> list[tuple[float, float]]:
+    """(seconds since the fault, DR-site RPO), if the DR site was cut off after the fault."""
+    if first_event(events, "detected", fault["t"], service=DR_SITE) is None:
+        return []
+    until = max(e["wall"] for e in events)
+    return [(wall - fault["wall"], rpo) for wall, rpo in dr_site_rpo_series(events, until)]
+
+
+def _rpo_panel(ax: Axes, series: list[tuple[float, float]]) -> None:
+    ax.plot([x for x, _ in series], [r for _, r in series], color=METRIC_COLORS["rpo"], lw=1.4)
+    ax.set_ylim(0, max(1.0, max(r for _, r in series) * 1.15))
+    ax.set_ylabel("DR-site RPO (s)")
+    ax.grid(True, axis="y", alpha=0.3)
+
+
 def _marks(
-    events: list[Event], fault: Event | None, origin: float, x_max: float,
+    events: list[Event],
+    fault: Event | None,
+    origin: float,
+    x_max: float,
     result: ExperimentResult,
 ) -> dict[str, list[Any]]:
     """Fault windows and vertical lines: (x, colour, style, width) per line.
@@ -259,7 +284,11 @@ def _objectives_strip(
 
 
 def _label_place(
-    text: str, anchor: float, bar: tuple[float, float], budget: float | None, x_min: float,
+    text: str,
+    anchor: float,
+    bar: tuple[float, float],
+    budget: float | None,
+    x_min: float,
     x_max: float,
 ) -> tuple[float, str]:
     """Where a bar label fits: right of *anchor*, else inside the bar; never over the budget."""

@@ -1,7 +1,8 @@
 """The gateway: Toxiproxy proxies in front of the serving replicas.
 
 Clients reach serving through the ``gateway`` proxy; each replica is reached through a
-proxy named after it (``serving``, ``serving-b``), which is where network faults act.
+proxy named after it (``serving``, ``serving-b``), which is where network faults act;
+other links (``dr-site``: the backup agent to the DR site) get a proxy of their own.
 Failover re-points the gateway's upstream at another replica's proxy (Toxiproxy drops
 the gateway's open connections when its upstream changes).  The proxies live in the
 embedded Toxiproxy-compatible server, or in a real toxiproxy-server when
@@ -27,8 +28,15 @@ def _host_port(listen: str) -> tuple[str, int]:
 class Gateway:
     """Owns the gateway and replica proxies; remembers which replica the gateway uses."""
 
-    def __init__(self, replicas: dict[str, tuple[str, int]], *, seed: int | None = None) -> None:
-        """*replicas*: service name -> (host, port) of its REST endpoint; first = primary."""
+    def __init__(
+        self,
+        replicas: dict[str, tuple[str, int]],
+        *,
+        links: dict[str, tuple[str, int]] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """*replicas*: service name -> (host, port) of its REST endpoint; first = primary.
+        *links*: proxy name -> (host, port) of other services reached through a proxy."""
         if not replicas:
             raise StackError("a gateway needs at least one replica")
         self._server = None
@@ -43,11 +51,12 @@ class Gateway:
         self.primary = next(iter(replicas))
         self._lock = threading.Lock()
         self._listen: dict[str, str] = {}
+        self._links: dict[str, str] = {}
         try:
             for name, (host, port) in replicas.items():
-                self._delete_if_present(name)
-                made = self.api.create_proxy(name, f"{host}:{port}", "127.0.0.1:0")
-                self._listen[name] = made["listen"]
+                self._listen[name] = self._create(name, host, port)
+            for name, (host, port) in (links or {}).items():
+                self._links[name] = self._create(name, host, port)
             self._delete_if_present(GATEWAY)
             made = self.api.create_proxy(GATEWAY, self._listen[self.primary], "127.0.0.1:0")
             self._gateway_listen = made["listen"]
@@ -55,6 +64,11 @@ class Gateway:
             self.close()
             raise
         self.routed = self.primary
+
+    def _create(self, name: str, host: str, port: int) -> str:
+        """A fresh proxy *name* to host:port on a free local port; returns its listen address."""
+        self._delete_if_present(name)
+        return str(self.api.create_proxy(name, f"{host}:{port}", "127.0.0.1:0")["listen"])
 
     def _delete_if_present(self, name: str) -> None:
         if name in self.api.proxies():
@@ -72,6 +86,10 @@ class Gateway:
         """The replica as the gateway reaches it: through its (fault-injectable) proxy."""
         return _host_port(self._listen[replica])
 
+    def link_endpoint(self, name: str) -> tuple[str, int]:
+        """Another service as the stack reaches it: through its (fault-injectable) proxy."""
+        return _host_port(self._links[name])
+
     def route_to(self, replica: str) -> bool:
         """Send the gateway's traffic to *replica*; False if it already went there."""
         with self._lock:
@@ -87,7 +105,7 @@ class Gateway:
             self._server.stop()
             self._server = None
             return
-        for name in [GATEWAY, *self._listen]:
+        for name in [GATEWAY, *self._listen, *self._links]:
             try:
                 self._delete_if_present(name)
             except ProxyError:

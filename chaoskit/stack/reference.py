@@ -1,10 +1,12 @@
 """The reference serving stack: a trainer that never stops, TF-Serving-compatible replicas
-behind a gateway proxy.
+behind a gateway proxy, and a DR site.
 
 The trainer writes checkpoints and SavedModel versions to the data directory; each
 serving replica polls the model base path.  Clients reach serving through the gateway
-(a Toxiproxy proxy), each replica through a proxy of its own where network faults act.
-All services append their events to the run's journal.
+(a Toxiproxy proxy), each replica through a proxy of its own where network faults act;
+the DR site (an append-only store for the backup repository, :mod:`chaoskit.dr.site`)
+is reached through the ``dr-site`` proxy.  All services append their events to the
+run's journal.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaoskit.atomic import ensure_secret_file
 from chaoskit.errors import ConfigError, StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.serving.client import ServingClient
@@ -23,6 +26,7 @@ from chaoskit.stack.service import Readiness, ServiceSpec
 
 TRAINER = "trainer"
 SERVING = "serving"
+DR_SITE = "dr-site"
 
 
 @dataclass(frozen=True)
@@ -52,13 +56,17 @@ class ReferenceStack:
         self.model_base_path = self.data_dir / "models" / config.model_name
         self.checkpoint_dir = self.data_dir / "checkpoints"
         self.status_file = self.data_dir / "trainer-status.json"
+        self.dr_site_root = self.data_dir / DR_SITE
+        self.dr_site_token_file = self.data_dir / f"{DR_SITE}.token"
         if not 1 <= config.replicas <= 26:
             raise ConfigError(f"replicas must be 1..26, got {config.replicas!r}")
         self.replicas = [SERVING] + [
             f"{SERVING}-{chr(ord('a') + i)}" for i in range(1, config.replicas)
         ]
         servings = [self._serving_spec(name) for name in self.replicas]
-        self.specs = {spec.name: spec for spec in (self._trainer_spec(), *servings)}
+        self.specs = {
+            spec.name: spec for spec in (self._trainer_spec(), *servings, self._dr_site_spec())
+        }
         self.gateway: Gateway | None = None
 
     def _env(self) -> dict[str, str]:
@@ -115,22 +123,38 @@ class ReferenceStack:
             readiness=Readiness(http_path=f"/v1/models/{c.model_name}", timeout=c.start_timeout),
         )
 
+    def _dr_site_spec(self) -> ServiceSpec:
+        return ServiceSpec(
+            name=DR_SITE,
+            command=(
+                sys.executable, "-m", "chaoskit.dr.site", "--root", str(self.dr_site_root),
+                "--token-file", str(self.dr_site_token_file), "--host", "{bind_host}",
+                "--port", "{port_http}",
+            ),
+            ports={"http": 0},
+            readiness=Readiness(http_path="/health", timeout=self.config.start_timeout),
+        )  # fmt: skip
+
     @property
     def services(self) -> list[str]:
         return list(self.specs)
 
     def start(self) -> ReferenceStack:
-        """Start the trainer (it exports a first version), the replicas, then the gateway."""
+        """Start the trainer (it exports a first version), the replicas and the DR site,
+        then the gateway."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_secret_file(self.dr_site_token_file)  # the DR site's bearer token
         try:
             self.backend.start(self.specs[TRAINER])
+            self.backend.start(self.specs[DR_SITE])
             with ThreadPoolExecutor(len(self.replicas)) as pool:  # TF starts take seconds
                 for started in [
                     pool.submit(self.backend.start, self.specs[r]) for r in self.replicas
                 ]:
                     started.result()
             endpoints = {r: self.backend.endpoint(r, "rest") for r in self.replicas}
-            self.gateway = Gateway(endpoints)
+            links = {DR_SITE: self.backend.endpoint(DR_SITE, "http")}
+            self.gateway = Gateway(endpoints, links=links)
         except BaseException:
             self.close()
             raise
@@ -159,6 +183,12 @@ class ReferenceStack:
     def direct_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
         """One replica on its own port, bypassing every proxy (tells link from process)."""
         return self._client(self.backend.endpoint(replica, "rest"), timeout)
+
+    def dr_site_endpoint(self) -> tuple[str, int]:
+        """The DR site as the backup agent reaches it: through its proxy, where links break."""
+        if self.gateway is None:
+            return self.backend.endpoint(DR_SITE, "http")
+        return self.gateway.link_endpoint(DR_SITE)
 
     def ensure_running(self) -> list[str]:
         """Between experiments: restart what is not running, route the gateway to the
