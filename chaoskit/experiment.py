@@ -9,6 +9,7 @@ wait until the engine confirms recovery â†’ stop, check the steady state again â
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from chaoskit.dr.recovery import RecoveryAction, RestartService, confirm_steady_
 from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.faults.base import Fault, FaultContext, Injection
-from chaoskit.journal import Journal, JournalTail, read_journal
+from chaoskit.journal import Event, Journal, JournalTail, read_journal
 from chaoskit.loadgen import LoadGenerator
 from chaoskit.model import version_dirs
 from chaoskit.objectives import Objectives
@@ -52,6 +53,7 @@ class Experiment:
         record_property: Callable[[str, Any], None] | None = None,
         fresh_recovery_point: bool = False,
         progress: Callable[[str], None] | None = None,
+        learned_baseline: float | None = None,
     ) -> None:
         self.name = name
         self.stack = stack
@@ -64,17 +66,23 @@ class Experiment:
         self.record_property = record_property
         self.fresh_recovery_point = fresh_recovery_point
         self.progress = progress
+        self.learned_baseline = learned_baseline
+        """Seconds of steady state the learned detectors train on; None: no learned detection."""
         self.client = stack.client()
         self.goldens = Goldens(stack.model_base_path)
         self._injections: list[Injection] = []
         self._engines: list[DREngine] = []
         self._load: LoadGenerator | None = None
+        self._monitor: Any = None
+        self._learned_recoveries: list[threading.Thread] = []
         self._last_fault_done_t = float("inf")
+        self._started_t = float("inf")
         self._finished = False
         self.result: ExperimentResult | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> Experiment:
+        self._started_t = time.monotonic()
         self.journal.record(
             "experiment.started",
             name=self.name,
@@ -112,7 +120,44 @@ class Experiment:
             ).start()
             for replica in replicas
         ]  # fmt: skip
+        if self.learned_baseline is not None:
+            self._start_learned_monitor(recovery, replicas)
         return self
+
+    def _start_learned_monitor(self, recovery: RecoveryAction, replicas: list[str]) -> None:
+        """Learned detection: train on this experiment's steady state (1 s windows), then
+        alert.  A replica it flags is failed over like one the probes flag, and failed
+        back only once it looks normal to the monitor again: probes pass a replica that
+        is merely slower than usual, so they cannot tell when that has healed."""
+        from chaoskit.dr.learned import LearnedMonitor
+        from chaoskit.dr.signals import SignalSampler
+
+        hold, release = getattr(recovery, "hold", None), getattr(recovery, "release", None)
+
+        def on_alert(service: str) -> None:
+            if hold is None or service not in replicas:
+                return  # the gateway row, or a stack without failover: the alert is all
+            hold(service)
+            thread = threading.Thread(target=recovery.run, args=(service,), daemon=True,
+                                      name="chaoskit-learned-recovery")  # fmt: skip
+            self._learned_recoveries.append(thread)
+            thread.start()
+
+        def on_normal(service: str) -> None:
+            if release is not None:
+                release(service)
+
+        windows = max(10, round(self.learned_baseline or 0))
+        sampler = SignalSampler(self.stack, self.goldens, self.journal.path)
+        self._monitor = LearnedMonitor(
+            sampler, self.journal, baseline_windows=windows, seed=self.seed,
+            on_alert=on_alert, on_normal=on_normal,
+        ).start()  # fmt: skip
+        if not self._monitor.trained.wait(3 * windows + 30):
+            raise StackError(
+                f"experiment {self.name}: the learned detectors did not finish their "
+                f"{windows}-window baseline (see learned.* events in the journal)"
+            )
 
     def _await_fresh_recovery_point(self, timeout: float = 60.0) -> None:
         """Part of the steady state: the trainer progresses and everything is backed up.
@@ -166,6 +211,35 @@ class Experiment:
         except (OSError, UnicodeDecodeError):
             pass
         return {"trainer_step": max(steps)} if steps else {}
+
+    def wait_for(
+        self, event: str, *, count: int = 1, since: float | None = None, timeout: float = 60.0,
+        **match: Any,
+    ) -> list[Event]:  # fmt: skip
+        """The first *count* *event* events whose fields equal *match*, at or after *since*
+        (default: the experiment's start), as soon as the journal holds them.
+
+        For experiments that hold a fault until something happened (detection, recovery
+        points queued) rather than for a fixed time.  StackError naming what was awaited
+        if *timeout* passes first.
+        """
+        since = self._started_t if since is None else since
+        tail = JournalTail(self.journal.path, from_start=True)
+        found: list[Event] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in tail.new_events():
+                if e["event"] == event and e["t"] >= since:
+                    if all(e.get(k) == v for k, v in match.items()):
+                        found.append(e)
+            if len(found) >= count:
+                return found[:count]
+            time.sleep(0.02)
+        fields = "".join(f", {k}={v!r}" for k, v in match.items())
+        raise StackError(
+            f"experiment {self.name}: {len(found)} of {count} {event!r} events{fields} "
+            f"within {timeout:g}s"
+        )
 
     def default_timeout(self) -> float:
         rto = self.objectives.rto
@@ -225,6 +299,10 @@ class Experiment:
                 errors.append(str(e))
                 self.journal.record("fault.revert_failed", fault=injection.fault.kind, error=str(e))
         self._await_failback()
+        if self._monitor is not None:
+            self._monitor.stop()
+        for thread in self._learned_recoveries:
+            thread.join(30.0)
         for engine in self._engines:
             engine.stop()
         if self._load is not None:
@@ -246,7 +324,7 @@ class Experiment:
         while gateway.routed != gateway.primary and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def compute_result(self) -> ExperimentResult:
+    def _window(self) -> tuple[Event, list[Event]]:
         windows = [
             w
             for w in split_experiments(read_journal(self.journal.path))
@@ -254,8 +332,14 @@ class Experiment:
         ]
         if not windows:
             raise StackError(f"experiment {self.name} has no events in {self.journal.path}")
-        start, events = windows[-1]
-        return compute(start, events)
+        return windows[-1]
+
+    def events(self) -> list[Event]:
+        """This experiment's journal events (after its ``experiment.started``), in order."""
+        return self._window()[1]
+
+    def compute_result(self) -> ExperimentResult:
+        return compute(*self._window())
 
     def verify(self) -> ExperimentResult:
         """Finish, compute the result from the journal, and raise if the verdict is fail."""

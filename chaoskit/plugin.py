@@ -1,6 +1,8 @@
 """The chaoskit pytest plugin (registered through the ``pytest11`` entry point).
 
 Marker ``@pytest.mark.chaos(ttd=..., rto=..., rpo=...)`` sets an experiment's budgets;
+``@pytest.mark.chaos_learned(baseline="30s")`` (or ``--chaos-learned`` for all) adds the
+learned detectors, trained on the experiment's own steady state;
 fixture ``chaos`` gives the running :class:`~chaoskit.experiment.Experiment`, and
 ``chaos_stack`` the shared reference stack (started once per session, because a
 TensorFlow process takes seconds to start).  Each run writes ``<report-dir>/<run-id>/``
@@ -73,7 +75,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=3,
         help="examples each property-based experiment draws (default 3; more is slower)",
     )
+    group.addoption(
+        "--chaos-learned",
+        action="store_true",
+        help="learned detectors in every experiment (each first records a steady-state "
+        "baseline: ini chaos_learned_baseline, default 30s)",
+    )
     parser.addini("chaos_backend", "default backend: process or docker", default="process")
+    parser.addini(
+        "chaos_learned_baseline", "steady state the learned detectors train on", default="30s"
+    )
     parser.addini("chaos_report_dir", "directory for run reports", default="reports")
     for name in NAMES:
         parser.addini(f"chaos_{name}", f"default {name.upper()} budget (e.g. 30s)", default="")
@@ -84,6 +95,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "chaos(ttd=None, rto=None, rpo=None): a chaos experiment with its recovery budgets "
         "(seconds or strings like '500ms', '30s', '5m')",
+    )
+    config.addinivalue_line(
+        "markers",
+        "chaos_learned(baseline=None): learned detectors in this experiment, trained on "
+        "its steady state for `baseline` (default: ini chaos_learned_baseline)",
     )
     backend = config.getoption("chaos_backend") or config.getini("chaos_backend") or "process"
     if backend not in BACKENDS:
@@ -124,11 +140,31 @@ def _objectives(item: pytest.Item) -> Objectives:
     )
 
 
+def _learned_baseline(item: pytest.Item) -> float | None:
+    """Seconds of baseline for the learned detectors, or None when the item does not opt in."""
+    from chaoskit.durations import parse_duration
+
+    marker = item.get_closest_marker("chaos_learned")
+    if marker is None and not item.config.getoption("chaos_learned"):
+        return None
+    where = f"{item.nodeid}: @pytest.mark.chaos_learned"
+    if marker is not None and (marker.args or set(marker.kwargs) - {"baseline"}):
+        raise ConfigError(f"{where} takes one keyword only: baseline=")
+    value = (marker.kwargs.get("baseline") if marker else None) or item.config.getini(
+        "chaos_learned_baseline"
+    )
+    baseline = parse_duration(value, what=f"{where} baseline={value!r}")
+    if baseline < 10:
+        raise ConfigError(f"{where} baseline={value!r}: needs at least 10s (10 windows of 1s)")
+    return baseline
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Validate every chaos marker at collection, so a typo fails before any stack starts."""
     for item in items:
         try:
             _objectives(item)
+            _learned_baseline(item)
         except ConfigError as e:
             raise pytest.UsageError(str(e)) from e
 
@@ -137,8 +173,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def chaos_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    """The reference stack (trainer + serving), shared by the session's experiments."""
-    from chaoskit.dr.store_guard import StoreGuard, open_dr_site
+    """The reference stack (trainer, serving replicas, DR site) with its store guard and
+    replicator, shared by the session's experiments."""
+    from chaoskit.dr.replication import Replicator, SiteClient
+    from chaoskit.dr.site import read_token
+    from chaoskit.dr.store_guard import StoreGuard, open_backup_repository
     from chaoskit.stack.reference import ReferenceStack, StackConfig, make_backend
 
     state = request.config.stash[STATE]
@@ -149,9 +188,13 @@ def chaos_stack(
         stack = ReferenceStack(backend, data_dir, state.journal.path, StackConfig())
         state.cleanups.append(stack.close)
         stack.start()
-        guard = StoreGuard(open_dr_site(data_dir / "dr-site"), stack, state.journal)
+        guard = StoreGuard(open_backup_repository(data_dir / "backups"), stack, state.journal)
         state.cleanups.append(guard.stop)
         guard.start()
+        site = SiteClient(stack.dr_site_endpoint, read_token(stack.dr_site_token_file))
+        replicator = Replicator(guard.repo, site, state.journal)
+        state.cleanups.append(replicator.stop)
+        replicator.start()
     except ChaosKitError as e:
         state.run_cleanups()
         pytest.fail(f"chaoskit could not start the stack: {e}", pytrace=False)
@@ -176,6 +219,7 @@ def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed:
         record_property=lambda key, value: item.user_properties.append((key, value)),
         fresh_recovery_point=True,
         progress=_progress_writer(request.config),
+        learned_baseline=_learned_baseline(item),
     )
 
 

@@ -5,7 +5,8 @@ is back as soon as the gateway answers its canary), then the failed replica is r
 in the background of the client's view: restarted if its process is dead, hung or
 answering wrongly, left alone if only its link is broken (a restart cannot heal a
 network).  Once it has answered ``heal_after`` probes in a row again, the gateway moves
-back to the primary replica.
+back to the primary replica — unless another detector still holds it (the learned
+monitor sees degradations the probes pass, so it decides when those have healed).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class FailoverThenRepair:
         self.timeout = timeout
         self._healthy_streak: dict[str, int] = {}
         self._failed: set[str] = set()
+        self._held: set[str] = set()
         self._lock = threading.Lock()
 
     def run(self, service: str) -> bool:
@@ -73,9 +75,19 @@ class FailoverThenRepair:
         result = probe_predict(client, self.goldens.inputs(), timeout=1.0)
         return not result.ok or self.goldens.matching_version(result.predictions) is None
 
+    def hold(self, service: str) -> None:
+        """Another detector still sees *service* degraded: no failback until released."""
+        self._held.add(service)
+
+    def release(self, service: str) -> None:
+        self._held.discard(service)
+
     def observe(self, service: str, ok: bool) -> None:
         """Called after every probe: fail back to the primary once it is healthy again."""
         if service not in self._failed:
+            return
+        if service in self._held:
+            self._healthy_streak[service] = 0
             return
         self._healthy_streak[service] = self._healthy_streak.get(service, 0) + 1 if ok else 0
         if self._healthy_streak[service] < self.heal_after:

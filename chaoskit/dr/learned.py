@@ -14,7 +14,8 @@ it -- a degraded link, a replica answering slowly, a process behaving oddly.
 * :class:`ServiceDetector` raises an alert after K consecutive anomalous windows and
   re-arms after a normal one; the diagnosis names the features with the largest |z|.
 * :class:`LearnedMonitor` is the thread: sample, train once the baseline is recorded,
-  score, journal ``detected`` {service, signal: "learned", detector, diagnosis}.
+  score, journal ``detected`` {service, signal: "learned", detector, diagnosis}, and
+  ``learned.normal`` once an alerted service looked normal again for a few windows.
 
 scikit-learn and numpy are imported inside functions: importing chaoskit stays cheap.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -284,7 +285,9 @@ class LearnedMonitor:
     stray slow probe (p99 of ~10 samples is their maximum), and two in a row happen
     within minutes; three in a row did not in the bench's steady state.
     The *settle_windows* windows after training are not scored (training stalls this
-    process).  It never acts: recovery stays with the DR engine.
+    process).  It does not recover anything itself: *on_alert(service)* is called on a
+    service's first alert, *on_normal(service)* once every detector saw it normal for
+    *normal_windows* windows in a row (so a failover it caused can be undone).
     """
 
     def __init__(
@@ -299,6 +302,9 @@ class LearnedMonitor:
         seed: int = 0,
         journal_windows: bool = True,
         settle_windows: int = 2,
+        normal_windows: int = 5,
+        on_alert: Callable[[str], None] | None = None,
+        on_normal: Callable[[str], None] | None = None,
     ) -> None:
         if not window > 0:
             raise ConfigError(f"window must be > 0 seconds, got {window!r}")
@@ -311,6 +317,9 @@ class LearnedMonitor:
         self.baseline_windows, self.consecutive = baseline_windows, consecutive
         self.detector_names, self.seed = list(detectors), seed
         self.journal_windows, self.settle_windows = journal_windows, settle_windows
+        self.normal_windows, self.on_alert, self.on_normal = normal_windows, on_alert, on_normal
+        self._alerted: dict[str, int] = {}
+        """Services alerted and not yet normal again -> normal windows seen in a row."""
         self.baseline_rows: dict[str, list[Row]] = {}
         self.detectors: dict[tuple[str, str], ServiceDetector] = {}
         self.trained = threading.Event()
@@ -368,16 +377,34 @@ class LearnedMonitor:
             ):
                 self._train()
             return
+        anomalous: set[str] = set()
         for (service, name), detector in self.detectors.items():
             if service not in rows:
                 continue
             verdict = detector.observe(rows[service])
+            if verdict.anomalous:
+                anomalous.add(service)
             if verdict.alert:
                 self.journal.record(
                     "detected", service=service, signal="learned", detector=name,
                     diagnosis=verdict.diagnosis, score=round(verdict.score, 4),
                     threshold=round(detector.detector.threshold, 4), windows=verdict.streak,
                 )  # fmt: skip
+                if service not in self._alerted:
+                    self._alerted[service] = 0
+                    if self.on_alert is not None:
+                        self.on_alert(service)
+        self._track_normal(rows, anomalous)
+
+    def _track_normal(self, rows: Mapping[str, Row], anomalous: set[str]) -> None:
+        for service in [s for s in self._alerted if s in rows]:
+            self._alerted[service] = 0 if service in anomalous else self._alerted[service] + 1
+            if self._alerted[service] >= self.normal_windows:
+                del self._alerted[service]
+                self.journal.record("learned.normal", service=service,
+                                    windows=self.normal_windows)  # fmt: skip
+                if self.on_normal is not None:
+                    self.on_normal(service)
 
     def _train(self) -> None:
         summary = {}

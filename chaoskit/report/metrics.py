@@ -1,11 +1,15 @@
 """Experiment metrics computed from the journal alone (as Jepsen checks a history).
 
 For each experiment window (experiment.started .. experiment.finished):
-TTD  = first ``detected`` after the first ``fault.injected`` − fault time;
+TTD  = first ``detected`` after the first ``fault.injected`` − fault time (its signal is
+       ``detected_by``; ``ttd_learned_s`` is the same for the learned detectors alone);
 RTO  = first ``steady_state.ok`` (phase recovery) after the last ``fault.injected`` and
        the last foreground ``recovery.started`` − the first fault's time: service restored
        *and confirmed*; ``background`` repairs behind a failover are not part of it;
 RPO  = fault wall time − creation time of the recovery point restored (``restore.done``);
+       without a restore, if the DR site was cut off (``detected`` naming ``dr-site``): the
+       worst age of the DR site's newest recovery point from the fault until the DR site
+       caught up — what losing the primary site at the worst moment would have cost;
 failed_requests / wrong_predictions = ``request`` events that failed / answered wrongly.
 A value that an experiment does not measure is None (an empty cell), never zero.
 """
@@ -21,9 +25,9 @@ from chaoskit.durations import format_duration
 from chaoskit.journal import Event
 
 COLUMNS = (
-    "name", "fault", "ttd_s", "rto_s", "rpo_s", "rpo_steps", "failed_requests",
-    "wrong_predictions", "integrity", "verdict", "reasons", "ttd_budget_s", "rto_budget_s",
-    "rpo_budget_s", "backend", "seed", "started_wall", "duration_s",
+    "name", "fault", "ttd_s", "detected_by", "ttd_learned_s", "rto_s", "rpo_s", "rpo_steps",
+    "failed_requests", "wrong_predictions", "integrity", "verdict", "reasons", "ttd_budget_s",
+    "rto_budget_s", "rpo_budget_s", "backend", "seed", "started_wall", "duration_s",
 )  # fmt: skip
 
 
@@ -32,6 +36,8 @@ class ExperimentResult:
     name: str
     fault: str | None = None
     ttd_s: float | None = None
+    detected_by: str | None = None
+    ttd_learned_s: float | None = None
     rto_s: float | None = None
     rpo_s: float | None = None
     rpo_steps: int | None = None
@@ -118,6 +124,10 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
         recovered = first_event(events, "steady_state.ok", since, phase="recovery")
         if detected is not None:
             result.ttd_s = round(detected["t"] - fault["t"], 4)
+            result.detected_by = detected.get("signal")
+        learned = first_event(events, "detected", fault["t"], signal="learned")
+        if learned is not None:
+            result.ttd_learned_s = round(learned["t"] - fault["t"], 4)
         if recovered is not None:
             result.rto_s = round(recovered["t"] - fault["t"], 4)
         _rpo(result, fault, events)
@@ -152,10 +162,49 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
     return result
 
 
+DR_SITE = "dr-site"
+
+
+def dr_site_rpo_series(
+    events: list[Event], until_wall: float | None = None
+) -> list[tuple[float, float]]:
+    """(wall time, DR-site RPO): the age of the newest recovery point the DR site holds,
+    from the replicator's events (``site_newest_created``).  A sawtooth that rises with
+    time and drops when a newer point arrives: two points per arrival (just before, just
+    after), and one at *until_wall*."""
+    series: list[tuple[float, float]] = []
+    newest: float | None = None
+    for e in events:
+        if e.get("site_newest_created") is None:
+            continue
+        wall = float(e["wall"])
+        if newest is not None:
+            series.append((wall, wall - newest))
+        newest = float(e["site_newest_created"])
+        series.append((wall, wall - newest))
+    if newest is not None and until_wall is not None and until_wall > series[-1][0]:
+        series.append((until_wall, until_wall - newest))
+    return series
+
+
+def _dr_site_outage_rpo(fault: Event, events: list[Event]) -> float | None:
+    """The worst DR-site RPO from *fault* until the DR site caught up, if it was cut off."""
+    if first_event(events, "detected", fault["t"], service=DR_SITE) is None:
+        return None
+    caught_up = first_event(events, "steady_state.ok", fault["t"], service=DR_SITE)
+    until = caught_up["wall"] if caught_up else max(e["wall"] for e in events)
+    window = [
+        rpo for wall, rpo in dr_site_rpo_series(events, until) if fault["wall"] <= wall <= until
+    ]
+    return round(max(window), 3) if window else None
+
+
 def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
-    """Fill RPO and integrity from restore events, when the experiment restored data."""
+    """Fill RPO and integrity from restore events, when the experiment restored data, or
+    from the DR site's replication when the fault cut it off."""
     restore = first_event(events, "restore.done", fault["t"])
     if restore is None:
+        result.rpo_s = _dr_site_outage_rpo(fault, events)
         return
     created = restore.get("recovery_point_created_wall")
     if created is not None:

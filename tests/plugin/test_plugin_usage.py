@@ -63,3 +63,40 @@ def test_tests_without_chaos_write_no_report(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     assert result.ret == 0
     assert not (pytester.path / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ('baseline="a while"', "*test_x*chaos_learned baseline='a while'*not a duration*"),
+        ('baseline="5s"', "*test_x*chaos_learned baseline='5s': needs at least 10s*"),
+        ('"30s"', "*test_x*chaos_learned takes one keyword only: baseline=*"),
+    ],
+)
+def test_bad_learned_marker_names_test_and_value(
+    pytester: pytest.Pytester, marker: str, message: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.chaos_learned({marker})
+        def test_x(chaos):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+    assert not (pytester.path / "reports").exists()
+
+
+def test_bad_learned_baseline_ini_is_a_usage_error_when_learned_is_on(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\nchaos_learned_baseline = soon\n")
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--chaos-learned")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*baseline='soon'*not a duration*"])

@@ -177,3 +177,26 @@ def test_monitor_rejects_bad_configuration(tmp_path: Path) -> None:
         LearnedMonitor(ListSampler([]), journal, baseline_windows=3)
     with pytest.raises(ConfigError):
         LearnedMonitor(ListSampler([]), journal, window=0)
+
+
+def test_monitor_calls_back_on_the_alert_and_once_normal_again(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    journal = Journal(tmp_path / "journal.jsonl")
+    calls: list[tuple[str, str]] = []
+    monitor = LearnedMonitor(
+        ListSampler([]), journal, baseline_windows=20, consecutive=2, normal_windows=4,
+        on_alert=lambda s: calls.append(("alert", s)),
+        on_normal=lambda s: calls.append(("normal", s)), journal_windows=False,
+    )  # fmt: skip
+    for row in steady_rows(rng, 20):
+        monitor.process({"serving": row, "serving-b": row})
+    slow = [dict(r, latency_p50=0.2, latency_p99=0.3) for r in steady_rows(rng, 4)]
+    for row, steady in zip(slow, steady_rows(rng, 4), strict=True):
+        monitor.process({"serving": row, "serving-b": steady})
+    assert calls == [("alert", "serving")], "one call, although both detectors alerted"
+    for i, row in enumerate(steady_rows(rng, 4)):
+        monitor.process({"serving": row, "serving-b": row})
+        assert (("normal", "serving") in calls) is (i == 3), f"normal after {i + 1} windows"
+    journal.close()
+    normal = [e for e in read_journal(journal.path) if e["event"] == "learned.normal"]
+    assert [e["service"] for e in normal] == ["serving"]

@@ -81,3 +81,59 @@ def test_experiments_are_split_by_window_and_interrupted_ones_fail():
     results = results_from_events(first + second)
     assert [r.name for r in results] == ["exp", "exp2"]
     assert "the experiment itself interrupted" in results[1].reasons
+
+
+def dr_site_journal():
+    """Checkpoints every second reach the DR site 0.2 s after creation, until a partition
+    at t=13 cuts the link; the backlog arrives at t=18.5, after the heal."""
+    base = 1_700_000_000
+    events = [ev(10.0, "experiment.started", name="exp", budgets={"rpo": 10.0})]
+    for n in range(10, 13):
+        events.append(ev(n + 0.2, "backup.replicated", site_newest_created=base + n))
+    events.append(ev(13.0, "fault.injected", fault="partition"))
+    events.append(
+        ev(13.4, "detected", service="dr-site", signal="replication", site_newest_created=base + 12)
+    )
+    events.append(ev(18.0, "fault.reverted"))
+    events.append(ev(18.2, "recovery.started", action="resume", service="dr-site"))
+    for n in (15, 13, 17, 14, 16):  # shipped in any order: the newest held is what counts
+        events.append(ev(18.5, "backup.replicated", site_newest_created=base + max(15, n)))
+    events.append(ev(18.6, "steady_state.ok", phase="recovery", service="dr-site"))
+    events.append(ev(19.2, "backup.replicated", site_newest_created=base + 19))
+    events.append(ev(20.0, "experiment.finished", name="exp", outcome="passed"))
+    return events
+
+
+def test_dr_site_rpo_is_a_sawtooth_of_the_newest_replicated_point():
+    from chaoskit.report.metrics import dr_site_rpo_series
+
+    base = 1_700_000_000
+    series = dr_site_rpo_series(dr_site_journal(), until_wall=base + 20.0)
+    walls = [round(w - base, 3) for w, _ in series]
+    rpos = [round(r, 3) for _, r in series]
+    assert walls[:3] == [10.2, 11.2, 11.2] and rpos[:3] == [0.2, 1.2, 0.2]
+    assert max(rpos) == 6.5, "just before the backlog arrived, the newest point was from t=12"
+    assert rpos[-1] == 1.0  # at the end: the point made at t=19, seen at t=20
+
+
+def test_rpo_of_a_dr_site_outage_is_its_worst_moment():
+    [r] = results_from_events(dr_site_journal())
+    assert math.isclose(r.rpo_s, 6.5) and math.isclose(r.ttd_s, 0.4)
+    assert math.isclose(r.rto_s, 5.6), "RTO ends when the DR site has caught up"
+    assert r.verdict == "pass", r.reasons
+
+
+def test_dr_site_rpo_needs_no_replication_before_the_fault_in_the_window():
+    """The outage's own event says what the DR site held when it was cut off."""
+    events = [
+        e for e in dr_site_journal() if not (e["event"] == "backup.replicated" and e["t"] < 13)
+    ]
+    [r] = results_from_events(events)
+    assert math.isclose(r.rpo_s, 6.5)
+
+
+def test_replication_alone_is_no_rpo_of_an_experiment_that_did_not_cut_the_dr_site():
+    events = [e for e in dr_site_journal() if e.get("service") != "dr-site"]
+    events[0] = {**events[0], "budgets": {}}
+    [r] = results_from_events(events)
+    assert r.rpo_s is None  # nothing restored, the DR site never cut off: not measured
