@@ -3,12 +3,17 @@ and nothing of the user's removed."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from docker_support import answers, docker_client, engine_or_skip  # noqa: F401
 
 from chaoskit.errors import BackendError, ConfigError
+from chaoskit.faults import FaultContext, FirewallPartition
+from chaoskit.journal import Journal
+from chaoskit.stack import netns_firewall
 from chaoskit.stack.docker_attach import AttachTarget, DockerAttachBackend
 from chaoskit.stack.docker_image import ensure_image, host_paths
 from chaoskit.stack.service import Readiness, ServiceSpec
@@ -98,3 +103,31 @@ def test_a_missing_target_is_named(docker_client):  # noqa: F811
         DockerAttachBackend([AttachTarget("web", label="no.such=label")])
     with pytest.raises(ConfigError, match="exactly one of container= or label="):
         AttachTarget("web")
+
+
+def test_attach_removes_a_dead_runs_firewall_rules_and_firewall_partition_works(
+    docker_client, user_stack, tmp_path  # noqa: F811
+):
+    pid = docker_client.api.inspect_container(user_stack["id"])["State"]["Pid"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = netns_firewall.partition_rules("drop", netns_firewall.make_comment(dead.pid))
+    mine = netns_firewall.make_comment()  # a live owner's rule, on an interface that is not there
+    live = netns_firewall.Rule("INPUT", ("-i", "nothere0", "-m", "comment", "--comment", mine,
+                                         "-j", "DROP"))  # fmt: skip
+    netns_firewall.add_rules(pid, [*stale, live])
+    try:
+        backend = attach(user_stack)  # the dead run's partition would make this wait time out
+        assert backend.removed_rules == {"web": 1}
+        assert [r.comment for r in netns_firewall.list_rules(pid)] == [mine]
+    finally:
+        netns_firewall.delete_rules(pid, mine)
+    try:
+        _, port = backend.endpoint("web", "rest")
+        ctx = FaultContext(Journal(tmp_path / "j.jsonl"), stack=SimpleNamespace(backend=backend))
+        with FirewallPartition("web").inject(ctx):
+            assert not answers(port)
+        wait_until(lambda: answers(port), 5, what="attached service answers after revert")
+        assert not any(r.comment for r in netns_firewall.list_rules(pid))
+    finally:
+        backend.close()
