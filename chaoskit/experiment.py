@@ -160,7 +160,8 @@ class Experiment:
             )
 
     def _await_fresh_recovery_point(self, timeout: float = 60.0) -> None:
-        """Part of the steady state: the trainer progresses and everything is backed up.
+        """Part of the steady state: the trainer progresses and everything is backed up
+        (and, when a replicator runs, a fresh checkpoint has reached the DR site).
 
         Without it, an experiment right after one that stopped the trainer would measure
         the previous experiment's outage as its own RPO.
@@ -168,21 +169,29 @@ class Experiment:
         tail = JournalTail(self.journal.path, from_start=True)
         deadline = time.monotonic() + timeout
         started = time.monotonic()
-        fresh_checkpoint, versions = False, set()
+        fresh: set[str] = set()
+        versions: set[int] = set()
+        replicating, replicated = False, False
         while time.monotonic() < deadline:
             for e in tail.new_events():
                 if e["event"] == "backup.recovery_point":
-                    fresh_checkpoint |= "checkpoint" in e and e["t"] >= started
+                    if "checkpoint" in e and e["t"] >= started:
+                        fresh.add(e["snapshot"])
                     if "version" in e:
                         versions.add(e["version"])
+                elif e["event"] == "backup.replicated":
+                    replicating = True
+                    replicated |= e["snapshot"] in fresh
             latest = max(version_dirs(self.stack.model_base_path), default=None)
-            if fresh_checkpoint and (latest is None or latest in versions):
+            backed_up = fresh and (latest is None or latest in versions)
+            if backed_up and (replicated or not replicating):
                 return
             time.sleep(0.05)
         self.journal.record("steady_state.violated", phase="before", reason="no new recovery point")
         raise StackError(
-            f"experiment {self.name}: no new checkpoint was backed up within {timeout:g}s "
-            "(is the trainer running? see its log)"
+            f"experiment {self.name}: no new checkpoint was backed up"
+            f"{' and shipped to the DR site' if replicating else ''} within {timeout:g}s "
+            "(is the trainer running? is the DR site reachable? see the service logs)"
         )
 
     def inject(self, fault: Fault) -> Injection:

@@ -19,7 +19,7 @@ QUEUED = 3
 """Recovery points to queue locally before the link heals."""
 
 
-@pytest.mark.chaos(ttd="3s", rto="30s", rpo="30s")
+@pytest.mark.chaos(ttd="5s", rto="30s", rpo="30s")  # TTD: an upload stalls 2 s, then 2 probes
 @pytest.mark.parametrize("mode", ["refuse", "hang"])
 def test_dr_site_partition_queues_backups_and_resumes(chaos, mode):
     with chaos.inject(Partition(proxy="dr-site", mode=mode)):

@@ -46,7 +46,12 @@ class Recorder(Protocol):
 
 
 class SiteClient:
-    """HTTP to a DR site; every failure is a ReplicationError naming the request."""
+    """HTTP to a DR site; every failure is a ReplicationError naming the request.
+
+    *probe_timeout* bounds the health probe; *timeout* bounds each wait on the socket
+    during an upload (not the whole upload): a link that moves no byte for that long
+    counts as broken, so an upload caught by a partition fails instead of hanging.
+    """
 
     def __init__(
         self,
@@ -54,7 +59,7 @@ class SiteClient:
         token: bytes,
         *,
         probe_timeout: float = 0.5,
-        timeout: float = 5.0,
+        timeout: float = 2.0,
     ) -> None:
         self._endpoint = endpoint
         self.token = token
