@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from chaoskit.errors import ConfigError, StackError
+from chaoskit.liveness import pid_alive
 
 NSENTER = "/usr/bin/nsenter"
 IPTABLES = "/usr/sbin/iptables"
@@ -147,18 +148,7 @@ def list_rules(pid: int) -> list[Rule]:
     return [r for r in map(parse_rule, iptables(pid, "-S").splitlines()) if r is not None]
 
 
-def owner_alive(pid: int) -> bool:
-    """Whether a process *pid* exists on this host (a reused pid counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stale_rules(rules: Sequence[Rule], alive: Callable[[int], bool] = owner_alive) -> list[Rule]:
+def stale_rules(rules: Sequence[Rule], alive: Callable[[int], bool] = pid_alive) -> list[Rule]:
     """The chaoskit rules among *rules* whose owner process is gone."""
     stale = []
     for rule in rules:

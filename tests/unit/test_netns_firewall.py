@@ -13,6 +13,7 @@ from chaoskit.errors import ConfigError, FaultError, StackError
 from chaoskit.faults import FirewallPartition
 from chaoskit.faults.base import FaultContext
 from chaoskit.journal import Journal
+from chaoskit.liveness import pid_alive
 from chaoskit.stack import netns_firewall as fw
 from chaoskit.stack.netns_firewall import Rule
 
@@ -66,10 +67,10 @@ def test_stale_rules_are_those_of_dead_owners_only():
         Rule("INPUT", ("-j", "ACCEPT")),
     ]
     assert fw.stale_rules(rules, alive=lambda pid: pid == 11) == rules[:1]
-    assert fw.owner_alive(os.getpid())
+    assert pid_alive(os.getpid())
     child = subprocess.Popen(["true"])
     child.wait()
-    assert not fw.owner_alive(child.pid)
+    assert not pid_alive(child.pid)
 
 
 @pytest.fixture

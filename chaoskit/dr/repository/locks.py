@@ -20,6 +20,7 @@ from pathlib import Path
 
 from chaoskit.atomic import atomic_write_bytes, fsync_dir
 from chaoskit.errors import RepositoryError
+from chaoskit.liveness import pid_alive
 
 STALE_AFTER = 30 * 60.0
 REFRESH_EVERY = 60.0
@@ -32,16 +33,6 @@ def _start_ticks(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -85,7 +76,7 @@ def stale_reason(info: LockInfo, stale_after: float) -> str | None:
     if age > stale_after:
         return f"not refreshed for {age:.0f}s"
     if info.hostname == os.uname().nodename:
-        if not _alive(info.pid):
+        if not pid_alive(info.pid):
             return f"process {info.pid} is gone"
         ticks = _start_ticks(info.pid)
         if info.start_ticks is not None and ticks is not None and ticks != info.start_ticks:
