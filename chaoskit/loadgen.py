@@ -7,9 +7,9 @@ raw material for failed_requests and wrong_predictions.
 
 from __future__ import annotations
 
-import threading
 import time
 
+from chaoskit.background import BackgroundLoop
 from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.probe import probe_predict
 from chaoskit.errors import ConfigError
@@ -17,8 +17,10 @@ from chaoskit.journal import Journal
 from chaoskit.serving.client import ServingClient
 
 
-class LoadGenerator:
+class LoadGenerator(BackgroundLoop):
     """Sends ``rate`` requests per second (one at a time) until stopped."""
+
+    thread_name = "chaoskit-load"
 
     def __init__(
         self,
@@ -29,6 +31,7 @@ class LoadGenerator:
         rate: float = 20.0,
         timeout: float = 2.0,
     ) -> None:
+        super().__init__()
         if not rate > 0:
             raise ConfigError(f"load rate must be > 0 requests/s, got {rate!r}")
         self.client = client
@@ -37,18 +40,6 @@ class LoadGenerator:
         self.rate = rate
         self.timeout = timeout
         self.inputs = goldens.inputs()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> LoadGenerator:
-        self._thread = threading.Thread(target=self._loop, name="chaoskit-load", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self.timeout + 5)
 
     def _loop(self) -> None:
         period = 1.0 / self.rate

@@ -10,10 +10,10 @@ it was is computed from the journal afterwards.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 
+from chaoskit.background import BackgroundLoop
 from chaoskit.dr.detector import ConsecutiveFailureDetector
 from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.probe import probe_predict
@@ -41,8 +41,10 @@ class DRConfig:
                 raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
 
 
-class DREngine:
+class DREngine(BackgroundLoop):
     """Monitors one service through its :predict endpoint and recovers it when it fails."""
+
+    thread_name = "chaoskit-dr"
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class DREngine:
         service: str = "serving",
         config: DRConfig | None = None,
     ) -> None:
+        super().__init__()
         self.config = config or DRConfig()
         self.client = client
         self.goldens = goldens
@@ -62,18 +65,6 @@ class DREngine:
         self.recovery = recovery
         self.service = service
         self.detector = ConsecutiveFailureDetector(self.config.failures_to_alert)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> DREngine:
-        self._thread = threading.Thread(target=self._loop, name="chaoskit-dr", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def _loop(self) -> None:
         interval = self.config.probe_interval

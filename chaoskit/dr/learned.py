@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chaoskit.background import BackgroundLoop
 from chaoskit.dr.signals import FEATURES, Row
 from chaoskit.errors import ConfigError
 from chaoskit.journal import Journal
@@ -275,7 +276,7 @@ class ServiceDetector:
         return Verdict(True, alert, score, self.streak, diagnosis)
 
 
-class LearnedMonitor:
+class LearnedMonitor(BackgroundLoop):
     """Thread: sample every *window* s, learn from the first *baseline_windows*, then alert.
 
     *sampler* has ``sample(start, end) -> {service: row}`` (a SignalSampler).  Journals
@@ -289,6 +290,9 @@ class LearnedMonitor:
     service's first alert, *on_normal(service)* once every detector saw it normal for
     *normal_windows* windows in a row (so a failover it caused can be undone).
     """
+
+    thread_name = "chaoskit-learned"
+    stop_timeout = 10.0
 
     def __init__(
         self,
@@ -306,6 +310,7 @@ class LearnedMonitor:
         on_alert: Callable[[str], None] | None = None,
         on_normal: Callable[[str], None] | None = None,
     ) -> None:
+        super().__init__()
         if not window > 0:
             raise ConfigError(f"window must be > 0 seconds, got {window!r}")
         if baseline_windows < 10:
@@ -323,18 +328,9 @@ class LearnedMonitor:
         self.baseline_rows: dict[str, list[Row]] = {}
         self.detectors: dict[tuple[str, str], ServiceDetector] = {}
         self.trained = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> LearnedMonitor:
-        self._thread = threading.Thread(target=self._loop, name="chaoskit-learned", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def stop(self, timeout: float | None = None) -> None:
+        super().stop(timeout)
         close = getattr(self.sampler, "close", None)
         if close is not None:
             close()

@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from chaoskit.background import BackgroundLoop
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.snapshots import Snapshot, load_snapshot, snapshot_ids
 from chaoskit.dr.site import FILES, repository_files
@@ -101,8 +101,10 @@ class SiteClient:
         self._request("PUT", f"{FILES}/{path}", data, headers={"X-Content-SHA256": digest})
 
 
-class Replicator:
+class Replicator(BackgroundLoop):
     """Ships the local repository to the DR site in the background, journaling outages."""
+
+    thread_name = "chaoskit-replicator"
 
     def __init__(
         self,
@@ -113,6 +115,7 @@ class Replicator:
         interval: float = 0.25,
         failures_to_alert: int = 2,
     ) -> None:
+        super().__init__()
         self.repo = repo
         self.site = site
         self.journal = journal
@@ -125,8 +128,6 @@ class Replicator:
         self.failures = 0
         self.in_outage = False
         self._resumed = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def pending(self) -> list[str]:
         """Snapshot ids in the local repository that the DR site does not hold yet."""
@@ -207,21 +208,14 @@ class Replicator:
             self.poll_once()
             self._stop.wait(self.interval)
 
-    def start(self) -> Replicator:
-        self._thread = threading.Thread(target=self._loop, name="chaoskit-replicator", daemon=True)
-        self._thread.start()
-        return self
-
     def wait(self) -> None:
         """Block until stopped (a command line keeps replicating in the foreground)."""
         while self._thread is not None and self._thread.is_alive():
             self._thread.join(0.5)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Stop the loop after one last pass, so the DR site ends as complete as it can."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         try:
             self.sync_once()
         except (ChaosKitError, OSError) as e:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from chaoskit.atomic import atomic_write_bytes, ensure_secret_file, fsync_dir
+from chaoskit.background import BackgroundLoop
 from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.inotify import Watcher
 from chaoskit.dr.recovery import confirm_steady_state
@@ -59,8 +59,11 @@ class Damage:
     candidates: list[Snapshot] = field(default_factory=list)
 
 
-class StoreGuard:
+class StoreGuard(BackgroundLoop):
     """Runs beside the stack for the whole session (a backup agent plus a scanner)."""
+
+    thread_name = "chaoskit-store-guard"
+    stop_timeout = 60.0
 
     def __init__(
         self,
@@ -71,6 +74,7 @@ class StoreGuard:
         scan_interval: float = 0.25,
         watched_versions: int = 3,
     ) -> None:
+        super().__init__()
         self.repo = repo
         self.stack = stack
         self.journal = journal
@@ -84,22 +88,14 @@ class StoreGuard:
             repo, self.checkpoint_dir, interval=scan_interval, tags=(CHECKPOINT_TAG,),
             model_name=stack.config.model_name, journal=journal,
         )  # fmt: skip
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._watcher = Watcher()
 
     # -- lifecycle -----------------------------------------------------------------
-    def start(self) -> StoreGuard:
+    def start(self) -> Self:
+        """Back up what exists now, then watch."""
         self._backup_new_versions()
         self.agent.poll_once()
-        self._thread = threading.Thread(target=self._loop, name="chaoskit-store-guard", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 60.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        return super().start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -11,12 +11,12 @@ computed.  That keeps RPO near one checkpoint interval.
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from chaoskit.background import BackgroundLoop
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.snapshots import Snapshot
 from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
@@ -32,7 +32,7 @@ def checkpoint_files(directory: Path, prefix: str) -> list[str]:
     return [f"{prefix}.index", *shards]
 
 
-class BackupAgent:
+class BackupAgent(BackgroundLoop):
     """Watches *checkpoint_dir* and backs up every new complete checkpoint once."""
 
     def __init__(
@@ -48,6 +48,7 @@ class BackupAgent:
     ) -> None:
         self.repo = repo
         self.dir = Path(checkpoint_dir).absolute()
+        super().__init__()
         if interval <= 0:
             raise ConfigError(f"watch interval {interval!r} must be positive")
         self.interval = interval
@@ -62,8 +63,6 @@ class BackupAgent:
             for s in repo.snapshots()
             if s.source == str(self.dir) and s.summary.get("checkpoint")
         }
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def poll_once(self) -> Snapshot | None:
         """Back up the newest checkpoint if it is complete and not yet backed up."""
@@ -129,15 +128,8 @@ class BackupAgent:
                 return
             self._stop.wait(self.interval)
 
-    def start(self) -> BackupAgent:
-        self._thread = threading.Thread(target=self.run, name="chaoskit-backup-agent", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def _loop(self) -> None:
+        self.run()
 
     def __enter__(self) -> BackupAgent:
         return self.start()
