@@ -13,7 +13,8 @@ The learned detectors (chaoskit/dr/learned.py) need numbers, not events.  Every 
 * ``version_lag`` -- how many exported versions are newer than the served one (GET
   status): counted in versions, not version numbers (those are trainer steps), so a
   trainer that keeps exporting does not look like drift while a stuck replica does.
-* ``cpu`` (% of one core) and ``rss_mb`` from ``/proc/<pid>`` on the process backend.
+* ``cpu`` (% of one core) and ``rss_mb`` of the service's process tree from ``/proc``:
+  the process itself, or a container's init and its descendants (a local engine).
 
 A value the window has no evidence for is ``None``; the detectors treat it as
 "as in the baseline", while a dead service still shows through throughput and RSS 0.
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaoskit.dr.goldens import max_abs_error
+from chaoskit.errors import ChaosKitError
 from chaoskit.journal import Event, JournalTail
 from chaoskit.model import version_dirs
 
@@ -147,6 +149,21 @@ def parse_rss_mb(status_text: str) -> float | None:
     return None
 
 
+def process_tree(pid: int) -> list[int]:
+    """*pid* and its descendants from /proc (a container's init and what it runs)."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo += [int(child) for child in f.read().split()]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+    return tree
+
+
 def cpu_percent(ticks_before: int, ticks_after: int, seconds: float, hz: int) -> float:
     """CPU use over an interval in % of one core."""
     if seconds <= 0:
@@ -233,22 +250,37 @@ class SignalSampler:
             return served, None
         return served, canary_error(answer.body.get("predictions"), recent)
 
+    def _root_pid(self, service: str, instance: str) -> int | None:
+        """The service's process, or its container's init (None: a remote engine)."""
+        if instance.isdigit():
+            return int(instance)
+        netns_pid = getattr(self.stack.backend, "netns_pid", None)
+        try:
+            return None if netns_pid is None else int(netns_pid(service))
+        except ChaosKitError:
+            return None
+
     def _proc(self, service: str, now: float) -> tuple[float | None, float | None]:
-        """(CPU %, RSS MB) of the service's process; (0, 0) when it is not running."""
+        """(CPU %, RSS MB) of the service's process tree; (0, 0) when it is not running."""
         backend = self.stack.backend
         instance = backend.instance(service) if hasattr(backend, "instance") else None
         if instance is None:
             self._ticks.pop(service, None)
             return 0.0, 0.0
-        if not str(instance).isdigit():  # a container id: nothing cheap to read
+        root = self._root_pid(service, str(instance))
+        if root is None:
             return None, None
-        try:
-            with open(f"/proc/{instance}/stat") as f:
-                ticks = parse_proc_stat(f.read())
-            with open(f"/proc/{instance}/status") as f:
-                rss = parse_rss_mb(f.read())
-        except (OSError, ValueError, IndexError):
-            return 0.0, 0.0
+        ticks, rss = 0, 0.0
+        for pid in process_tree(root):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ticks += parse_proc_stat(f.read())
+                with open(f"/proc/{pid}/status") as f:
+                    rss += parse_rss_mb(f.read()) or 0.0
+            except (OSError, ValueError, IndexError):
+                if pid == root:
+                    return 0.0, 0.0
+                continue  # a child that just exited
         before = self._ticks.get(service)
         self._ticks[service] = (str(instance), ticks, now)
         cpu = None

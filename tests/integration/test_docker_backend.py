@@ -175,3 +175,23 @@ def test_kill_is_a_crash_to_the_engine_so_a_restart_policy_acts(docker_client, t
         assert backend.container_id("web") == container
     finally:
         backend.close()
+
+
+def test_signals_read_cpu_and_memory_of_a_container_process_tree(backend, tmp_path):
+    from types import SimpleNamespace
+
+    from chaoskit.dr.signals import SignalSampler
+
+    backend.start(http_spec())
+    stack = SimpleNamespace(backend=backend, replicas=["web"])
+    sampler = SignalSampler(stack, None, tmp_path / "journal.jsonl")
+    try:
+        cpu, rss = sampler._proc("web", 1.0)
+        assert cpu is None and rss is not None and 5 < rss < 500  # a Python http.server
+        cpu, _ = sampler._proc("web", 2.0)
+        assert cpu is not None and 0 <= cpu < 100
+        backend.kill("web", "SIGKILL")
+        wait_until(lambda: backend.status("web") == "exited", 5, what="killed container exits")
+        assert sampler._proc("web", 3.0) == (0.0, 0.0)  # a dead service shows as zero
+    finally:
+        sampler.close()

@@ -90,3 +90,24 @@ def test_proc_parsing_and_cpu_percent() -> None:
     assert cpu_percent(100, 150, 1.0, 100) == pytest.approx(50.0)
     assert cpu_percent(100, 150, 0.0, 100) == 0.0
     assert not math.isnan(cpu_percent(150, 100, 1.0, 100))
+
+
+def test_process_tree_holds_the_root_and_all_descendants() -> None:
+    import subprocess
+    import time
+
+    from chaoskit.dr.signals import process_tree
+
+    root = subprocess.Popen(["sh", "-c", "sleep 30 & (sleep 30 & wait) & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while len(process_tree(root.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the shells are still forking
+        tree = process_tree(root.pid)
+        assert tree[0] == root.pid and len(tree) == 4  # sh, sleep, sub-shell, its sleep
+        assert sorted(tree) == sorted(set(tree))
+    finally:
+        subprocess.run(["pkill", "-KILL", "-P", str(root.pid)], check=False)
+        root.kill()
+        root.wait()
+    assert process_tree(2**22 + 11) == [2**22 + 11]  # no such process: just the root
