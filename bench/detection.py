@@ -18,7 +18,7 @@ of steady state, median TTD per fault kind.
 Targets (issue 7): recall 1.0 for kill, hang, partition, corruption; >= 0.95 for latency;
 no false alert in 10 minutes of steady state.
 
-    .venv/bin/python bench/detection.py [--steady-minutes 10] [--rounds 2]
+    .venv/bin/python bench/detection.py [--steady-minutes 10] [--rounds 8]
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def print_table(scores: dict[str, Any]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steady-minutes", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--window", type=float, default=1.0)
     parser.add_argument("--baseline-windows", type=int, default=30)
     parser.add_argument("--consecutive", type=int, default=3)

@@ -355,7 +355,7 @@ class Experiment:
         self.finish()
         self.result = result = self.compute_result()
         if self.record_property is not None:
-            for key in ("ttd_s", "rto_s", "rpo_s", "failed_requests", "verdict"):
+            for key in ("ttd_s", "detected_by", "rto_s", "rpo_s", "failed_requests", "verdict"):
                 self.record_property(key, getattr(result, key))
         if result.verdict != "pass":
             raise ExperimentFailed(f"{self.name}: " + "; ".join(result.reasons))
