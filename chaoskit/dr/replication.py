@@ -93,9 +93,6 @@ class SiteClient:
     def list(self) -> set[str]:
         return set(json.loads(self._request("GET", FILES)))
 
-    def get(self, path: str) -> bytes:
-        return self._request("GET", f"{FILES}/{path}")
-
     def put(self, path: str, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()
         self._request("PUT", f"{FILES}/{path}", data, headers={"X-Content-SHA256": digest})

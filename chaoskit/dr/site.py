@@ -58,7 +58,7 @@ class SiteHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        if str(code) >= "400":  # the log holds refusals, not every upload
+        if isinstance(code, int) and code >= 400:  # the log holds refusals, not every upload
             super().log_request(code, size)
 
     def _answer(self, status: int, body: bytes = b"", kind: str = "application/json") -> None:
