@@ -37,6 +37,10 @@ from chaoskit.model import version_dirs
 VERSION_TAG = "model-version"
 HOUSEKEEPING_SETTLE = 0.1
 """Seconds a checkpoint problem must persist to count (see ``_scan_checkpoints``)."""
+SWEEP_SETTLE = 1.0
+"""Seconds an older checkpoint gone entirely must stay listed to count: that is what
+CheckpointManager's own sweep looks like until it rewrites the state file, which a
+loaded machine can delay well past ``HOUSEKEEPING_SETTLE``."""
 CHECKPOINT_TAG = "checkpoint"
 
 
@@ -169,14 +173,31 @@ class StoreGuard(BackgroundLoop):
             return Damage("checkpoint-state", self.checkpoint_dir / STATE_FILE,
                           [f"unreadable  {STATE_FILE}"], self._newest_first())  # fmt: skip
         problems, damaged = self._checkpoint_problems()
-        if problems:
-            # CheckpointManager lists the checkpoint it is about to delete until it has
-            # deleted it: only what is still listed and still wrong a moment later is damage
-            self._stop.wait(HOUSEKEEPING_SETTLE)
+        # CheckpointManager lists the checkpoint it is deleting until it has deleted it
+        # and rewritten the state file: only what is still listed and still wrong a
+        # moment later is damage (longer for what looks like its sweep)
+        settle = SWEEP_SETTLE if problems and self._looks_swept(damaged) else HOUSEKEEPING_SETTLE
+        deadline = time.monotonic() + settle
+        while problems and time.monotonic() < deadline and not self._stop.is_set():
+            self._stop.wait(min(0.05, settle))
             problems, damaged = self._checkpoint_problems()
         if not problems:
             return None
         return Damage("checkpoint-files", self.checkpoint_dir, problems, damaged)
+
+    def _looks_swept(self, damaged: list[Snapshot]) -> bool:
+        """Every damaged checkpoint is an older one whose files are all gone."""
+        state = self._checkpoint_state()
+        latest = Path(state.latest).name if state is not None else None
+        return all(
+            snap.summary.get("checkpoint") != latest
+            and not any(
+                (self.checkpoint_dir / entry.path).exists()
+                for entry in snap.files
+                if entry.type == "file" and entry.path != STATE_FILE
+            )
+            for snap in damaged
+        )
 
     def _checkpoint_problems(self) -> tuple[list[str], list[Snapshot]]:
         """(problems, their recovery points) of the backed-up checkpoints the state lists."""
