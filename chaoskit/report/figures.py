@@ -177,7 +177,8 @@ def _dr_site_rpo(events: list[Event], fault: Event) -> list[tuple[float, float]]
     if first_event(events, "detected", fault["t"], service=DR_SITE) is None:
         return []
     until = max(e["wall"] for e in events)
-    return [(wall - fault["wall"], rpo) for wall, rpo in dr_site_rpo_series(events, until)]
+    series = dr_site_rpo_series(events, until, since_wall=min(e["wall"] for e in events))
+    return [(wall - fault["wall"], rpo) for wall, rpo in series]
 
 
 def _rpo_panel(ax: Axes, series: list[tuple[float, float]]) -> None:

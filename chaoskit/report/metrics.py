@@ -166,12 +166,13 @@ DR_SITE = "dr-site"
 
 
 def dr_site_rpo_series(
-    events: list[Event], until_wall: float | None = None
+    events: list[Event], until_wall: float | None = None, *, since_wall: float | None = None
 ) -> list[tuple[float, float]]:
     """(wall time, DR-site RPO): the age of the newest recovery point the DR site holds,
     from the replicator's events (``site_newest_created``).  A sawtooth that rises with
     time and drops when a newer point arrives: two points per arrival (just before, just
-    after), and one at *until_wall*."""
+    after), one at *until_wall*, and one at *since_wall* when the first event is not an
+    arrival (nothing arrived before it, so what it reports held since)."""
     series: list[tuple[float, float]] = []
     newest: float | None = None
     for e in events:
@@ -180,6 +181,10 @@ def dr_site_rpo_series(
         wall = float(e["wall"])
         if newest is not None:
             series.append((wall, wall - newest))
+        elif since_wall is not None and e["event"] != "backup.replicated":
+            start = max(since_wall, float(e["site_newest_created"]))  # not before it existed
+            if start < wall:
+                series.append((start, start - float(e["site_newest_created"])))
         newest = float(e["site_newest_created"])
         series.append((wall, wall - newest))
     if newest is not None and until_wall is not None and until_wall > series[-1][0]:

@@ -93,7 +93,8 @@ def _badge(verdict: str) -> str:
 
 def _summary(views: list[ExperimentView]) -> list[str]:
     head = (
-        "<tr><th>experiment</th><th>fault</th><th>TTD / budget</th><th>RTO / budget</th>"
+        "<tr><th>experiment</th><th>fault</th><th>TTD / budget</th><th>detected by</th>"
+        "<th>RTO / budget</th>"
         "<th>RPO / budget</th><th>failed req.</th><th>wrong pred.</th><th>integrity</th>"
         "<th>verdict</th><th>reasons</th></tr>"
     )
@@ -106,6 +107,7 @@ def _summary(views: list[ExperimentView]) -> list[str]:
             f'<td><a href="#{view.anchor}">{_breakable(r.name)}</a></td>'
             f"<td>{escape(r.fault or '-')}</td>"
             f'<td class="num">{_measure(r.ttd_s, r.ttd_budget_s)}</td>'
+            f"<td>{escape(r.detected_by or '-')}</td>"
             f'<td class="num">{_measure(r.rto_s, r.rto_budget_s)}</td>'
             f'<td class="num">{_measure(r.rpo_s, r.rpo_budget_s)}</td>'
             f'<td class="num">{_count(r.failed_requests)}</td>'

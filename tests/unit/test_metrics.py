@@ -137,3 +137,17 @@ def test_replication_alone_is_no_rpo_of_an_experiment_that_did_not_cut_the_dr_si
     events[0] = {**events[0], "budgets": {}}
     [r] = results_from_events(events)
     assert r.rpo_s is None  # nothing restored, the DR site never cut off: not measured
+
+
+def test_dr_site_rpo_series_reaches_back_from_an_outage_reported_first():
+    """A window that opens after the last arrival: the outage event says what the DR site
+    held, and it held that since the window opened."""
+    from chaoskit.report.metrics import dr_site_rpo_series
+
+    base = 1_700_000_000
+    events = [e for e in dr_site_journal() if e["t"] >= 12.5]
+    series = dr_site_rpo_series(events, since_wall=base + 12.5)
+    assert [(round(w - base, 3), round(r, 3)) for w, r in series[:2]] == [(12.5, 0.5), (13.4, 1.4)]
+    assert max(r for _, r in series) == 6.5
+    late = dr_site_rpo_series(events, since_wall=base + 11.0)  # not before the point existed
+    assert (round(late[0][0] - base, 3), round(late[0][1], 3)) == (12.0, 0.0)
