@@ -5,7 +5,7 @@ binary acting on the namespace's own tables, so nothing inside the container (no
 iptables, no capabilities) is needed, but the caller must be root on the engine's host.
 
 Every rule chaoskit adds carries the comment ``chaoskit:<owner pid>:<random token>``:
-the token lets revert delete exactly that rule (``iptables -D`` with the same spec) and
+the token lets revert find and delete exactly those rules (``iptables -S``, then ``-D``) and
 the owner pid lets :func:`remove_stale_rules` find the rules of a run that died before
 it could revert.  Only the filter table and IPv4 are touched.
 """
@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from dataclasses import dataclass
 from chaoskit.errors import ConfigError, StackError
 from chaoskit.liveness import pid_alive
 
-NSENTER = "/usr/bin/nsenter"
-IPTABLES = "/usr/sbin/iptables"
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
+IPTABLES = shutil.which("iptables", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or (
+    "/usr/sbin/iptables"
+)
 PREFIX = "chaoskit"
 TIMEOUT = 15.0
 MODES = ("drop", "reject")
