@@ -34,6 +34,17 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def toxic_body(
+    type: str, stream: str, toxicity: float, attributes: dict[str, Any] | None, name: str | None
+) -> dict[str, Any]:
+    """The JSON of a toxic to create, as Toxiproxy's API takes it (shared by both clients)."""
+    body: dict[str, Any] = {"type": type, "stream": stream, "toxicity": toxicity,
+                            "attributes": attributes or {}}  # fmt: skip
+    if name:
+        body["name"] = name
+    return body
+
+
 class ToxiproxyAPI:
     """The Toxiproxy API at ``url`` (default: ``$TOXIPROXY_URL``)."""
 
@@ -115,10 +126,7 @@ class ToxiproxyAPI:
     def add_toxic(self, proxy: str, type: str, *, stream: str = "downstream",
                   toxicity: float = 1.0, attributes: dict[str, Any] | None = None,
                   name: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"type": type, "stream": stream, "toxicity": toxicity,
-                                "attributes": attributes or {}}
-        if name:
-            body["name"] = name
+        body = toxic_body(type, stream, toxicity, attributes, name)
         path = f"/proxies/{_q(proxy)}/toxics"
         return self.request("POST", path, body)  # type: ignore[no-any-return]
 

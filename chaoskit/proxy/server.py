@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from chaoskit.errors import ConfigError, ProxyError
 from chaoskit.proxy.api import ApiHandler
-from chaoskit.proxy.client import TOXIPROXY_URL_ENV, ToxiproxyAPI
+from chaoskit.proxy.client import TOXIPROXY_URL_ENV, ToxiproxyAPI, toxic_body
 from chaoskit.proxy.model import ApiError
 from chaoskit.proxy.registry import Proxy, Registry
 
@@ -221,10 +221,7 @@ class ProxyServer:
     def add_toxic(self, proxy: str, type: str, *, stream: str = "downstream",
                   toxicity: float = 1.0, attributes: dict[str, Any] | None = None,
                   name: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"type": type, "stream": stream, "toxicity": toxicity,
-                                "attributes": attributes or {}}
-        if name:
-            body["name"] = name
+        body = toxic_body(type, stream, toxicity, attributes, name)
         return self._sync(lambda r: r.get(proxy).add_toxic(body).to_json())
 
     def toxics(self, proxy: str) -> list[dict[str, Any]]:
