@@ -54,12 +54,11 @@ from chaoskit.stack.docker_engine import (  # re-exported: part of this backend'
     project_name,
     signal_init,
 )
-from chaoskit.stack.ports import ensure_port_free, free_port
+from chaoskit.stack.ports import HOST, allocate_ports, endpoint_in
 from chaoskit.stack.process import parse_signal
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
 
-HOST = "127.0.0.1"
 BIND_HOST = "0.0.0.0"
 """What ``{bind_host}`` renders to: in its own network namespace a container must listen on
 all its interfaces for the published port to reach it (the process backend: 127.0.0.1)."""
@@ -218,12 +217,7 @@ class DockerBackend:
 
                     image = ensure_image(self.client)
                 self._ensure_image(image)
-                ports = {}
-                for port_name, port in spec.ports.items():
-                    if port:
-                        ensure_port_free(HOST, port, what=f"service {spec.name!r}")
-                    ports[port_name] = port or free_port(HOST)
-                svc = _Service(spec, ports, image)
+                svc = _Service(spec, allocate_ports(spec.name, spec.ports), image)
                 self._services[spec.name] = svc
             self._ensure_network()
             self._ensure_volumes()
@@ -457,10 +451,7 @@ class DockerBackend:
         return "absent" if svc is None else container_status(self._inspect(svc))
 
     def endpoint(self, service: str, port: str) -> tuple[str, int]:
-        ports = self._get(service).ports
-        if port not in ports:
-            raise StackError(f"service {service!r} has no port named {port!r}")
-        return HOST, ports[port]
+        return endpoint_in(self._get(service).ports, service, port)
 
     def logs(self, service: str, tail: int = 50) -> str:
         svc = self._get(service)

@@ -20,11 +20,10 @@ from typing import Any
 from chaoskit.errors import BackendError, ConfigError, StackError
 from chaoskit.stack import docker_engine as engine
 from chaoskit.stack.docker import container_status, instance_of, netns_pid_of, signal_init
+from chaoskit.stack.ports import HOST
 from chaoskit.stack.process import parse_signal
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import Readiness, ServiceSpec
-
-HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
-"""Free-port selection and port-in-use checks for services on this host."""
+"""Free-port selection, port-in-use checks and endpoints of services on this host."""
 
 from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Mapping
 
 from chaoskit.errors import StackError
+
+HOST = "127.0.0.1"
+"""Where a backend's services are reached from this host (published there, if containers)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,3 +29,20 @@ def ensure_port_free(host: str, port: int, *, what: str) -> None:
             if e.errno == errno.EADDRINUSE:
                 raise StackError(f"{what}: port {host}:{port} is already in use") from e
             raise StackError(f"{what}: cannot use port {host}:{port}: {e.strerror}") from e
+
+
+def allocate_ports(service: str, wanted: Mapping[str, int]) -> dict[str, int]:
+    """The ports of *service*: a fixed one if free (else StackError), a free one for 0."""
+    ports = {}
+    for name, port in wanted.items():
+        if port:
+            ensure_port_free(HOST, port, what=f"service {service!r}")
+        ports[name] = port or free_port(HOST)
+    return ports
+
+
+def endpoint_in(ports: Mapping[str, int], service: str, port: str) -> tuple[str, int]:
+    """(HOST, number) of the port named *port*; StackError when the service has none."""
+    if port not in ports:
+        raise StackError(f"service {service!r} has no port named {port!r}")
+    return HOST, ports[port]

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from chaoskit.errors import BackendError, ConfigError, StackError
-from chaoskit.stack.ports import ensure_port_free, free_port
+from chaoskit.stack.ports import HOST, allocate_ports, endpoint_in
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
 from chaoskit.waiting import wait_until
 
 OWNER_ENV = "CHAOSKIT_OWNER_PID"
 RUN_ENV = "CHAOSKIT_RUN_ID"
-HOST = "127.0.0.1"
 
 
 def parse_signal(name: str | int) -> signals.Signals:
@@ -128,11 +127,7 @@ class ProcessBackend:
             if running and running.proc and running.proc.poll() is None:
                 raise StackError(f"service {spec.name!r} is already running")
             if running is None:
-                ports = {}
-                for port_name, port in spec.ports.items():
-                    if port:
-                        ensure_port_free(HOST, port, what=f"service {spec.name!r}")
-                    ports[port_name] = port or free_port(HOST)
+                ports = allocate_ports(spec.name, spec.ports)
                 running = _Running(spec, ports, self.run_dir / "logs" / f"{spec.name}.log")
                 self._services[spec.name] = running
             self._launch(running)
@@ -236,10 +231,7 @@ class ProcessBackend:
         return "paused" if process_state(running.proc.pid) == "T" else "running"
 
     def endpoint(self, service: str, port: str) -> tuple[str, int]:
-        ports = self._get(service).ports
-        if port not in ports:
-            raise StackError(f"service {service!r} has no port named {port!r}")
-        return HOST, ports[port]
+        return endpoint_in(self._get(service).ports, service, port)
 
     def logs(self, service: str, tail: int = 50) -> str:
         log = self._get(service).log
