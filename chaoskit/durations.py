@@ -15,21 +15,25 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     """Return *value* in seconds; numbers are seconds, strings may carry a unit.
 
     Raises ConfigError naming *what* and the value when it does not parse, is negative
-    or is not finite.
+    or is not finite (an empty *what*: the message names the value only).
     """
+    bad = ConfigError(f"{what + ': ' if what else ''}{value!r} is not a duration "
+                      "(use e.g. 500ms, 30s, 5m)")  # fmt: skip
     if isinstance(value, bool):
-        raise ConfigError(f"{what}: {value!r} is not a duration (use e.g. 500ms, 30s, 5m)")
+        raise bad
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
         match = _PATTERN.match(value)
         if not match:
-            raise ConfigError(f"{what}: {value!r} is not a duration (use e.g. 500ms, 30s, 5m)")
+            raise bad
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     else:
-        raise ConfigError(f"{what}: {value!r} is not a duration (use e.g. 500ms, 30s, 5m)")
+        raise bad
     if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(f"{what}: {value!r} must be a finite, non-negative duration")
+        raise ConfigError(
+            f"{what + ': ' if what else ''}{value!r} must be a finite, non-negative duration"
+        )
     return seconds
 
 

@@ -8,7 +8,6 @@ wait until the engine confirms recovery â†’ stop, check the steady state again â
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,9 +15,7 @@ from typing import Any
 
 from chaoskit.dr.engine import DRConfig, DREngine
 from chaoskit.dr.failover import FailoverThenRepair
-from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.recovery import RecoveryAction, RestartService, confirm_steady_state
-from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.faults.base import Fault, FaultContext, Injection
 from chaoskit.journal import Event, Journal, JournalTail, read_journal
@@ -26,7 +23,7 @@ from chaoskit.loadgen import LoadGenerator
 from chaoskit.model import version_dirs
 from chaoskit.objectives import Objectives
 from chaoskit.report.metrics import ExperimentResult, compute, split_experiments
-from chaoskit.stack.reference import SERVING, ReferenceStack
+from chaoskit.stack.protocol import Stack
 
 PROGRESS_EVERY = 5.0
 """Seconds between progress lines while an experiment waits for recovery."""
@@ -42,7 +39,7 @@ class Experiment:
     def __init__(
         self,
         name: str,
-        stack: ReferenceStack,
+        stack: Stack,
         journal: Journal,
         objectives: Objectives,
         *,
@@ -61,7 +58,7 @@ class Experiment:
         self.objectives = objectives
         self.backend = backend
         self.seed = seed
-        self.dr_config = dr_config or DRConfig()
+        self.dr_config = dr_config or stack.dr_config
         self.load_rate = load_rate
         self.record_property = record_property
         self.fresh_recovery_point = fresh_recovery_point
@@ -69,7 +66,7 @@ class Experiment:
         self.learned_baseline = learned_baseline
         """Seconds of steady state the learned detectors train on; None: no learned detection."""
         self.client = stack.client()
-        self.goldens = Goldens(stack.model_base_path)
+        self.goldens = stack.goldens
         self._injections: list[Injection] = []
         self._engines: list[DREngine] = []
         self._load: LoadGenerator | None = None
@@ -109,9 +106,9 @@ class Experiment:
             self.stack, self.client, self.goldens, self.journal,
             timeout=self.dr_config.recovery_timeout,
         )  # fmt: skip
-        replicas = list(getattr(self.stack, "replicas", [SERVING]))
+        replicas = list(self.stack.replicas)
         recovery: RecoveryAction = restart
-        if getattr(self.stack, "gateway", None) is not None and len(replicas) > 1:
+        if self.stack.gateway is not None and len(replicas) > 1:
             recovery = FailoverThenRepair(self.stack, self.goldens, self.journal, restart)
         self._engines = [
             DREngine(
@@ -205,21 +202,9 @@ class Experiment:
         return injection
 
     def _annotations(self) -> dict[str, Any]:
-        """The trainer's progress at the fault: its status, or its newest checkpoint if later."""
-        steps = []
-        try:
-            status = json.loads(self.stack.status_file.read_text())
-            steps.append(int(status["step"]))
-            steps.append(int((status.get("last_checkpoint") or {}).get("step", -1)))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
-        try:
-            state = parse_checkpoint_state((self.stack.checkpoint_dir / STATE_FILE).read_text())
-            if state is not None and state.step is not None:
-                steps.append(state.step)
-        except (OSError, UnicodeDecodeError):
-            pass
-        return {"trainer_step": max(steps)} if steps else {}
+        """The trainer's progress at the fault, when the stack can tell it."""
+        step = self.stack.trainer_step()
+        return {} if step is None else {"trainer_step": step}
 
     def wait_for(
         self, event: str, *, count: int = 1, since: float | None = None, timeout: float = 60.0,
@@ -326,7 +311,7 @@ class Experiment:
 
     def _await_failback(self, timeout: float = 30.0) -> None:
         """With the faults reverted, give the DR engine time to move the gateway back."""
-        gateway = getattr(self.stack, "gateway", None)
+        gateway = self.stack.gateway
         if gateway is None or not self._engines:
             return
         deadline = time.monotonic() + timeout

@@ -68,7 +68,14 @@ class Goldens:
 
 
 def max_abs_error(got: Any, want: Any) -> float:
-    """Largest absolute difference of two equally shaped nested lists; inf if shapes differ."""
+    """Largest absolute difference of two equally shaped nested lists (or dicts of them,
+    as a model with several named outputs answers); inf if shapes or names differ."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or set(got) != set(want):
+            return math.inf
+        return max((max_abs_error(got[k], w) for k, w in want.items()), default=0.0)
+    if isinstance(want, str):
+        return 0.0 if got == want else math.inf
     if isinstance(want, list):
         if not isinstance(got, list) or len(got) != len(want):
             return math.inf

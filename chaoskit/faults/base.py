@@ -29,6 +29,8 @@ class FaultContext:
     journal: Journal
     seed: int = 0
     stack: Any = None
+    """The running :class:`~chaoskit.stack.protocol.Stack` (Any: container faults also use
+    what only the Docker backends have, such as ``container_id``)."""
     annotations: dict[str, Any] = field(default_factory=dict)
     """Extra facts recorded with ``fault.injected`` (e.g. the trainer step at the fault)."""
     rng: random.Random = field(init=False)

@@ -27,11 +27,16 @@ class Response:
 class ServingClient:
     """Talks to one model server at ``host:port`` about one model."""
 
-    def __init__(self, host: str, port: int, model: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, host: str, port: int, model: str, *, timeout: float = 5.0,
+        signature_name: str | None = None,
+    ) -> None:  # fmt: skip
         self.host = host
         self.port = port
         self.model = model
         self.timeout = timeout
+        self.signature_name = signature_name
+        """Sent with every ``:predict`` that names none (None: the server's default)."""
 
     def _model_path(self, version: int | str | None) -> str:
         path = f"/v1/models/{self.model}"
@@ -80,6 +85,7 @@ class ServingClient:
     ) -> Response:
         """POST ``:predict`` in row ("instances") or columnar ("inputs") form."""
         payload: dict[str, Any] = {}
+        signature_name = signature_name or self.signature_name
         if signature_name is not None:
             payload["signature_name"] = signature_name
         if inputs is not None:

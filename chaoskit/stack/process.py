@@ -74,7 +74,9 @@ _spawner: _Spawner | None = None
 _spawner_lock = threading.Lock()
 
 
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], env: dict[str, str], log: Path, cwd: str | None = None
+) -> subprocess.Popen[bytes]:
     global _spawner
     with _spawner_lock:
         if _spawner is None:
@@ -91,6 +93,7 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=cwd,
                 start_new_session=True,  # Ctrl-C in the terminal reaches pytest, not the stack
             )
 
@@ -142,7 +145,7 @@ class ProcessBackend:
         env.update({OWNER_ENV: str(os.getpid()), RUN_ENV: self.run_id})
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
-            running.proc = _spawn(spec.render(values), env, running.log)
+            running.proc = _spawn(spec.render(values), env, running.log, spec.cwd)
         except OSError as e:
             raise BackendError(f"cannot start service {spec.name!r}: {e}") from e
 

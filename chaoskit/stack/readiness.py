@@ -7,6 +7,7 @@ backend learns that the service died differs, and that is passed in.
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from chaoskit.errors import StackError
+from chaoskit.model import version_dirs
 from chaoskit.stack.service import Readiness
 
 POLL = 0.02
@@ -28,13 +30,38 @@ def http_ok(host: str, port: int, path: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when host:port accepts a TCP connection."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def model_available(host: str, port: int, model: str, timeout: float = 1.0) -> bool:
+    """True when TF Serving's status of *model* lists a version in state AVAILABLE (the
+    status endpoint answers 200 while a version is still LOADING, so 200 is not enough)."""
+    from chaoskit.serving.client import ServingClient
+
+    return ServingClient(host, port, model, timeout=timeout).available_version() is not None
+
+
 def is_ready(
     readiness: Readiness, *, host: str, port: int | None, values: Mapping[str, object]
 ) -> bool:
-    """Apply *readiness*: the file exists (placeholders from *values*) and the HTTP path answers."""
+    """Apply *readiness*: every kind it names holds (placeholders from *values*)."""
     if readiness.file and not Path(readiness.file.format(**values)).exists():
         return False
-    if readiness.http_path and port is not None:
+    if readiness.version_in and not version_dirs(readiness.version_in):
+        return False
+    if port is None:
+        return True
+    if readiness.tcp and not tcp_open(host, port):
+        return False
+    if readiness.model_status and not model_available(host, port, readiness.model_status):
+        return False
+    if readiness.http_path:
         return http_ok(host, port, readiness.http_path)
     return True
 

@@ -12,17 +12,19 @@ run's journal.
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from chaoskit.atomic import ensure_secret_file
-from chaoskit.errors import ConfigError, StackError
+from chaoskit.dr.engine import DRConfig
+from chaoskit.dr.goldens import Goldens
+from chaoskit.errors import StackError
 from chaoskit.journal import JOURNAL_ENV
-from chaoskit.serving.client import ServingClient
+from chaoskit.objectives import Objectives
 from chaoskit.stack.backend import BACKENDS, Backend
-from chaoskit.stack.gateway import GATEWAY, Gateway
+from chaoskit.stack.gatewayed import GatewayedStack, replica_names
 from chaoskit.stack.service import Readiness, ServiceSpec
+from chaoskit.stack.trainer_progress import newest_step
 
 TRAINER = "trainer"
 SERVING = "serving"
@@ -43,8 +45,8 @@ class StackConfig:
     replicas: int = 2
 
 
-class ReferenceStack:
-    """Starts, reaches and stops the reference stack on a backend."""
+class ReferenceStack(GatewayedStack):
+    """Starts, reaches and stops the reference stack on a backend (a :class:`Stack`)."""
 
     def __init__(
         self, backend: Backend, data_dir: Path, journal_path: Path, config: StackConfig
@@ -58,16 +60,21 @@ class ReferenceStack:
         self.status_file = self.data_dir / "trainer-status.json"
         self.dr_site_root = self.data_dir / DR_SITE
         self.dr_site_token_file = self.data_dir / f"{DR_SITE}.token"
-        if not 1 <= config.replicas <= 26:
-            raise ConfigError(f"replicas must be 1..26, got {config.replicas!r}")
-        self.replicas = [SERVING] + [
-            f"{SERVING}-{chr(ord('a') + i)}" for i in range(1, config.replicas)
-        ]
+        self.replicas = replica_names(SERVING, config.replicas)
         servings = [self._serving_spec(name) for name in self.replicas]
         self.specs = {
             spec.name: spec for spec in (self._trainer_spec(), *servings, self._dr_site_spec())
         }
-        self.gateway: Gateway | None = None
+        self.trainer = TRAINER
+        self.dr_site = DR_SITE
+        self.goldens = Goldens(self.model_base_path)
+        self.dr_config = DRConfig()
+        self.objectives = Objectives()
+        self.model_name = config.model_name
+
+    def trainer_step(self) -> int | None:
+        """The trainer's progress: its status file's step, or its newest checkpoint if later."""
+        return newest_step(self.status_file, self.checkpoint_dir)
 
     def _env(self) -> dict[str, str]:
         return {JOURNAL_ENV: str(self.journal_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -135,78 +142,17 @@ class ReferenceStack:
             readiness=Readiness(http_path="/health", timeout=self.config.start_timeout),
         )  # fmt: skip
 
-    @property
-    def services(self) -> list[str]:
-        return list(self.specs)
-
     def start(self) -> ReferenceStack:
-        """Start the trainer (it exports a first version), the replicas and the DR site,
+        """Start the trainer (it exports a first version), the DR site and the replicas,
         then the gateway."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         ensure_secret_file(self.dr_site_token_file)  # the DR site's bearer token
         try:
-            self.backend.start(self.specs[TRAINER])
-            self.backend.start(self.specs[DR_SITE])
-            with ThreadPoolExecutor(len(self.replicas)) as pool:  # TF starts take seconds
-                for started in [
-                    pool.submit(self.backend.start, self.specs[r]) for r in self.replicas
-                ]:
-                    started.result()
-            endpoints = {r: self.backend.endpoint(r, "rest") for r in self.replicas}
-            links = {DR_SITE: self.backend.endpoint(DR_SITE, "http")}
-            self.gateway = Gateway(endpoints, links=links)
+            self._start_services()
         except BaseException:
             self.close()
             raise
         return self
-
-    @property
-    def toxiproxy_url(self) -> str | None:
-        """The Toxiproxy API holding this stack's proxies (network faults use it)."""
-        return None if self.gateway is None else self.gateway.url
-
-    def _client(self, endpoint: tuple[str, int], timeout: float) -> ServingClient:
-        return ServingClient(*endpoint, self.config.model_name, timeout=timeout)
-
-    def client(self, *, timeout: float = 5.0) -> ServingClient:
-        """Serving as clients see it: through the gateway (or directly, before it exists)."""
-        if self.gateway is None:
-            return self.direct_client(SERVING, timeout=timeout)
-        return self._client(self.gateway.endpoint(), timeout)
-
-    def replica_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
-        """One replica as the gateway reaches it: through its proxy, where links break."""
-        if self.gateway is None:
-            return self.direct_client(replica, timeout=timeout)
-        return self._client(self.gateway.replica_endpoint(replica), timeout)
-
-    def direct_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
-        """One replica on its own port, bypassing every proxy (tells link from process)."""
-        return self._client(self.backend.endpoint(replica, "rest"), timeout)
-
-    def dr_site_endpoint(self) -> tuple[str, int]:
-        """The DR site as the backup agent reaches it: through its proxy, where links break."""
-        if self.gateway is None:
-            return self.backend.endpoint(DR_SITE, "http")
-        return self.gateway.link_endpoint(DR_SITE)
-
-    def ensure_running(self) -> list[str]:
-        """Between experiments: restart what is not running, route the gateway to the
-        primary replica again; returns what it had to repair."""
-        repaired = []
-        for name in self.specs:
-            if self.backend.status(name) != "running":
-                self.backend.restart(name)
-                repaired.append(name)
-        if self.gateway is not None and self.gateway.route_to(self.gateway.primary):
-            repaired.append(GATEWAY)
-        return repaired
-
-    def close(self) -> None:
-        if self.gateway is not None:
-            self.gateway.close()
-            self.gateway = None
-        self.backend.close()
 
     def __enter__(self) -> ReferenceStack:
         return self.start()

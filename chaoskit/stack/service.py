@@ -14,11 +14,17 @@ class Readiness:
     """How a backend knows a service is ready.
 
     ``http_path``: GET on the service's first port answers 200.  ``file``: a path that
-    exists (placeholders allowed).  ``timeout``: seconds before start gives up.
+    exists (placeholders allowed).  ``tcp``: the first port accepts a connection.
+    ``model_status``: TF Serving's status of this model shows a version AVAILABLE on the
+    first port (its REST port).  ``version_in``: this model base path holds a version.
+    Every kind given must hold.  ``timeout``: seconds before start gives up.
     """
 
     http_path: str | None = None
     file: str | None = None
+    tcp: bool = False
+    model_status: str | None = None
+    version_in: str | None = None
     timeout: float = 60.0
 
 
@@ -38,6 +44,8 @@ class ServiceSpec:
     readiness: Readiness = field(default_factory=Readiness)
     image: str | None = None
     stop_timeout: float = 5.0
+    cwd: str | None = None
+    """Working directory of a process (the stack file's directory for a user's stack)."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():

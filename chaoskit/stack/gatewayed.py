@@ -1,0 +1,131 @@
+"""What every stack chaoskit runs has in common: services on a backend, serving replicas
+behind the gateway, and the clients and repairs built on that.
+
+The reference stack and a stack file's stack differ in which services they describe and
+how; starting them in order (trainer, DR site, others, then the replicas in parallel,
+since TensorFlow starts take seconds), putting the gateway in front, reaching serving
+and repairing between experiments is the same code, here.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from chaoskit.dr.engine import DRConfig
+from chaoskit.dr.goldens import Goldens
+from chaoskit.errors import ConfigError, StackError
+from chaoskit.objectives import Objectives
+from chaoskit.serving.client import ServingClient
+from chaoskit.stack.backend import Backend
+from chaoskit.stack.gateway import GATEWAY, Gateway
+from chaoskit.stack.protocol import Recovery
+from chaoskit.stack.service import ServiceSpec
+
+
+def replica_names(service: str, count: int) -> list[str]:
+    """``serving``, ``serving-b``, ``serving-c`` …: the primary keeps the service's name."""
+    if not 1 <= count <= 26:
+        raise ConfigError(f"replicas must be 1..26, got {count!r}")
+    return [service] + [f"{service}-{chr(ord('a') + i)}" for i in range(1, count)]
+
+
+class GatewayedStack:
+    """Base of the stacks: subclasses fill in the specs and roles in ``__init__``."""
+
+    backend: Backend
+    data_dir: Path
+    model_name: str
+    model_base_path: Path
+    checkpoint_dir: Path | None
+    specs: dict[str, ServiceSpec]
+    replicas: list[str]
+    trainer: str | None
+    dr_site: str | None
+    recovery: Recovery = "chaoskit"
+    goldens: Goldens
+    dr_config: DRConfig
+    objectives: Objectives
+    signature_name: str | None = None
+    serving_port: str = "rest"
+    """The named port of each replica where TF Serving's REST API answers."""
+    dr_site_port: str = "http"
+
+    gateway: Gateway | None = None
+
+    @property
+    def services(self) -> list[str]:
+        return list(self.specs)
+
+    @property
+    def storage_roots(self) -> list[Path]:
+        roots = [self.data_dir, self.model_base_path]
+        return roots + ([self.checkpoint_dir] if self.checkpoint_dir is not None else [])
+
+    def _start_services(self) -> None:
+        """Trainer first (it exports the first version serving needs), then the DR site and
+        other services, then the replicas in parallel, then the gateway."""
+        first = [n for n in (self.trainer, self.dr_site) if n is not None]
+        others = [n for n in self.specs if n not in first and n not in self.replicas]
+        for name in first + others:
+            self.backend.start(self.specs[name])
+        with ThreadPoolExecutor(len(self.replicas)) as pool:
+            for started in [pool.submit(self.backend.start, self.specs[r]) for r in self.replicas]:
+                started.result()
+        endpoints = {r: self.backend.endpoint(r, self.serving_port) for r in self.replicas}
+        links = {}
+        if self.dr_site is not None:
+            links[self.dr_site] = self.backend.endpoint(self.dr_site, self.dr_site_port)
+        self.gateway = Gateway(endpoints, links=links)
+
+    @property
+    def toxiproxy_url(self) -> str | None:
+        """The Toxiproxy API holding this stack's proxies (network faults use it)."""
+        return None if self.gateway is None else self.gateway.url
+
+    def _client(self, endpoint: tuple[str, int], timeout: float) -> ServingClient:
+        return ServingClient(
+            *endpoint, self.model_name, timeout=timeout, signature_name=self.signature_name
+        )
+
+    def client(self, *, timeout: float = 5.0) -> ServingClient:
+        """Serving as clients see it: through the gateway (or directly, before it exists)."""
+        if self.gateway is None:
+            return self.direct_client(self.replicas[0], timeout=timeout)
+        return self._client(self.gateway.endpoint(), timeout)
+
+    def replica_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
+        """One replica as the gateway reaches it: through its proxy, where links break."""
+        if self.gateway is None:
+            return self.direct_client(replica, timeout=timeout)
+        return self._client(self.gateway.replica_endpoint(replica), timeout)
+
+    def direct_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
+        """One replica on its own port, bypassing every proxy (tells link from process)."""
+        return self._client(self.backend.endpoint(replica, self.serving_port), timeout)
+
+    def dr_site_endpoint(self) -> tuple[str, int]:
+        """The DR site as the backup agent reaches it: through its proxy, where links break."""
+        if self.dr_site is None:
+            raise StackError("this stack has no DR site (no service with role 'dr-site')")
+        if self.gateway is None:
+            return self.backend.endpoint(self.dr_site, self.dr_site_port)
+        return self.gateway.link_endpoint(self.dr_site)
+
+    def ensure_running(self) -> list[str]:
+        """Between experiments: restart what is not running, route the gateway to the
+        primary replica again; returns what it had to repair."""
+        repaired = []
+        for name in self.specs:
+            if self.backend.status(name) != "running":
+                self.backend.restart(name)
+                repaired.append(name)
+        if self.gateway is not None and self.gateway.route_to(self.gateway.primary):
+            repaired.append(GATEWAY)
+        return repaired
+
+    def close(self) -> None:
+        if self.gateway is not None:
+            self.gateway.close()
+            self.gateway = None
+        self.backend.close()
