@@ -34,10 +34,13 @@ class RunState:
     report_dir: Path
     seed: int
     defaults: Objectives
+    stack_file: Path | None = None
+    """The user's stack (``--chaos-stack``); None: the reference stack."""
     run_id: str = field(
         default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     )
     journal: Any = None
+    stack: Any = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     """Idempotent stoppers of what runs (experiments, guard, stack), newest last."""
     results: list[Any] = field(default_factory=list)
@@ -67,6 +70,12 @@ CALL_OUTCOME = pytest.StashKey[str]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("chaoskit", "chaos and disaster-recovery experiments")
     group.addoption("--chaos-backend", help="where the stack runs: process (default) or docker")
+    group.addoption(
+        "--chaos-stack",
+        metavar="PATH",
+        help="stack file (chaoskit.toml) describing the stack under test "
+        "(default: chaoskit's reference stack)",
+    )
     group.addoption("--chaos-report-dir", help="directory for run reports (default: reports)")
     group.addoption("--chaos-seed", type=int, help="seed for the faults' random choices")
     group.addoption(
@@ -82,6 +91,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "baseline: ini chaos_learned_baseline, default 30s)",
     )
     parser.addini("chaos_backend", "default backend: process or docker", default="process")
+    parser.addini("chaos_stack", "stack file of the stack under test (relative to rootdir)")
     parser.addini(
         "chaos_learned_baseline", "steady state the learned detectors train on", default="30s"
     )
@@ -116,6 +126,16 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from e
     seed = config.getoption("chaos_seed")
+    stack_file = _stack_file(config)
+    if stack_file is not None:
+        from chaoskit.stackfile import load_stack_file
+
+        try:
+            budgets = load_stack_file(stack_file).budgets
+        except ConfigError as e:
+            raise pytest.UsageError(str(e)) from e
+        stack_budgets = Objectives(ttd=budgets.ttd, rto=budgets.rto, rpo=budgets.rpo)
+        defaults = stack_budgets.merged_over(defaults)
     config.stash[STATE] = RunState(
         backend=backend,
         report_dir=Path(config.rootpath, report_dir)
@@ -123,7 +143,18 @@ def pytest_configure(config: pytest.Config) -> None:
         else Path(report_dir),
         seed=seed if seed is not None else secrets.randbelow(2**31),
         defaults=defaults,
+        stack_file=stack_file,
     )
+
+
+def _stack_file(config: pytest.Config) -> Path | None:
+    """``--chaos-stack`` (relative to the working directory) or ini ``chaos_stack``
+    (relative to rootdir); None for the reference stack."""
+    given = config.getoption("chaos_stack")
+    if given:
+        return Path(given).absolute()
+    ini = config.getini("chaos_stack")
+    return Path(config.rootpath, ini) if ini else None
 
 
 def _objectives(item: pytest.Item) -> Objectives:
@@ -173,35 +204,55 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def chaos_stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    """The reference stack (trainer, serving replicas, DR site) with its store guard and
-    replicator, shared by the session's experiments."""
+    """The stack under test (the stack file's, or the reference stack) with its store
+    guard and, when it has a DR site, the replicator; shared by the session's experiments."""
+    state = request.config.stash[STATE]
+    state.open_journal()
+    data_dir = tmp_path_factory.mktemp("chaoskit-stack")
+    try:
+        _start_stack(state, data_dir)
+    except ChaosKitError as e:
+        state.run_cleanups()
+        pytest.fail(f"chaoskit could not start the stack: {e}", pytrace=False)
+    try:
+        yield state.stack
+    finally:
+        state.run_cleanups()
+
+
+def _start_stack(state: RunState, data_dir: Path) -> None:
+    """Start the stack, then its store guard and replicator; each registers its stopper."""
     from chaoskit.dr.replication import Replicator, SiteClient
     from chaoskit.dr.site import read_token
     from chaoskit.dr.store_guard import StoreGuard, open_backup_repository
     from chaoskit.stack.reference import ReferenceStack, StackConfig, make_backend
 
-    state = request.config.stash[STATE]
-    state.open_journal()
-    data_dir = tmp_path_factory.mktemp("chaoskit-stack")
-    try:
-        backend = make_backend(state.backend, state.run_dir, data_dir)
+    backend = make_backend(state.backend, state.run_dir, data_dir)
+    stack: Any
+    if state.stack_file is None:
         stack = ReferenceStack(backend, data_dir, state.journal.path, StackConfig())
-        state.cleanups.append(stack.close)
-        stack.start()
-        guard = StoreGuard(open_backup_repository(data_dir / "backups"), stack, state.journal)
-        state.cleanups.append(guard.stop)
-        guard.start()
+    else:
+        from chaoskit.stackfile.stack import FileStack
+
+        try:
+            stack = FileStack(state.stack_file, backend, data_dir, state.journal.path,
+                              seed=state.seed)  # fmt: skip
+        except BaseException:
+            backend.close()
+            raise
+    state.stack = stack
+    state.cleanups.append(stack.close)
+    stack.start()
+    state.journal.record("stack.started", **stack.describe())
+    repo = open_backup_repository(stack.repository, password_file=stack.password_file)
+    guard = StoreGuard(repo, stack, state.journal)
+    state.cleanups.append(guard.stop)
+    guard.start()
+    if stack.dr_site is not None:
         site = SiteClient(stack.dr_site_endpoint, read_token(stack.dr_site_token_file))
         replicator = Replicator(guard.repo, site, state.journal)
         state.cleanups.append(replicator.stop)
         replicator.start()
-    except ChaosKitError as e:
-        state.run_cleanups()
-        pytest.fail(f"chaoskit could not start the stack: {e}", pytrace=False)
-    try:
-        yield stack
-    finally:
-        state.run_cleanups()
 
 
 def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed: int) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,6 @@ from chaoskit.serving.client import ServingClient
 
 RULE = "answered alike twice when first seen"
 """What a recorded golden proves, as the report states it."""
-REFRESH_EVERY = 0.2
-"""Seconds between asking serving for new versions (a mismatch asks at most this often)."""
 
 
 class RecordedGoldens(Goldens):
@@ -48,26 +45,27 @@ class RecordedGoldens(Goldens):
         self.tolerance = tolerance
         self.signature_name = signature_name
         self._record_lock = threading.Lock()
-        self._asked = 0.0
 
     def inputs(self) -> list[Any]:
         return list(self._inputs)
 
+    def set_inputs(self, rows: list[Any]) -> None:
+        """The canary, once known (``auto`` is made from the signature serving reports)."""
+        self._inputs = list(rows)
+
     def refresh(self) -> None:
-        """Load stored goldens, then record those of AVAILABLE versions not seen yet."""
+        """Load stored goldens, then record those of AVAILABLE versions not seen yet.
+
+        Callers wait for a recording in progress (a probe that got the new version's
+        answer must find its golden, not a race), and each asks serving again: a status
+        call is cheap, and a version may have become AVAILABLE a moment ago.
+        """
         self._load_stored()
-        if time.monotonic() - self._asked < REFRESH_EVERY or not self._record_lock.acquire(
-            blocking=False
-        ):
-            return
-        try:
-            self._asked = time.monotonic()
+        with self._record_lock:
             client = self._client()
             for version in available_versions(client):
                 if version not in self._by_version:
                     self._record(client, version)
-        finally:
-            self._record_lock.release()
 
     def _load_stored(self) -> None:
         for path in sorted(self.store.glob("*.json")):

@@ -44,10 +44,10 @@ loaded machine can delay well past ``HOUSEKEEPING_SETTLE``."""
 CHECKPOINT_TAG = "checkpoint"
 
 
-def open_backup_repository(path: Path) -> Repository:
-    """Open (or create) the backup repository at *path*; its password file sits beside it
-    (0600)."""
-    password = ensure_secret_file(path.with_name(path.name + ".password"), 24)
+def open_backup_repository(path: Path, *, password_file: Path | None = None) -> Repository:
+    """Open (or create) the backup repository at *path*; its password file (default: beside
+    it) is made (0600) when missing."""
+    password = ensure_secret_file(password_file or path.with_name(path.name + ".password"), 24)
     if (path / "config").exists():
         return open_repository(path, password)
     return init_repository(path, password, scrypt_n=2**14)

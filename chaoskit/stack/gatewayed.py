@@ -54,6 +54,20 @@ class GatewayedStack:
     gateway: Gateway | None = None
 
     @property
+    def repository(self) -> Path:
+        """The local backup repository of the store guard."""
+        return self.data_dir / "backups"
+
+    password_file: Path | None = None
+    """The repository's password file; None: ``<repository>.password``, made when missing."""
+
+    def describe(self) -> dict[str, object]:
+        """What the journal records of the stack under test (``stack.started``)."""
+        return {"stack": type(self).__name__, "model": self.model_name,
+                "replicas": self.replicas, "trainer": self.trainer, "dr_site": self.dr_site,
+                "recovery": self.recovery}  # fmt: skip
+
+    @property
     def services(self) -> list[str]:
         return list(self.specs)
 
