@@ -113,6 +113,8 @@ def pytest_configure(config: pytest.Config) -> None:
             {n: config.getini(f"chaos_{n}") for n in NAMES if config.getini(f"chaos_{n}")},
             where="ini option chaos_*",
         )
+        # a setting of the whole session: a bad one is a usage error, not one per test
+        _baseline_seconds(config.getini("chaos_learned_baseline"), "ini option chaos_learned")
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from e
     seed = config.getoption("chaos_seed")
@@ -142,8 +144,6 @@ def _objectives(item: pytest.Item) -> Objectives:
 
 def _learned_baseline(item: pytest.Item) -> float | None:
     """Seconds of baseline for the learned detectors, or None when the item does not opt in."""
-    from chaoskit.durations import parse_duration
-
     marker = item.get_closest_marker("chaos_learned")
     if marker is None and not item.config.getoption("chaos_learned"):
         return None
@@ -153,20 +153,43 @@ def _learned_baseline(item: pytest.Item) -> float | None:
     value = (marker.kwargs.get("baseline") if marker else None) or item.config.getini(
         "chaos_learned_baseline"
     )
+    return _baseline_seconds(value, where)
+
+
+def _baseline_seconds(value: Any, where: str) -> float:
+    from chaoskit.durations import parse_duration
+
     baseline = parse_duration(value, what=f"{where} baseline={value!r}")
     if baseline < 10:
         raise ConfigError(f"{where} baseline={value!r}: needs at least 10s (10 windows of 1s)")
     return baseline
 
 
+MARKER_ERROR = pytest.StashKey[str]()
+"""Why an item's chaos markers are unusable, found at collection; the item errors at setup."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate every chaos marker at collection, so a typo fails before any stack starts."""
+    """Validate every chaos marker at collection, so a typo fails before any stack starts.
+
+    A bad marker fails only its own test (see :func:`pytest_runtest_setup`): one typo in
+    one experiment must not cost the session all the others.
+    """
     for item in items:
         try:
             _objectives(item)
             _learned_baseline(item)
         except ConfigError as e:
-            raise pytest.UsageError(str(e)) from e
+            item.stash[MARKER_ERROR] = str(e)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """An item with a bad chaos marker errors here, before its fixtures (no stack starts),
+    with the message alone: it is the user's mistake, not chaoskit's, so no traceback."""
+    error = item.stash.get(MARKER_ERROR, None)
+    if error is not None:
+        pytest.fail(f"bad chaos marker: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
