@@ -29,6 +29,12 @@ COLUMNS = (
     "failed_requests", "wrong_predictions", "integrity", "verdict", "reasons", "ttd_budget_s",
     "rto_budget_s", "rpo_budget_s", "backend", "seed", "started_wall", "duration_s",
 )  # fmt: skip
+COLUMN_DTYPES = {
+    "rpo_steps": "Int64", "failed_requests": "Int64", "wrong_predictions": "Int64",
+    "seed": "Int64", "integrity": "boolean",
+}  # fmt: skip
+"""pandas types of the columns that are not floats or text, in results and history alike:
+nullable, so an unmeasured value stays an empty cell and a count stays an integer."""
 
 
 @dataclass

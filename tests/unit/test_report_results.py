@@ -243,3 +243,50 @@ def test_journal_text_is_literal_in_figures_too(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         write_run_report(tmp_path)
     assert 'class="timeline"' in (tmp_path / "report.html").read_text()
+
+
+def test_results_and_history_agree_on_integer_columns(tmp_path: Path) -> None:
+    """rpo_steps, counts and seed are integers in both files (no "40.0" in the history),
+    an unmeasured one stays empty in both, and reading the history gives results' types."""
+    first, second = tmp_path / "20261127-100000-aaaa", tmp_path / "20261127-110000-bbbb"
+    write_sample_run(first, [KILL, RESTORE])
+    write_sample_run(second, [KILL, RESTORE], start=3600)
+    write_run_report(first)
+    write_run_report(second)  # the history is read back and rewritten once here
+
+    def cells(path: Path) -> list[dict[str, str]]:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return frame.to_dict("records")
+
+    integers = ("rpo_steps", "failed_requests", "wrong_predictions", "seed")
+    rows = cells(second / "results.csv") + cells(first / "results.csv")
+    history = cells(tmp_path / "history.csv")
+    assert len(history) == 4
+    for row in rows + history:
+        for column in integers:
+            assert row[column] == "" or re.fullmatch(r"-?\d+", row[column]), (column, row)
+    assert [r["rpo_steps"] for r in history] == ["", "40", "", "40"]
+    assert sorted(r["rpo_steps"] for r in rows) == ["", "", "40", "40"]
+    assert [r["integrity"] for r in history] == ["", "True", "", "True"]
+
+    from chaoskit.report.history import read_history
+    from chaoskit.report.results import results_frame
+
+    read = read_history(tmp_path)
+    assert read is not None
+    typed = results_frame(results_from_events([]))
+    for column in (*integers, "integrity"):
+        assert read[column].dtype == typed[column].dtype, column
+
+
+def test_an_older_history_with_float_steps_is_read_as_integers(tmp_path: Path) -> None:
+    run_dir = tmp_path / "20261127-100000-aaaa"
+    write_sample_run(run_dir, [RESTORE])
+    write_run_report(run_dir)
+    history = tmp_path / "history.csv"
+    history.write_text(history.read_text().replace(",40,", ",40.0,"))  # as written before
+    later = tmp_path / "20261127-110000-bbbb"
+    write_sample_run(later, [KILL], start=3600)
+    write_run_report(later)
+    steps = pd.read_csv(history, dtype=str, keep_default_na=False)["rpo_steps"].tolist()
+    assert steps == ["40", ""]
