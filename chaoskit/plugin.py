@@ -62,6 +62,8 @@ class RunState:
 
 STATE = pytest.StashKey[RunState]()
 CALL_OUTCOME = pytest.StashKey[str]()
+CALL_ERROR = pytest.StashKey[BaseException]()
+"""What the test body of a failed test raised, for the experiment's journal."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -266,12 +268,14 @@ def chaos(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
     try:
         experiment.start()
     except ChaosKitError as e:
-        experiment.finish("error")
+        experiment.finish("error", error=e)
         pytest.fail(str(e), pytrace=False)
     try:
         yield experiment
     finally:
-        experiment.finish(item.stash.get(CALL_OUTCOME, "interrupted"))
+        experiment.finish(
+            item.stash.get(CALL_OUTCOME, "interrupted"), error=item.stash.get(CALL_ERROR, None)
+        )
 
 
 @pytest.fixture
@@ -294,8 +298,11 @@ def chaos_experiments(request: pytest.FixtureRequest, chaos_stack: Any) -> Itera
         return experiment
 
     yield factory
-    for experiment in created:
-        experiment.finish(request.node.stash.get(CALL_OUTCOME, "interrupted"))
+    for experiment in created:  # those the test did not finish (no ``with`` block)
+        experiment.finish(
+            request.node.stash.get(CALL_OUTCOME, "interrupted"),
+            error=request.node.stash.get(CALL_ERROR, None),
+        )
 
 
 @pytest.fixture
@@ -324,6 +331,8 @@ def pytest_runtest_makereport(
     report = yield
     if report.when == "call":
         item.stash[CALL_OUTCOME] = report.outcome
+        if report.failed and call.excinfo is not None:
+            item.stash[CALL_ERROR] = call.excinfo.value
     return report
 
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from chaoskit.errors import JournalError
+from chaoskit.journal import read_journal
 from chaoskit.report.figures import DETECTED, FAULT, RECOVERED, RECOVERY
 from chaoskit.report.metrics import results_from_events
 from chaoskit.report.results import point_latest, write_run_report
@@ -207,6 +208,35 @@ def test_an_interrupted_experiment_is_reported_as_failed(tmp_path: Path) -> None
     [result] = write_run_report(run_dir)
     assert result.verdict == "fail" and "the experiment itself interrupted" in result.reasons
     assert (run_dir / "report.html").read_text().count('class="timeline"') == 1
+
+
+def test_a_failed_experiments_exception_is_its_first_reason_in_md_and_html(
+    tmp_path: Path,
+) -> None:
+    message = "assert <Result ok=False>\n +  where <Result ok=False> = check()"
+    broken = SampleExperiment(
+        name="experiments/test_x.py::test_broken", rto=None, outcome="failed",
+        error=("AssertionError", message),
+    )  # fmt: skip
+    long = SampleExperiment(name="experiments/test_x.py::test_long", outcome="failed",
+                            error=("RuntimeError", "x" * 2000))  # fmt: skip
+    write_sample_run(tmp_path, [broken, long])
+    first, second = write_run_report(tmp_path)
+    shown = "the experiment itself failed: AssertionError: assert <Result ok=False> + where"
+    assert first.reasons[0].startswith(shown)  # one line, the cause before its consequences
+    assert "the steady state was never restored" in first.reasons[1:]
+    long_error = second.reasons[0].split(": ", 1)[1]
+    assert len(long_error) == 500 and long_error.startswith("RuntimeError: xxx")
+    assert long_error.endswith("x...")
+    md = (tmp_path / "report.md").read_text()
+    assert f"- {first.reasons[0]}" in md
+    page = (tmp_path / "report.html").read_text()
+    assert "<Result" not in page  # journal text is escaped
+    escaped = shown.replace("<", "&lt;").replace(">", "&gt;")
+    assert page.count(escaped) == 2  # the summary's reasons and the experiment's section
+    event = next(e for e in read_journal(tmp_path / "journal.jsonl")
+                 if e["event"] == "experiment.error")  # fmt: skip
+    assert event["message"] == message  # the journal keeps it whole
 
 
 def test_an_unbounded_rpo_stays_distinct_from_an_unmeasured_one(tmp_path: Path) -> None:
