@@ -280,11 +280,18 @@ class Experiment:
             self.wait_recovered(timeout)
         return self.verify()
 
-    def finish(self, outcome: str = "passed") -> None:
-        """Revert every fault, stop load and engine, re-check the steady state.  Idempotent."""
+    def finish(self, outcome: str = "passed", *, error: BaseException | None = None) -> None:
+        """Revert every fault, stop load and engine, re-check the steady state.  Idempotent.
+
+        *error*, what made the experiment fail, is journaled (``experiment.error``) so the
+        report can say why, not only that it failed.
+        """
         if self._finished:
             return
         self._finished = True
+        if error is not None:
+            self.journal.record("experiment.error", name=self.name,
+                                type=type(error).__name__, message=str(error))  # fmt: skip
         errors = []
         for injection in reversed(self._injections):
             try:
@@ -350,4 +357,5 @@ class Experiment:
         return self.start()
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.finish("passed" if exc_type is None else "failed")
+        error = exc if isinstance(exc, BaseException) else None
+        self.finish("passed" if exc_type is None else "failed", error=error)

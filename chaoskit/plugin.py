@@ -65,6 +65,8 @@ class RunState:
 
 STATE = pytest.StashKey[RunState]()
 CALL_OUTCOME = pytest.StashKey[str]()
+CALL_ERROR = pytest.StashKey[BaseException]()
+"""What the test body of a failed test raised, for the experiment's journal."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -123,6 +125,8 @@ def pytest_configure(config: pytest.Config) -> None:
             {n: config.getini(f"chaos_{n}") for n in NAMES if config.getini(f"chaos_{n}")},
             where="ini option chaos_*",
         )
+        # a setting of the whole session: a bad one is a usage error, not one per test
+        _baseline_seconds(config.getini("chaos_learned_baseline"), "ini option chaos_learned")
     except ConfigError as e:
         raise pytest.UsageError(str(e)) from e
     seed = config.getoption("chaos_seed")
@@ -173,8 +177,6 @@ def _objectives(item: pytest.Item) -> Objectives:
 
 def _learned_baseline(item: pytest.Item) -> float | None:
     """Seconds of baseline for the learned detectors, or None when the item does not opt in."""
-    from chaoskit.durations import parse_duration
-
     marker = item.get_closest_marker("chaos_learned")
     if marker is None and not item.config.getoption("chaos_learned"):
         return None
@@ -184,20 +186,43 @@ def _learned_baseline(item: pytest.Item) -> float | None:
     value = (marker.kwargs.get("baseline") if marker else None) or item.config.getini(
         "chaos_learned_baseline"
     )
+    return _baseline_seconds(value, where)
+
+
+def _baseline_seconds(value: Any, where: str) -> float:
+    from chaoskit.durations import parse_duration
+
     baseline = parse_duration(value, what=f"{where} baseline={value!r}")
     if baseline < 10:
         raise ConfigError(f"{where} baseline={value!r}: needs at least 10s (10 windows of 1s)")
     return baseline
 
 
+MARKER_ERROR = pytest.StashKey[str]()
+"""Why an item's chaos markers are unusable, found at collection; the item errors at setup."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Validate every chaos marker at collection, so a typo fails before any stack starts."""
+    """Validate every chaos marker at collection, so a typo fails before any stack starts.
+
+    A bad marker fails only its own test (see :func:`pytest_runtest_setup`): one typo in
+    one experiment must not cost the session all the others.
+    """
     for item in items:
         try:
             _objectives(item)
             _learned_baseline(item)
         except ConfigError as e:
-            raise pytest.UsageError(str(e)) from e
+            item.stash[MARKER_ERROR] = str(e)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """An item with a bad chaos marker errors here, before its fixtures (no stack starts),
+    with the message alone: it is the user's mistake, not chaoskit's, so no traceback."""
+    error = item.stash.get(MARKER_ERROR, None)
+    if error is not None:
+        pytest.fail(f"bad chaos marker: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -294,12 +319,14 @@ def chaos(request: pytest.FixtureRequest, chaos_stack: Any) -> Iterator[Any]:
     try:
         experiment.start()
     except ChaosKitError as e:
-        experiment.finish("error")
+        experiment.finish("error", error=e)
         pytest.fail(str(e), pytrace=False)
     try:
         yield experiment
     finally:
-        experiment.finish(item.stash.get(CALL_OUTCOME, "interrupted"))
+        experiment.finish(
+            item.stash.get(CALL_OUTCOME, "interrupted"), error=item.stash.get(CALL_ERROR, None)
+        )
 
 
 @pytest.fixture
@@ -322,8 +349,11 @@ def chaos_experiments(request: pytest.FixtureRequest, chaos_stack: Any) -> Itera
         return experiment
 
     yield factory
-    for experiment in created:
-        experiment.finish(request.node.stash.get(CALL_OUTCOME, "interrupted"))
+    for experiment in created:  # those the test did not finish (no ``with`` block)
+        experiment.finish(
+            request.node.stash.get(CALL_OUTCOME, "interrupted"),
+            error=request.node.stash.get(CALL_ERROR, None),
+        )
 
 
 @pytest.fixture
@@ -352,6 +382,8 @@ def pytest_runtest_makereport(
     report = yield
     if report.when == "call":
         item.stash[CALL_OUTCOME] = report.outcome
+        if report.failed and call.excinfo is not None:
+            item.stash[CALL_ERROR] = call.excinfo.value
     return report
 
 

@@ -8,8 +8,10 @@ Toxic faults add toxics with a name unique to the injection (``chaoskit-<kind>-.
 so revert removes exactly those and never a toxic someone else added; revert tolerates
 the toxic or the whole proxy being gone already.  If injecting fails or is interrupted
 (Ctrl-C) half-way, the toxics already added are removed before the error propagates,
-so none is orphaned.  Durations follow chaoskit's convention (numbers are seconds,
-strings may carry a unit: ``"150ms"``); Toxiproxy's integer milliseconds are derived.
+so none is orphaned.  A proxy name the API does not know is a ``FaultError`` listing
+the proxies it has (no client traceback: the fix is the name).  Durations follow
+chaoskit's convention (numbers are seconds, strings may carry a unit: ``"150ms"``);
+Toxiproxy's integer milliseconds are derived.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from chaoskit.durations import parse_duration
-from chaoskit.errors import ConfigError, FaultError
+from chaoskit.errors import ConfigError, FaultError, ProxyError
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.proxy.client import TOXIPROXY_URL_ENV, ToxiproxyAPI
 from chaoskit.proxy.model import ApiError
@@ -59,6 +61,15 @@ def api_url(field_value: str | None, ctx: FaultContext) -> str:
 
 def _gone(error: ApiError) -> bool:
     return error.status == 404
+
+
+def _no_such_proxy(api: ToxiproxyAPI, kind: str, proxy: str) -> FaultError:
+    """A mistyped proxy name, said with the proxies that exist (the user's fix is a name)."""
+    try:
+        listed = ", ".join(sorted(api.proxies())) or "none"
+    except ProxyError as e:
+        listed = f"unknown: {e}"
+    return FaultError(f"{kind}: no proxy {proxy!r} at {api.url} (proxies there: {listed})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,9 +110,11 @@ class ToxicFault(ProxyFault):
             for name, stream in planned:
                 api.add_toxic(self.proxy, self.toxic_type, stream=stream,
                               toxicity=self.toxicity, attributes=attributes, name=name)
-        except BaseException:
+        except BaseException as e:
             # also on Ctrl-C: the answer may have been lost after the server added it
             _remove_quietly(api, self.proxy, [n for n, _ in planned])
+            if isinstance(e, ApiError) and _gone(e):
+                raise _no_such_proxy(api, self.kind, self.proxy) from None
             raise
         names = [n for n, _ in planned]
         record = {"api": url, "proxy": self.proxy, "toxics": names, "type": self.toxic_type,
@@ -251,7 +264,12 @@ class Partition(ProxyFault):
             return changes
         url = api_url(self.api, ctx)
         api = ToxiproxyAPI(url)
-        was_enabled = bool(api.get_proxy(self.proxy).get("enabled", True))
+        try:
+            was_enabled = bool(api.get_proxy(self.proxy).get("enabled", True))
+        except ApiError as e:
+            if _gone(e):
+                raise _no_such_proxy(api, self.kind, self.proxy) from None
+            raise
         if was_enabled:
             try:
                 api.set_enabled(self.proxy, False)

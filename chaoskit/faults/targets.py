@@ -6,7 +6,13 @@ Targets are written relative to the model store so experiments stay portable:
   (``model:<N>/...`` for version N, ``model:latest`` for the version directory itself);
 - ``checkpoint:latest.index`` / ``checkpoint:latest.data`` — the newest checkpoint named by
   CheckpointManager's state file; ``checkpoint:state`` — that state file;
-- anything else — a path relative to the data directory.
+- a plain relative path (``models/reference/7/saved_model.pb``) — a file in the data
+  directory.
+
+A target that starts with a word and a colon (``checkpont:latest.data``) names a prefix;
+one that is not ``model:`` or ``checkpoint:`` is an unknown prefix, refused with the
+valid ones, rather than taken as a file name that does not exist.  A file whose name
+does contain such a colon is named with a leading ``./`` (``./notes:v2``).
 
 A target that resolves outside the data directory is refused: a fault must never touch
 files the stack does not own.
@@ -14,13 +20,36 @@ files the stack does not own.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import FaultError
 from chaoskit.model import version_dirs
+
+PREFIXES = ("model:", "checkpoint:")
+VALID_TARGETS = (
+    "model:latest[/<path>], model:<version>[/<path>], checkpoint:latest.index, "
+    "checkpoint:latest.data, checkpoint:state, or a plain relative path for a file in the "
+    "data directory"
+)
+_PREFIX = re.compile(r"([A-Za-z][\w.-]*:)")
+
+
+def _unknown_prefix(target: str) -> FaultError | None:
+    """The error for a ``word:`` prefix that is not one of :data:`PREFIXES`, else None."""
+    match = _PREFIX.match(target)
+    if match is None or match.group(1) in PREFIXES:
+        return None
+    prefix = match.group(1)
+    close = difflib.get_close_matches(prefix, PREFIXES, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return FaultError(
+        f"{target!r}: unknown target prefix {prefix!r} ({hint}valid: {VALID_TARGETS})"
+    )
 
 
 def latest_checkpoint_prefix(checkpoint_dir: Path) -> Path:
@@ -63,6 +92,9 @@ def resolve_target(stack: Any, target: str) -> Path:
             known = "checkpoint:latest.index, checkpoint:latest.data, checkpoint:state"
             raise FaultError(f"{target!r}: unknown checkpoint target (known: {known})")
     else:
+        error = _unknown_prefix(target)
+        if error is not None:
+            raise error
         path = data_dir / target
     resolved = Path(os.path.realpath(path))
     if resolved != data_dir and data_dir not in resolved.parents:

@@ -1,5 +1,7 @@
 """reports/history.csv: every experiment of every run, for RTO/RPO trends across runs.
 
+Its columns have the types of results.csv (``COLUMN_DTYPES``: counts and steps are
+integers, empty when not measured), however often it was read and rewritten.
 The file is rewritten whole (read, replace this run's rows, write a temp file, rename),
 under an advisory lock, so a crash leaves the old or the new history and two sessions
 finishing at once do not lose each other's rows.  Re-rendering a run replaces its rows.
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from chaoskit.atomic import atomic_write_text
 from chaoskit.errors import ConfigError
-from chaoskit.report.metrics import COLUMNS
+from chaoskit.report.metrics import COLUMN_DTYPES, COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,22 +51,25 @@ def read_history(report_dir: Path) -> pd.DataFrame | None:
 def _parse(source: Path | io.StringIO, path: Path) -> pd.DataFrame:
     import pandas as pd
 
+    def not_a_history(why: object) -> ConfigError:
+        return ConfigError(
+            f"{path} is not a chaoskit history ({why}); move it aside to start a new one"
+        )
+
     try:
         frame = pd.read_csv(source, dtype={"run_id": str, "name": str, "fault": str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ConfigError(
-            f"{path} is not a chaoskit history ({e}); move it aside to start a new one"
-        ) from e
+        raise not_a_history(e) from e
     missing = [c for c in _REQUIRED if c not in frame.columns]
     if missing:
-        raise ConfigError(
-            f"{path} is not a chaoskit history (no column {missing[0]!r}); "
-            "move it aside to start a new one"
-        )
+        raise not_a_history(f"no column {missing[0]!r}")
     for column in HISTORY_COLUMNS:  # older histories may lack newer columns: empty, not zero
         if column not in frame.columns:
             frame[column] = pd.NA
-    return frame
+    try:  # the types results.csv has (a CSV reader makes an integer with gaps a float)
+        return frame.astype(COLUMN_DTYPES)
+    except (TypeError, ValueError) as e:
+        raise not_a_history(e) from e
 
 
 def update_history(report_dir: Path, run_id: str, results: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,8 @@ RPO  = fault wall time − creation time of the recovery point restored (``resto
        worst age of the DR site's newest recovery point from the fault until the DR site
        caught up — what losing the primary site at the worst moment would have cost;
 failed_requests / wrong_predictions = ``request`` events that failed / answered wrongly.
+An experiment whose code raised has an ``experiment.error`` (name, type, message): its
+first reason is that exception, so a failed experiment's report says what went wrong.
 A value that an experiment does not measure is None (an empty cell), never zero.
 """
 
@@ -29,6 +31,12 @@ COLUMNS = (
     "failed_requests", "wrong_predictions", "integrity", "verdict", "reasons", "ttd_budget_s",
     "rto_budget_s", "rpo_budget_s", "backend", "seed", "started_wall", "duration_s",
 )  # fmt: skip
+COLUMN_DTYPES = {
+    "rpo_steps": "Int64", "failed_requests": "Int64", "wrong_predictions": "Int64",
+    "seed": "Int64", "integrity": "boolean",
+}  # fmt: skip
+"""pandas types of the columns that are not floats or text, in results and history alike:
+nullable, so an unmeasured value stays an empty cell and a count stays an integer."""
 
 
 @dataclass
@@ -153,13 +161,27 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
     if result.integrity is False:
         reasons.append("restored data failed the integrity check")
     outcome = finished.get("outcome") if finished else "interrupted"
-    if outcome not in (None, "passed"):
+    error = first_event(events, "experiment.error", start["t"])
+    if error is not None:  # the cause comes first: the other reasons are its consequences
+        failed = outcome if outcome not in (None, "passed") else "failed"
+        reasons.insert(0, f"the experiment itself {failed}: {error_text(error)}")
+    elif outcome not in (None, "passed"):
         reasons.append(f"the experiment itself {outcome}")
     after = first_event(events, "steady_state.violated", start["t"], phase="after")
     if after is not None:
         reasons.append(f"steady state violated after the experiment: {after.get('reason')}")
     result.verdict = "pass" if not reasons else "fail"
     return result
+
+
+MAX_ERROR_TEXT = 500
+
+
+def error_text(error: Event) -> str:
+    """``Type: message`` of an ``experiment.error`` event, on one line and at most
+    :data:`MAX_ERROR_TEXT` characters (the journal keeps the whole message)."""
+    text = " ".join(f"{error.get('type', 'error')}: {error.get('message', '')}".split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 3] + "..."
 
 
 DR_SITE = "dr-site"

@@ -21,6 +21,7 @@ from chaoskit.durations import format_duration
 from chaoskit.errors import ChaosKitError
 from chaoskit.journal import Event, read_journal
 from chaoskit.report.metrics import (
+    COLUMN_DTYPES,
     COLUMNS,
     ExperimentResult,
     results_from_events,
@@ -37,10 +38,7 @@ def results_frame(results: list[ExperimentResult]) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame([r.row() for r in results], columns=list(COLUMNS))
-    for column in ("failed_requests", "wrong_predictions", "rpo_steps", "seed"):
-        frame[column] = frame[column].astype("Int64")
-    frame["integrity"] = frame["integrity"].astype("boolean")
-    return frame
+    return frame.astype(COLUMN_DTYPES)
 
 
 def summary_rows(results: list[ExperimentResult]) -> list[tuple[str, ...]]:

@@ -34,6 +34,7 @@ class SampleExperiment:
     integrity: bool | None = None
     wrong_predictions: int = 0
     outcome: str = "passed"
+    error: tuple[str, str] | None = None  # (type, message) of an experiment.error event
     before: float = 4.0  # seconds of steady load before the fault
     after: float = 3.0  # seconds of load after recovery (or after giving up)
     finished: bool = True
@@ -132,6 +133,9 @@ def _write_experiment(
         rec(t, event, **fields)
     if not exp.finished:
         return end
+    if exp.error is not None:
+        rec(end + 0.1, "experiment.error", name=exp.name, type=exp.error[0],
+            message=exp.error[1])  # fmt: skip
     rec(end + 0.2, "steady_state.ok", phase="after", version=3, max_abs_error=0.0)
     rec(end + 0.3, "experiment.finished", name=exp.name, outcome=exp.outcome)
     return end + 0.3

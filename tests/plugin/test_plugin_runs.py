@@ -1,6 +1,6 @@
 """End to end: the plugin runs real experiments on the real reference stack.
 
-One pytest subprocess runs a passing kill experiment and a failing one; another is
+One pytest subprocess runs passing experiments and failing ones; another is
 interrupted with Ctrl-C in the middle of an experiment.  Afterwards no service process
 of either run may be left, and the report must say what happened.
 """
@@ -47,11 +47,15 @@ def test_experiments_report_and_leave_nothing_behind(pytester: pytest.Pytester) 
             def test_broken_experiment(chaos):
                 with chaos.inject(KillService("serving")):
                     raise RuntimeError("the experiment body failed")
+
+            def test_broken_example(chaos_experiments):
+                with chaos_experiments("first"):
+                    raise ValueError("the example failed")
             """
         )
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(["*chaoskit experiments*", "*test_kill*kill*PASS*",
                                  "*test_broken_experiment*kill*FAIL*"])  # fmt: skip
     latest = pytester.path / "reports" / "latest"
@@ -62,9 +66,18 @@ def test_experiments_report_and_leave_nothing_behind(pytester: pytest.Pytester) 
     assert kill["rpo_s"] == "" and kill["verdict"] == "pass" and kill["rto_budget_s"] == "30.0"
     partition = rows["test_partition"]
     assert partition["verdict"] == "pass" and float(partition["rto_s"]) <= 5
-    broken = rows["test_broken_experiment"]
-    assert broken["verdict"] == "fail" and "failed" in broken["reasons"]
     events = read_journal(latest / "journal.jsonl")
+    errors = {e["name"].rsplit("::", 1)[1]: e for e in events if e["event"] == "experiment.error"}
+    report = (latest / "report.md").read_text()
+    for name, kind, message in [
+        ("test_broken_experiment", "RuntimeError", "the experiment body failed"),
+        ("test_broken_example[first]", "ValueError", "the example failed"),
+    ]:  # the exception, in the journal and as the first reason in results and report
+        assert (errors[name]["type"], errors[name]["message"]) == (kind, message)
+        reason = f"the experiment itself failed: {kind}: {message}"
+        assert rows[name]["verdict"] == "fail" and rows[name]["reasons"].startswith(reason)
+        assert f"- {reason}" in report
+    assert set(errors) == {"test_broken_experiment", "test_broken_example[first]"}
     actions = [e.get("action") for e in events if e["event"] == "recovery.started"]
     assert "failover" in actions  # two replicas: the gateway moves, then moves back
     assert any(e["event"] == "failback" for e in events)

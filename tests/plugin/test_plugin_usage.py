@@ -18,20 +18,31 @@ def test_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
     assert "Traceback" not in result.stderr.str()
 
 
-def test_bad_budget_names_test_and_value(pytester: pytest.Pytester) -> None:
+def assert_only_that_test_errors(result: pytest.RunResult, message: str) -> None:
+    """A bad marker fails its own test at setup, with the message and no traceback; the
+    session's other test still runs and passes; no stack was started, no report written."""
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_x*", f"bad chaos marker: {message}"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_bad_budget_fails_that_test_and_lets_the_others_run(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
         import pytest
 
         @pytest.mark.chaos(rto="soonish")
-        def test_slow_recovery(chaos):
+        def test_x(chaos):
+            pass
+
+        @pytest.mark.chaos(rto="30s")
+        def test_other():
             pass
         """
     )
     result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*test_slow_recovery*rto='soonish'*not a duration*"])
-    assert "Traceback" not in result.stderr.str()
+    assert_only_that_test_errors(result, "*test_x*rto='soonish'*not a duration*")
     assert not (pytester.path / "reports").exists()  # nothing was started or written
 
 
@@ -43,11 +54,12 @@ def test_positional_budget_is_rejected(pytester: pytest.Pytester) -> None:
         @pytest.mark.chaos("30s")
         def test_x():
             pass
+
+        def test_other():
+            pass
         """
     )
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*test_x*keyword budgets only*"])
+    assert_only_that_test_errors(pytester.runpytest(), "*test_x*keyword budgets only*")
 
 
 def test_bad_ini_budget_is_a_usage_error(pytester: pytest.Pytester) -> None:
@@ -83,12 +95,12 @@ def test_bad_learned_marker_names_test_and_value(
         @pytest.mark.chaos_learned({marker})
         def test_x(chaos):
             pass
+
+        def test_other():
+            pass
         """
     )
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
-    assert "Traceback" not in result.stderr.str()
+    assert_only_that_test_errors(pytester.runpytest(), message)
     assert not (pytester.path / "reports").exists()
 
 

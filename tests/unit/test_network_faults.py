@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -73,7 +74,11 @@ def rtt(listen: str, timeout: float = 5.0) -> float:
 
 
 def toxic_names(server: ProxyServer) -> list[str]:
-    return [t["name"] for t in server.toxics("serving")]
+    return toxic_names_of(server, "serving")
+
+
+def toxic_names_of(server: ProxyServer, proxy: str) -> list[str]:
+    return [t["name"] for t in server.toxics(proxy)]
 
 
 def test_latency_is_on_the_wire_and_revert_removes_it(ctx: FaultContext, server: ProxyServer,
@@ -293,9 +298,24 @@ def test_api_is_found_from_field_then_env_then_stack(journal: Journal, server: P
         Latency().inject(FaultContext(journal, stack=stack))
 
 
-def test_unknown_proxy_is_a_fault_error(ctx: FaultContext, server: ProxyServer) -> None:
-    with pytest.raises(FaultError, match="proxy not found"):
-        Latency(proxy="nope").inject(ctx)
+@pytest.mark.parametrize(
+    "fault",
+    [Latency(proxy="serving-c"), Partition(proxy="serving-c"),
+     Partition(proxy="serving-c", mode="hang")],
+)  # fmt: skip
+def test_unknown_proxy_lists_the_proxies_without_client_traceback(
+    ctx: FaultContext, server: ProxyServer, echo: LoopbackServer, fault: Any
+) -> None:
+    for name in ("serving", "serving-b", "dr-site"):
+        server.create_proxy(name, echo.address)
+    with pytest.raises(FaultError) as caught:
+        fault.inject(ctx)
+    error = caught.value
+    assert f"{fault.kind}: no proxy 'serving-c' at {server.url}" in str(error)
+    assert "(proxies there: dr-site, serving, serving-b)" in str(error)
+    shown = "".join(traceback.format_exception(error))  # what Python or pytest would print
+    assert "client.py" not in shown and "ApiError" not in shown
+    assert all(toxic_names_of(server, n) == [] for n in ("serving", "serving-b", "dr-site"))
 
 
 @pytest.mark.parametrize(

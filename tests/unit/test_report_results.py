@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from chaoskit.errors import JournalError
+from chaoskit.journal import read_journal
 from chaoskit.report.figures import DETECTED, FAULT, RECOVERED, RECOVERY
 from chaoskit.report.metrics import results_from_events
 from chaoskit.report.results import point_latest, write_run_report
@@ -209,6 +210,35 @@ def test_an_interrupted_experiment_is_reported_as_failed(tmp_path: Path) -> None
     assert (run_dir / "report.html").read_text().count('class="timeline"') == 1
 
 
+def test_a_failed_experiments_exception_is_its_first_reason_in_md_and_html(
+    tmp_path: Path,
+) -> None:
+    message = "assert <Result ok=False>\n +  where <Result ok=False> = check()"
+    broken = SampleExperiment(
+        name="experiments/test_x.py::test_broken", rto=None, outcome="failed",
+        error=("AssertionError", message),
+    )  # fmt: skip
+    long = SampleExperiment(name="experiments/test_x.py::test_long", outcome="failed",
+                            error=("RuntimeError", "x" * 2000))  # fmt: skip
+    write_sample_run(tmp_path, [broken, long])
+    first, second = write_run_report(tmp_path)
+    shown = "the experiment itself failed: AssertionError: assert <Result ok=False> + where"
+    assert first.reasons[0].startswith(shown)  # one line, the cause before its consequences
+    assert "the steady state was never restored" in first.reasons[1:]
+    long_error = second.reasons[0].split(": ", 1)[1]
+    assert len(long_error) == 500 and long_error.startswith("RuntimeError: xxx")
+    assert long_error.endswith("x...")
+    md = (tmp_path / "report.md").read_text()
+    assert f"- {first.reasons[0]}" in md
+    page = (tmp_path / "report.html").read_text()
+    assert "<Result" not in page  # journal text is escaped
+    escaped = shown.replace("<", "&lt;").replace(">", "&gt;")
+    assert page.count(escaped) == 2  # the summary's reasons and the experiment's section
+    event = next(e for e in read_journal(tmp_path / "journal.jsonl")
+                 if e["event"] == "experiment.error")  # fmt: skip
+    assert event["message"] == message  # the journal keeps it whole
+
+
 def test_an_unbounded_rpo_stays_distinct_from_an_unmeasured_one(tmp_path: Path) -> None:
     promised = SampleExperiment(budgets={"ttd": 1.0, "rto": 20.0, "rpo": 60.0})  # no restore
     write_sample_run(tmp_path, [promised, KILL])
@@ -243,3 +273,50 @@ def test_journal_text_is_literal_in_figures_too(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         write_run_report(tmp_path)
     assert 'class="timeline"' in (tmp_path / "report.html").read_text()
+
+
+def test_results_and_history_agree_on_integer_columns(tmp_path: Path) -> None:
+    """rpo_steps, counts and seed are integers in both files (no "40.0" in the history),
+    an unmeasured one stays empty in both, and reading the history gives results' types."""
+    first, second = tmp_path / "20261127-100000-aaaa", tmp_path / "20261127-110000-bbbb"
+    write_sample_run(first, [KILL, RESTORE])
+    write_sample_run(second, [KILL, RESTORE], start=3600)
+    write_run_report(first)
+    write_run_report(second)  # the history is read back and rewritten once here
+
+    def cells(path: Path) -> list[dict[str, str]]:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return frame.to_dict("records")
+
+    integers = ("rpo_steps", "failed_requests", "wrong_predictions", "seed")
+    rows = cells(second / "results.csv") + cells(first / "results.csv")
+    history = cells(tmp_path / "history.csv")
+    assert len(history) == 4
+    for row in rows + history:
+        for column in integers:
+            assert row[column] == "" or re.fullmatch(r"-?\d+", row[column]), (column, row)
+    assert [r["rpo_steps"] for r in history] == ["", "40", "", "40"]
+    assert sorted(r["rpo_steps"] for r in rows) == ["", "", "40", "40"]
+    assert [r["integrity"] for r in history] == ["", "True", "", "True"]
+
+    from chaoskit.report.history import read_history
+    from chaoskit.report.results import results_frame
+
+    read = read_history(tmp_path)
+    assert read is not None
+    typed = results_frame(results_from_events([]))
+    for column in (*integers, "integrity"):
+        assert read[column].dtype == typed[column].dtype, column
+
+
+def test_an_older_history_with_float_steps_is_read_as_integers(tmp_path: Path) -> None:
+    run_dir = tmp_path / "20261127-100000-aaaa"
+    write_sample_run(run_dir, [RESTORE])
+    write_run_report(run_dir)
+    history = tmp_path / "history.csv"
+    history.write_text(history.read_text().replace(",40,", ",40.0,"))  # as written before
+    later = tmp_path / "20261127-110000-bbbb"
+    write_sample_run(later, [KILL], start=3600)
+    write_run_report(later)
+    steps = pd.read_csv(history, dtype=str, keep_default_na=False)["rpo_steps"].tolist()
+    assert steps == ["40", ""]

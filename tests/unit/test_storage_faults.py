@@ -133,6 +133,26 @@ def test_bad_targets_are_clear_errors_and_change_nothing(store, tmp_path, fault,
     assert before == after
 
 
+def test_unknown_prefix_names_it_and_lists_the_valid_ones(store, tmp_path):
+    with pytest.raises(FaultError) as caught:
+        BitFlip("checkpont:latest.data").inject(ctx(store, tmp_path))
+    message = str(caught.value)
+    assert "unknown target prefix 'checkpont:'" in message
+    assert "did you mean 'checkpoint:'?" in message
+    for valid in ("model:latest", "checkpoint:latest.data", "plain relative path"):
+        assert valid in message
+    assert "is not a file" not in message
+
+
+def test_plain_relative_paths_still_name_files_in_the_data_directory(store, tmp_path):
+    odd = store.data_dir / "notes:v2"  # a colon in a file name: written with ./
+    odd.write_bytes(b"x" * 64)
+    for target in ("models/reference/100/saved_model.pb", "./notes:v2"):
+        BitFlip(target).inject(ctx(store, tmp_path)).revert()
+    with pytest.raises(FaultError, match="unknown target prefix 'notes:'"):
+        BitFlip("notes:v2").inject(ctx(store, tmp_path))
+
+
 def test_bad_mode_fails_at_construction():
     with pytest.raises(FaultError, match="'shred'"):
         CheckpointStateFault("shred")
