@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-## Run the standard experiment suite on the embedded default backend; writes reports/.
+## Run the standard suite (chaoskit/suite) and this repository's experiments/ on the
+## reference stack, embedded default backend; writes reports/.
 experiments: $(STAMP)
-	$(PY) -m pytest experiments $(PYTEST_ARGS)
+	$(PY) -m pytest chaoskit/suite experiments $(PYTEST_ARGS)
 
 ## Run the whole test suite.
 test: $(STAMP)

@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "proxy": "chaoskit.proxy.cli",
     "report": "chaoskit.report.cli",
     "gate": "chaoskit.report.cli",
+    "run": "chaoskit.suite.cli",
 }
 """Command -> the module that registers it.  Only the module of the command being run is
 imported (``chaoskit backup`` must start fast); help imports them all."""

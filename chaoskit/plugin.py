@@ -36,6 +36,7 @@ class RunState:
     defaults: Objectives
     stack_file: Path | None = None
     """The user's stack (``--chaos-stack``); None: the reference stack."""
+    plan: Any = None
     run_id: str = field(
         default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     )
@@ -107,6 +108,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "chaos(ttd=None, rto=None, rpo=None): a chaos experiment with its recovery budgets "
         "(seconds or strings like '500ms', '30s', '5m')",
+    )
+    config.addinivalue_line(
+        "markers",
+        "chaos_needs(*roles): skip this experiment, saying why, when the stack under test "
+        "lacks one of: trainer, checkpoints, dr-site, replicas>=2, proxies",
     )
     config.addinivalue_line(
         "markers",
@@ -212,8 +218,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         try:
             _objectives(item)
             _learned_baseline(item)
+            _skip_unless_stack_has(item)
         except ConfigError as e:
             item.stash[MARKER_ERROR] = str(e)
+
+
+def _plan(config: pytest.Config) -> Any:
+    """The stack's plan (roles, replica names), read once without starting anything."""
+    state = config.stash[STATE]
+    if state.plan is None:
+        from chaoskit.stack.plan import plan_stack
+
+        state.plan = plan_stack(state.stack_file)
+    return state.plan
+
+
+def _skip_unless_stack_has(item: pytest.Item) -> None:
+    """``@pytest.mark.chaos_needs("trainer", ...)``: skip, naming what the stack lacks."""
+    marker = item.get_closest_marker("chaos_needs")
+    if marker is None:
+        return
+    from chaoskit.stack.protocol import missing_roles
+
+    lacking = missing_roles(_plan(item.config), tuple(marker.args))
+    if lacking:
+        which = item.config.stash[STATE].stack_file or "the reference stack"
+        item.add_marker(pytest.mark.skip(reason=f"{which} has no {' and no '.join(lacking)}"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``chaos_replica``: one experiment per serving replica of the stack under test."""
+    if "chaos_replica" in metafunc.fixturenames:
+        metafunc.parametrize("chaos_replica", _plan(metafunc.config).replicas)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,4 +1,5 @@
-"""Break and degrade the link to one serving replica; the DR engine must fail over.
+"""Degrade the link to the primary replica in ways the standard suite does not; the DR
+engine must fail over (partitions and latency are in :mod:`chaoskit.suite.test_links`).
 
 Clients reach serving through the gateway proxy; each replica sits behind a proxy of its
 own, where these faults act.  The DR engine probes each replica through its link, moves
@@ -10,12 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from chaoskit.faults.network import Bandwidth, Latency, Partition, ResetPeer
+from chaoskit.faults.network import Bandwidth, ResetPeer
 
 FAULTS = {
-    "partition-refuse": Partition(proxy="serving", mode="refuse"),
-    "partition-hang": Partition(proxy="serving", mode="hang"),
-    "latency-250ms": Latency(proxy="serving", delay="250ms"),
     "bandwidth-1KBps": Bandwidth(proxy="serving", rate_kbps=1),
     "reset-peer": ResetPeer(proxy="serving"),
 }

@@ -11,7 +11,9 @@ that names it (:func:`require`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from chaoskit.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from chaoskit.dr.engine import DRConfig
@@ -91,9 +93,15 @@ class Stack(Protocol):
         returns what it had to repair."""
 
 
-def missing_roles(stack: Stack, needs: tuple[str, ...]) -> list[str]:
-    """What of *needs* (``trainer``, ``checkpoints``, ``dr-site``, ``replicas>=2``,
-    ``proxies``) *stack* lacks, each said so a user can act on it."""
+NEEDS = ("trainer", "checkpoints", "dr-site", "replicas>=2", "proxies")
+
+
+def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
+    """What of *needs* (see :data:`NEEDS`) *stack* (a Stack or a
+    :class:`~chaoskit.stack.plan.StackPlan`) lacks, each said so a user can act on it."""
+    unknown = [n for n in needs if n not in NEEDS]
+    if unknown:
+        raise ConfigError(f"unknown need {unknown[0]!r} (known: {', '.join(NEEDS)})")
     lacking = []
     for need in needs:
         if need == "trainer" and stack.trainer is None:

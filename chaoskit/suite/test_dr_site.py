@@ -19,11 +19,12 @@ QUEUED = 3
 """Recovery points to queue locally before the link heals."""
 
 
+@pytest.mark.chaos_needs("dr-site")
 @pytest.mark.chaos(ttd="5s", rto="30s", rpo="30s")  # TTD: an upload stalls 2 s, then 2 probes
 @pytest.mark.parametrize("mode", ["refuse", "hang"])
 def test_dr_site_partition_queues_backups_and_resumes(chaos, mode):
-    with chaos.inject(Partition(proxy="dr-site", mode=mode)):
-        [detected] = chaos.wait_for("detected", service="dr-site")
+    with chaos.inject(Partition(proxy=chaos.stack.dr_site, mode=mode)):
+        [detected] = chaos.wait_for("detected", service=chaos.stack.dr_site)
         # hold the partition until recovery points have queued up in the local repository
         queued = chaos.wait_for("backup.recovery_point", count=QUEUED, since=detected["t"])
     assert chaos.wait_recovered(), "the DR site did not catch up after the heal"

@@ -1,0 +1,23 @@
+"""Kill and hang each serving replica under load; the stack must detect it and serve again.
+
+Budgets: detection within 1 s of a crash (probes every 100 ms by default), service back
+within 20 s (a TensorFlow server's cold start plus detection, when nothing fails over).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chaoskit.faults.service import HangService, KillService
+
+
+@pytest.mark.chaos(ttd="1s", rto="20s")
+def test_kill_replica(chaos, chaos_replica):
+    """SIGKILL: the process is gone, its port refuses connections."""
+    chaos.run(KillService(chaos_replica, signal="SIGKILL"))
+
+
+@pytest.mark.chaos(ttd="2s", rto="20s")
+def test_hang_replica(chaos, chaos_replica):
+    """SIGSTOP (docker pause): alive, its port accepts connections, nothing answers."""
+    chaos.run(HangService(chaos_replica))
