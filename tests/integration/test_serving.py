@@ -208,7 +208,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(shared):
         ("GET", f"/v1/models/{MODEL}/versions/7", None, 404, "version 7"),
         ("GET", "/v1/models/other", None, 404, "other"),
         ("GET", "/nothing/here", None, 404, "Malformed request"),
-        ("GET", f"/v1/models/{MODEL}:predict", None, 404, "Malformed request"),
+        ("GET", f"/v1/models/{MODEL}:predict", None, 400, "Malformed request"),  # as TF Serving
     ],
 )  # fmt: skip
 def test_errors_are_json_with_tf_serving_codes(shared, method, path, body, status, needle):
