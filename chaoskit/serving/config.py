@@ -10,8 +10,13 @@ nothing else::
 ``model_version_policy`` is one of ``{"latest": {"num_versions": N}}`` (the default,
 N = 1), ``{"all": {}}`` or ``{"specific": {"versions": [...]}}``; both keys are
 optional.  Versions may be JSON numbers or decimal strings (proto3 JSON writes int64
-as strings).  :func:`model_server_config_text` writes the same settings as the protobuf
-text a real tensorflow/serving reads, so one config drives either server.
+as strings).  As in TF Serving, a label may only name a version that is AVAILABLE when
+the config is applied (else the whole config is refused, logged, and the previous one
+stays in force), and a label does not keep its version loaded: the policy decides.  At
+start-up the file's policy applies at once and its labels after the first poll has
+loaded the versions (TF Serving would refuse to start).  :func:`model_server_config_text`
+writes the same settings as the protobuf text a real tensorflow/serving reads, so one
+config drives either server.
 """
 
 from __future__ import annotations
