@@ -15,7 +15,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PROG = "chaoskit-serving"
 
@@ -36,11 +38,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--tf-threads", type=int, default=2, help="TF intra/inter-op threads (default 2)"
     )
+    p.add_argument(
+        "--model-config-file",
+        type=Path,
+        default=None,
+        help="JSON: model_version_policy and version_labels (see chaoskit.serving.config)",
+    )
+    p.add_argument(
+        "--model-config-file-poll-wait-seconds",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="re-read the model config file this often (0, the default: only at start-up)",
+    )
     args = p.parse_args(argv)
     if not 0 <= args.rest_port <= 65535:
         p.error(f"--rest-port must be 0..65535, got {args.rest_port}")
     if args.poll_interval <= 0:
         p.error(f"--poll-interval must be > 0, got {args.poll_interval}")
+    if args.model_config_file_poll_wait_seconds < 0:
+        wait = args.model_config_file_poll_wait_seconds
+        p.error(f"--model-config-file-poll-wait-seconds must be >= 0, got {wait}")
     return args
 
 
@@ -52,12 +70,22 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"model base path {base} does not exist")
 
     from chaoskit.atomic import atomic_write_text
+    from chaoskit.errors import ConfigError
     from chaoskit.journal import Journal
+    from chaoskit.serving.config import ConfigWatcher, ServingConfig, read_config
     from chaoskit.serving.server import ServingHTTPServer
     from chaoskit.serving.store import ModelStore
 
+    config = ServingConfig()
+    if args.model_config_file is not None:
+        try:  # the policy applies at once, the labels once their versions have loaded
+            config = ServingConfig(read_config(args.model_config_file)[1].policy)
+        except ConfigError as e:
+            return _fail(str(e))
+        except OSError as e:
+            return _fail(f"cannot read model config {args.model_config_file}: {e.strerror or e}")
     journal = Journal.from_env(source="serving")
-    store = ModelStore(args.model_name, base.resolve(), journal)
+    store = ModelStore(args.model_name, base.resolve(), journal, config=config)
     try:
         httpd = ServingHTTPServer((args.host, args.rest_port), store)
     except OSError as e:
@@ -72,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
+        store.wake.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -79,6 +108,20 @@ def main(argv: list[str] | None = None) -> int:
         target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )
     http_thread.start()
+    if args.model_config_file is not None:
+        watcher = ConfigWatcher(args.model_config_file, store.apply_config, _reporter(journal))
+        threading.Thread(
+            target=_watch,
+            args=(
+                watcher,
+                store,
+                stop,
+                args.model_config_file_poll_wait_seconds,
+                args.poll_interval,
+            ),
+            name="model-config",
+            daemon=True,
+        ).start()
     try:
         if args.port_file is not None:
             atomic_write_text(args.port_file, f"{port}\n", durable=False)
@@ -97,6 +140,26 @@ def main(argv: list[str] | None = None) -> int:
         if journal is not None:
             journal.close()
     return 0
+
+
+def _reporter(journal: Any) -> Callable[[str, dict[str, Any]], None]:
+    """Config changes and refusals go to the journal and, refusals, to stderr."""
+
+    def report(event: str, fields: dict[str, Any]) -> None:
+        if event == "serving.config_refused":
+            print(f"{PROG}: model config refused: {fields['error']}", file=sys.stderr, flush=True)
+        if journal is not None:
+            journal.record(event, **fields)
+
+    return report
+
+
+def _watch(watcher: Any, store: Any, stop: threading.Event, poll_wait: float, retry: float) -> None:
+    """The config file's labels can only name loaded versions: start after the first poll."""
+    while not store.polled.wait(0.1):
+        if stop.is_set():
+            return
+    watcher.run(stop, poll_wait, retry)
 
 
 if __name__ == "__main__":

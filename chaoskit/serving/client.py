@@ -10,6 +10,7 @@ import http.client
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,13 @@ class ServingClient:
         self.signature_name = signature_name
         """Sent with every ``:predict`` that names none (None: the server's default)."""
 
-    def _model_path(self, version: int | str | None) -> str:
+    def _model_path(self, version: int | str | None, label: str | None = None) -> str:
+        """``/v1/models/M``, ``.../versions/N`` or ``.../labels/L`` (both: TF Serving's 400)."""
         path = f"/v1/models/{self.model}"
         if version is not None:
             path += f"/versions/{version}"
+        if label is not None:
+            path += f"/labels/{quote(label, safe='')}"
         return path
 
     def request(
@@ -68,11 +72,28 @@ class ServingClient:
             decoded = {"error": raw[:500].decode("utf-8", "replace")}
         return Response(answer.status, decoded)
 
-    def status(self, version: int | str | None = None, *, timeout: float | None = None) -> Response:
-        return self.request("GET", self._model_path(version), timeout=timeout)
+    def status(
+        self,
+        version: int | str | None = None,
+        *,
+        label: str | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        return self.request("GET", self._model_path(version, label), timeout=timeout)
 
-    def metadata(self, version: int | str | None = None) -> Response:
-        return self.request("GET", self._model_path(version) + "/metadata")
+    def metadata(self, version: int | str | None = None, *, label: str | None = None) -> Response:
+        return self.request("GET", self._model_path(version, label) + "/metadata")
+
+    def label_version(self, label: str, *, timeout: float | None = None) -> int | None:
+        """The version *label* points at (metadata on the label), or None."""
+        try:
+            answer = self.request(
+                "GET", self._model_path(None, label) + "/metadata", timeout=timeout
+            )
+        except OSError:
+            return None
+        version = answer.body.get("model_spec", {}).get("version") if answer.ok else None
+        return int(version) if isinstance(version, str) and version.isdigit() else None
 
     def predict(
         self,
@@ -80,6 +101,7 @@ class ServingClient:
         *,
         inputs: Any = None,
         version: int | str | None = None,
+        label: str | None = None,
         signature_name: str | None = None,
         timeout: float | None = None,
     ) -> Response:
@@ -93,7 +115,8 @@ class ServingClient:
         else:
             payload["instances"] = instances
         body = json.dumps(payload).encode()
-        return self.request("POST", self._model_path(version) + ":predict", body, timeout=timeout)
+        path = self._model_path(version, label) + ":predict"
+        return self.request("POST", path, body, timeout=timeout)
 
     def available_version(self, *, timeout: float | None = None) -> int | None:
         """The highest version in state AVAILABLE, or None (also when unreachable)."""

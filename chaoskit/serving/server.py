@@ -1,8 +1,11 @@
 """The HTTP side of the model server: TF Serving's REST API subset, JSON in and out.
 
-A ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive; each request reads the
-currently served version once, so a version switch in the middle of a request is
-harmless.  Every answer, including errors and unknown paths, is a JSON object.
+A ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive; each request resolves its
+version (number, label or newest loaded) once, so a version or label switch in the
+middle of a request is harmless.  Routes, error messages and codes are TF Serving's
+(``/versions/N`` and ``/labels/L`` on status, metadata and ``:predict``; case-insensitive
+paths); every answer, including errors and paths outside ``/v1/`` (where TF Serving
+answers an HTML 404), is a JSON object.
 """
 
 from __future__ import annotations
@@ -14,15 +17,21 @@ import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from chaoskit.serving import tensors
 from chaoskit.serving.store import ModelStore, Servable
 
 log = logging.getLogger(__name__)
-_ROUTE = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
-    r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?/?$"
-)
+_FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL
+# TF Serving's own route patterns (http_rest_api_util.cc), matched whole and ignoring
+# case; the verb and "metadata" are then compared as written, as TF Serving does, so
+# ":PREDICT" is a malformed request and ".../METADATA" asks for the status.
+_SPEC = r"(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?"
+_PREDICTION = re.compile(r"/v1/models/([^/:]+)" + _SPEC + r":(classify|regress|predict)", _FLAGS)
+_STATUS = re.compile(r"/v1/models(?:/([^/:]+))?" + _SPEC + r"(?:/(metadata))?", _FLAGS)
+_API = re.compile(r"/v1/.*", _FLAGS)
+_MAX_VERSION = 2**63 - 1
 MAX_BODY = 64 * 1024 * 1024
 
 
@@ -155,45 +164,56 @@ class ServingHandler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
         path = self.path.split("?", 1)[0]
-        match = _ROUTE.match(path)
-        if match is None:
+        if _API.fullmatch(path) is None:  # TF Serving: an HTML 404 page; here JSON
             raise ApiError(404, f"Malformed request: {method} {path}")
-        name, version_text = match["name"], match["version"]
-        verb, metadata = match["verb"], match["metadata"]
+        malformed = ApiError(400, f"Malformed request: {method} {path}")
+        pattern = {"POST": _PREDICTION, "GET": _STATUS}.get(method)
+        match = None if pattern is None else pattern.fullmatch(path)
+        if match is None:
+            raise malformed
+        name, version_text, label_text, last = match.groups()
+        name = unquote(name or "")
+        label = None if label_text is None else unquote(label_text)
         version: int | None = None
         if version_text is not None:
-            if not version_text.isdigit():
-                raise ApiError(400, f"Failed to convert version: {version_text} to numeric.")
             version = int(version_text)
-        if verb is not None:
-            if method != "POST":
-                raise ApiError(404, f"Malformed request: {method} {path}")
-            if verb != "predict":
-                raise ApiError(400, f"chaoskit-serving answers only :predict, not :{verb}")
-            return 200, self._predict(name, version, body)
-        if method != "GET":
-            raise ApiError(404, f"Malformed request: {method} {path}")
-        if metadata:
-            return 200, self._metadata(name, version)
+            if version > _MAX_VERSION:
+                raise ApiError(400, f"Failed to convert version: {version_text} to numeric.")
+        if method == "POST":
+            if last == "predict":
+                return 200, self._predict(name, version, label, body)
+            if last in ("classify", "regress"):
+                raise ApiError(400, f"chaoskit-serving answers only :predict, not :{last}")
+            raise malformed
+        if not name:
+            raise ApiError(400, "Missing model name in request.")
+        if last == "metadata":
+            return 200, self._metadata(name, version, label)
         return 200, self._status(name, version)
 
-    def _check_model(self, name: str, version: int | None) -> None:
-        if name != self.server.store.model_name:
+    def _servable(self, name: str, version: int | None, label: str | None) -> Servable:
+        """The version a request asks for: by number, by label, or the newest loaded."""
+        store = self.server.store
+        if label is not None:
+            labelled = store.label_version(label) if name == store.model_name else None
+            if labelled is None:
+                raise ApiError(400, f"Unrecognized servable version label: {label}")
+            version = labelled
+        if name == store.model_name and version is None:
+            servable = store.current()
+            if servable is None:
+                raise ApiError(503, f"Servable not available: no version of model {name} is loaded")
+            return servable
+        servable = None
+        if name == store.model_name and version is not None:
+            servable = store.loaded(version)
+        if servable is None:
             spec = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise ApiError(404, f"Servable not found for request: {spec}")
-
-    def _servable(self, name: str, version: int | None) -> Servable:
-        self._check_model(name, version)
-        servable = self.server.store.current()
-        if version is not None:
-            if servable is None or servable.version != version:
-                raise ApiError(404, f"Servable not found for request: Specific({name}, {version})")
-            return servable
-        if servable is None:
-            raise ApiError(503, f"Servable not available: no version of model {name} is loaded")
         return servable
 
     def _status(self, name: str, version: int | None) -> dict[str, Any]:
+        """As TF Serving's GetModelStatus: a label is not looked at (all versions)."""
         store = self.server.store
         if name != store.model_name:
             raise ApiError(404, f"Could not find any versions of model {name}")
@@ -206,22 +226,24 @@ class ServingHandler(BaseHTTPRequestHandler):
             raise ApiError(404, f"Could not find any versions of model {name}")
         return {"model_version_status": states}
 
-    def _metadata(self, name: str, version: int | None) -> dict[str, Any]:
-        servable = self._servable(name, version)
+    def _metadata(self, name: str, version: int | None, label: str | None) -> dict[str, Any]:
+        servable = self._servable(name, version, label)
         return {
             "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
             "metadata": {"signature_def": {"signature_def": servable.signature_def}},
         }
 
-    def _predict(self, name: str, version: int | None, body: bytes) -> dict[str, Any]:
-        import tensorflow as tf
-
+    def _predict(
+        self, name: str, version: int | None, label: str | None, body: bytes
+    ) -> dict[str, Any]:
         try:
             doc = tensors.parse_body(body)
             signature_name = tensors.signature_name(doc)
         except tensors.RequestError as e:
             raise ApiError(400, str(e)) from None
-        servable = self._servable(name, version)
+        servable = self._servable(name, version, label)
+        import tensorflow as tf  # loaded by now: a version is
+
         signature = servable.signatures.get(signature_name)
         if signature is None:
             raise ApiError(

@@ -1,9 +1,12 @@
-"""Version polling and loading for the model server (TF Serving's "latest" policy).
+"""Version polling and loading for the model server, with TF Serving's version policies.
 
-Every poll lists ``base_path/<int>/`` and tries the versions newer than the one served,
-highest first, until one loads; a load is complete only after the canary inputs ran
-through it (and matched the canary outputs stored with the version), so a switch
-never exposes a version that cannot answer.  Choices, where TF Serving leaves room:
+Every poll lists ``base_path/<int>/`` and loads the versions the policy selects
+(``latest`` N, default 1; ``all``; ``specific``) before it unloads the ones no longer
+selected, so a switch never leaves a gap; a load is complete only after the canary
+inputs ran through it (and matched the canary outputs stored with the version), so a
+switch never exposes a version that cannot answer.  Version labels (from the model
+config, see ``config.py``) only name loaded versions.  Choices, where TF Serving
+leaves room:
 
 * a version that fails to load is reported as END with DATA_LOSS/UNKNOWN and is not
   retried until something in its directory changes (size or mtime of any file);
@@ -11,7 +14,12 @@ never exposes a version that cannot answer.  Choices, where TF Serving leaves ro
   (TF Serving would keep aspiring to the newest only) -- at a cold start after a bad
   export this keeps the model available;
 * the served version stays in memory when its directory disappears from disk and
-  is unloaded only when a newer version has loaded.
+  is unloaded only when a newer version has loaded (``all``/``specific``: when another
+  selected version serves);
+* a policy whose selection has nothing that loads (``specific`` naming only versions
+  that do not exist or fail) leaves the loaded versions serving; the named versions
+  missing from disk are reported once (log and ``serving.version_not_found``), as TF
+  Serving logs them, and serving the rest of the selection goes on.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np
 
 from chaoskit import model as ref
 from chaoskit.journal import Journal
+from chaoskit.serving.config import ServingConfig, VersionPolicy
 from chaoskit.serving.tensors import InputSpec
 
 log = logging.getLogger(__name__)
@@ -231,18 +240,34 @@ def _warm_up(version: int, path: Path, signatures: dict[str, Signature]) -> None
 
 @dataclass
 class ModelStore:
-    """Polls a base path and keeps the newest loadable version serving."""
+    """Polls a base path and keeps the versions its policy selects serving; resolves
+    version labels."""
 
     model_name: str
     base_path: Path
     journal: Journal | None = None
     loader: Callable[[int, Path], Servable] = load_version
+    config: ServingConfig = field(default_factory=ServingConfig)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _served: Servable | None = None
+    _loaded: dict[int, Servable] = field(default_factory=dict)  # replaced, never mutated
     _states: dict[int, VersionState] = field(default_factory=dict)
+    _not_found: frozenset[int] = frozenset()
+    polled: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
 
     def current(self) -> Servable | None:
-        return self._served
+        """The newest loaded version: what a request without version or label gets."""
+        loaded = self._loaded
+        return loaded[max(loaded)] if loaded else None
+
+    def loaded(self, version: int) -> Servable | None:
+        return self._loaded.get(version)
+
+    def loaded_versions(self) -> list[int]:
+        return sorted(self._loaded)
+
+    def label_version(self, label: str) -> int | None:
+        return self.config.labels.get(label)
 
     def status(self) -> list[dict[str, Any]]:
         """Known versions, newest first, in TF Serving's ``model_version_status`` form."""
@@ -253,6 +278,22 @@ class ModelStore:
         with self._lock:
             return self._states.get(version)
 
+    def apply_config(self, config: ServingConfig) -> str | None:
+        """Make *config* the one in force, or say why not (then the old one stays): as in
+        TF Serving, a label may only name a version that is AVAILABLE now."""
+        with self._lock:
+            for label, version in sorted(config.labels.items()):
+                if version not in self._loaded:
+                    return (
+                        f"Request to assign label to version {version} of model "
+                        f"{self.model_name}, which is not currently available for inference"
+                        f" (label {label!r})"
+                    )
+            self.config = config
+            self._not_found = frozenset()
+        self.wake.set()  # a new policy takes effect at the next poll, which starts now
+        return None
+
     def _record(self, event: str, **fields: Any) -> None:
         if self.journal is not None:
             self.journal.record(event, **fields)
@@ -262,22 +303,72 @@ class ModelStore:
             self._states[state.version] = state
 
     def poll_once(self) -> None:
-        """One look at the base path: forget vanished versions, load a newer one."""
+        """One look at the base path: forget vanished versions, load what the policy
+        selects, then unload what it no longer selects (availability-preserving)."""
         on_disk = ref.version_dirs(self.base_path)
-        served = self._served
+        policy = self.config.policy
+        loaded = self._loaded
         with self._lock:
             for version in list(self._states):
-                if version not in on_disk and (served is None or version != served.version):
+                if version not in on_disk and version not in loaded:
                     del self._states[version]
-        floor = -1 if served is None else served.version
-        for version in sorted((v for v in on_disk if v > floor), reverse=True):
-            path = on_disk[version]
-            print_ = fingerprint(path)
-            known = self.version_state(version)
-            if known is not None and known.state == "END" and known.fingerprint == print_:
-                continue  # failed before, unchanged since: do not retry
-            if self._try_load(version, path, print_):
-                break
+        keep = self._select(policy, on_disk, loaded)
+        if not keep:
+            keep = set(loaded)  # nothing of the selection serves: keep what does
+        for version in sorted(set(loaded) - keep):
+            self._unload(version)
+        if policy.kind == "specific":
+            missing = policy.versions - set(on_disk) - set(self._loaded)
+            for version in sorted(missing - self._not_found):
+                log.warning(
+                    "version %d of model %s, named by the 'specific' version policy, "
+                    "was not found in %s", version, self.model_name, self.base_path,
+                )  # fmt: skip
+                self._record("serving.version_not_found", version=version)
+            self._not_found = frozenset(missing)
+
+    def _select(
+        self, policy: VersionPolicy, on_disk: dict[int, Path], loaded: dict[int, Any]
+    ) -> set[int]:
+        """The versions to serve, loading those not loaded yet.  ``latest`` takes the N
+        newest that load (a loaded version whose directory vanished still counts);
+        ``all`` and ``specific`` take every one on disk that loads, and keep a vanished
+        loaded one only while none of them serves."""
+        keep: set[int] = set()
+        if policy.kind == "latest":
+            for version in sorted(set(on_disk) | set(loaded), reverse=True):
+                if len(keep) == policy.num_versions:
+                    break
+                if version in loaded or self._load(version, on_disk[version]):
+                    keep.add(version)
+            return keep
+        wanted = set(on_disk) if policy.kind == "all" else set(on_disk) & policy.versions
+        for version in sorted(wanted, reverse=True):
+            if version in loaded or self._load(version, on_disk[version]):
+                keep.add(version)
+        if not keep:
+            keep = {
+                v
+                for v in loaded
+                if v not in on_disk and (policy.kind == "all" or v in policy.versions)
+            }
+        return keep
+
+    def _load(self, version: int, path: Path) -> bool:
+        print_ = fingerprint(path)
+        known = self.version_state(version)
+        if known is not None and known.error_code != "OK" and known.fingerprint == print_:
+            return False  # failed before, unchanged since: do not retry
+        return self._try_load(version, path, print_)
+
+    def _unload(self, version: int) -> None:
+        with self._lock:
+            self._loaded = {v: s for v, s in self._loaded.items() if v != version}
+            old = self._states.get(version)
+            self._states[version] = VersionState(
+                version, "END", fingerprint=None if old is None else old.fingerprint
+            )
+        self._record("serving.version_unloaded", version=version)
 
     def _try_load(self, version: int, path: Path, print_: Fingerprint) -> bool:
         self._set(VersionState(version, "LOADING", fingerprint=print_))
@@ -308,24 +399,20 @@ class ModelStore:
             )
             return False
         load_s = time.monotonic() - started
-        old = self._served
         with self._lock:
-            self._served = servable
+            self._loaded = {**self._loaded, version: servable}
             self._states[version] = VersionState(version, "AVAILABLE", fingerprint=print_)
-            if old is not None and old.version in self._states:
-                self._states[old.version] = VersionState(
-                    old.version, "END", fingerprint=self._states[old.version].fingerprint
-                )
         self._record("serving.version_loaded", version=version, load_s=round(load_s, 4))
-        if old is not None:
-            self._record("serving.version_unloaded", version=old.version)
         return True
 
     def run(self, stop: threading.Event, poll_interval: float) -> None:
-        """Poll until *stop* is set; the first poll happens at once."""
+        """Poll until *stop* is set; the first poll happens at once, and a new config
+        (``wake``) starts the next one early."""
         while not stop.is_set():
+            self.wake.clear()
             try:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - keep serving whatever happens to the disk
                 log.exception("polling %s failed", self.base_path)
-            stop.wait(poll_interval)
+            self.polled.set()
+            self.wake.wait(poll_interval)

@@ -208,7 +208,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(shared):
         ("GET", f"/v1/models/{MODEL}/versions/7", None, 404, "version 7"),
         ("GET", "/v1/models/other", None, 404, "other"),
         ("GET", "/nothing/here", None, 404, "Malformed request"),
-        ("GET", f"/v1/models/{MODEL}:predict", None, 404, "Malformed request"),
+        ("GET", f"/v1/models/{MODEL}:predict", None, 400, "Malformed request"),  # as TF Serving
     ],
 )  # fmt: skip
 def test_errors_are_json_with_tf_serving_codes(shared, method, path, body, status, needle):
@@ -352,3 +352,29 @@ def test_port_in_use_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "cannot read model config {path}: No such file or directory"),
+        ('{"model_version_policy": {"specific": {"versions": []}}}',
+         "{path}: model_version_policy.specific.versions must be a non-empty list, got []"),
+        ("{nope", "{path}: not valid JSON: "),
+    ],
+)  # fmt: skip
+def test_bad_model_config_file_exits_2_with_one_line(tmp_path, content, needle):
+    (tmp_path / "models").mkdir()
+    path = tmp_path / "model.json"
+    if content is not None:
+        path.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "chaoskit.serving", "--model-name", MODEL,
+         "--model-base-path", str(tmp_path / "models"), "--rest-port", "0",
+         "--model-config-file", str(path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chaoskit-serving: error: ")
+    assert needle.format(path=path) in lines[0]

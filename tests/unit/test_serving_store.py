@@ -1,4 +1,4 @@
-"""The server's version policy, with a fake loader standing in for TensorFlow."""
+"""The server's version policies and labels, with a fake loader standing in for TensorFlow."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chaoskit.journal import Journal, read_journal
+from chaoskit.serving.config import ServingConfig, VersionPolicy
 from chaoskit.serving.store import LoadError, ModelStore, Servable, fingerprint
 
 
@@ -136,3 +137,73 @@ def test_fingerprint_sees_in_place_changes(tmp_path):
     os.utime(d / "saved_model.pb", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert fingerprint(d) != before  # ... but a new mtime
     assert fingerprint(tmp_path / "gone") == ()
+
+
+def loaded(store: ModelStore) -> list[int]:
+    return store.loaded_versions()
+
+
+def test_latest_n_serves_the_n_newest_that_load(setup):
+    base, loader, store, _ = setup
+    store.apply_config(ServingConfig(VersionPolicy("latest", 2)))
+    for v in (1, 2, 3):
+        make(base, v)
+    make(base, 4, broken=True)
+    store.poll_once()
+    assert loaded(store) == [2, 3] and served(store) == 3 and loader.calls == [4, 3, 2]
+    make(base, 5)
+    store.poll_once()
+    assert loaded(store) == [3, 5] and states(store)[2] == ("END", "OK")
+
+
+def test_all_and_specific_load_before_they_unload(setup):
+    base, loader, store, journal = setup
+    for v in (1, 2, 3):
+        make(base, v)
+    store.poll_once()
+    assert loaded(store) == [3]
+    assert store.apply_config(ServingConfig(VersionPolicy("all"))) is None
+    store.poll_once()
+    assert loaded(store) == [1, 2, 3] and loader.calls == [3, 2, 1]
+    store.apply_config(ServingConfig(VersionPolicy("specific", versions=frozenset({1, 7, 9}))))
+    store.poll_once()
+    store.poll_once()
+    assert loaded(store) == [1] and served(store) == 1
+    assert states(store) == {3: ("END", "OK"), 2: ("END", "OK"), 1: ("AVAILABLE", "OK")}
+    events = read_journal(journal)
+    # unloads come after the loads of the same poll; 7 and 9 reported once each
+    assert [e["version"] for e in events if e["event"] == "serving.version_not_found"] == [7, 9]
+    unloaded = [e["version"] for e in events if e["event"] == "serving.version_unloaded"]
+    assert sorted(unloaded) == [2, 3]
+    # an unloaded version is reloaded when a policy selects it again (no "failed" memory)
+    store.apply_config(ServingConfig(VersionPolicy("specific", versions=frozenset({2}))))
+    store.poll_once()
+    assert loaded(store) == [2] and loader.calls[-1] == 2
+
+
+def test_specific_with_nothing_loadable_keeps_what_serves(setup):
+    base, _, store, _ = setup
+    make(base, 1)
+    make(base, 2, broken=True)
+    store.poll_once()
+    store.apply_config(ServingConfig(VersionPolicy("specific", versions=frozenset({2, 8}))))
+    store.poll_once()
+    assert loaded(store) == [1] and states(store)[2] == ("END", "DATA_LOSS")
+
+
+def test_labels_name_only_loaded_versions_and_the_old_config_stays(setup):
+    base, _, store, _ = setup
+    make(base, 1)
+    make(base, 2)
+    both = ServingConfig(VersionPolicy("specific", versions=frozenset({1, 2})), {"stable": 1})
+    error = store.apply_config(both)  # nothing loaded yet
+    assert error is not None and "version 1 of model m" in error and "'stable'" in error
+    assert store.config == ServingConfig() and store.label_version("stable") is None
+    store.apply_config(ServingConfig(both.policy))
+    store.poll_once()
+    assert store.apply_config(both) is None and store.label_version("stable") == 1
+    moved = ServingConfig(both.policy, {"stable": 2, "canary": 3})
+    assert "version 3" in (store.apply_config(moved) or "")
+    assert store.config is both  # refused as a whole: stable still at 1
+    assert store.apply_config(ServingConfig(both.policy, {"stable": 2})) is None
+    assert store.label_version("stable") == 2 and store.wake.is_set()
