@@ -4,8 +4,11 @@ Targets are written relative to the model store so experiments stay portable:
 
 - ``model:latest/variables/variables.data-00000-of-00001`` — a file of the newest version
   (``model:<N>/...`` for version N, ``model:latest`` for the version directory itself);
-- ``checkpoint:latest.index`` / ``checkpoint:latest.data`` — the newest checkpoint named by
-  CheckpointManager's state file; ``checkpoint:state`` — that state file;
+- ``checkpoint:latest`` — the main file of the newest checkpoint, found through the
+  stack's checkpoint format (``keras`` / ``files``: the file itself; ``tf``: its first
+  data shard); for ``tf`` also ``checkpoint:latest.index`` / ``checkpoint:latest.data``
+  — the newest checkpoint named by CheckpointManager's state file — and
+  ``checkpoint:state``, that state file;
 - anything else — a path relative to the data directory.
 
 A target that resolves outside the data directory is refused: a fault must never touch
@@ -18,9 +21,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from chaoskit.dr.checkpoints import TFFormat
 from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import FaultError
 from chaoskit.model import version_dirs
+
+TF_TARGETS = ("latest.index", "latest.data", "state")
 
 
 def latest_checkpoint_prefix(checkpoint_dir: Path) -> Path:
@@ -34,6 +40,34 @@ def latest_checkpoint_prefix(checkpoint_dir: Path) -> Path:
         raise FaultError(f"{state_file} names no checkpoint")
     prefix = Path(state.latest)
     return prefix if prefix.is_absolute() else checkpoint_dir / prefix
+
+
+def _checkpoint_target(stack: Any, target: str) -> Path:
+    """What a ``checkpoint:`` target names, in the stack's checkpoint format (tf when the
+    stack does not say)."""
+    if getattr(stack, "checkpoint_dir", None) is None:
+        raise FaultError(f"{target!r}: the stack has no checkpoint directory")
+    directory = Path(stack.checkpoint_dir)
+    fmt = getattr(stack, "checkpoint_format", None) or TFFormat()
+    what = target[len("checkpoint:") :]
+    if what in TF_TARGETS and isinstance(fmt, TFFormat):
+        if what == "state":
+            return directory / STATE_FILE
+        prefix = latest_checkpoint_prefix(directory)
+        suffix = ".index" if what == "latest.index" else ".data-00000-of-00001"
+        return prefix.with_name(prefix.name + suffix)
+    if what == "latest":
+        latest = fmt.latest(directory)
+        if latest is None:
+            raise FaultError(f"{target!r}: no {fmt.describe()} checkpoint in {directory}")
+        return directory / fmt.main_file(latest)
+    if what in TF_TARGETS:
+        raise FaultError(
+            f"{target!r} is for CheckpointManager ('tf') checkpoints; this stack's are "
+            f"{fmt.describe()}: use 'checkpoint:latest'"
+        )
+    known = ", ".join(f"checkpoint:{t}" for t in ("latest", *TF_TARGETS))
+    raise FaultError(f"{target!r}: unknown checkpoint target (known: {known})")
 
 
 def resolve_target(stack: Any, target: str) -> Path:
@@ -52,16 +86,7 @@ def resolve_target(stack: Any, target: str) -> Path:
             raise FaultError(f"{target!r}: no version {version!r} in {stack.model_base_path}")
         path = versions[number] / rest if rest else versions[number]
     elif target.startswith("checkpoint:"):
-        what = target[len("checkpoint:") :]
-        if what == "state":
-            path = Path(stack.checkpoint_dir) / "checkpoint"
-        elif what in ("latest.index", "latest.data"):
-            prefix = latest_checkpoint_prefix(Path(stack.checkpoint_dir))
-            suffix = ".index" if what == "latest.index" else ".data-00000-of-00001"
-            path = prefix.with_name(prefix.name + suffix)
-        else:
-            known = "checkpoint:latest.index, checkpoint:latest.data, checkpoint:state"
-            raise FaultError(f"{target!r}: unknown checkpoint target (known: {known})")
+        path = _checkpoint_target(stack, target)
     else:
         path = data_dir / target
     resolved = Path(os.path.realpath(path))

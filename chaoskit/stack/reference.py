@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaoskit.atomic import ensure_secret_file
+from chaoskit.dr.checkpoints import checkpoint_format
 from chaoskit.errors import ConfigError, StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.serving.client import ServingClient
@@ -45,6 +46,9 @@ class StackConfig:
 
 class ReferenceStack:
     """Starts, reaches and stops the reference stack on a backend."""
+
+    checkpoint_format = checkpoint_format("tf")
+    trainer = TRAINER
 
     def __init__(
         self, backend: Backend, data_dir: Path, journal_path: Path, config: StackConfig
@@ -134,6 +138,10 @@ class ReferenceStack:
             ports={"http": 0},
             readiness=Readiness(http_path="/health", timeout=self.config.start_timeout),
         )  # fmt: skip
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model_name
 
     @property
     def services(self) -> list[str]:
