@@ -270,14 +270,18 @@ class StoreGuard(BackgroundLoop):
         self.journal.record("detected", service="model-store", signal="integrity",
                             target=str(damage.path), problems=damage.problems[:20])  # fmt: skip
         self.journal.record("recovery.started", action="restore", target=str(damage.path))
+        restored, intact = self.restore(damage)
+        self._finish(damage.path, restored, intact)
+
+    def restore(self, damage: Damage) -> tuple[Snapshot | None, bool]:
+        """Put back what *damage* names: (the recovery point used, whether it verifies)."""
         if damage.kind == "model-version":
             restored = self._restore_first(damage.candidates, damage.path)
-            intact = restored is not None and not self._verify(damage.path, restored)
-        elif damage.kind == "checkpoint-files":
-            restored, intact = self._restore_files(damage.candidates)
-        else:  # the state file: rewrite it as the newest recovery point still present had it
-            restored, intact = self._restore_state_file(damage.candidates)
-        self._finish(damage.path, restored, intact)
+            return restored, restored is not None and not self._verify(damage.path, restored)
+        if damage.kind == "checkpoint-files":
+            return self._restore_files(damage.candidates)
+        # the state file: rewrite it as the newest recovery point still present had it
+        return self._restore_state_file(damage.candidates)
 
     def _recover_trainer(self, status: str) -> None:
         """The trainer is down: restart it, from the newest checkpoint that verifies."""
