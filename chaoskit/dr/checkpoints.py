@@ -17,7 +17,10 @@ For ``keras`` and ``files`` the step is the number in the file name (see
 :func:`step_in_name`) and the creation time the file's mtime.  Keras writes its files in
 place, not through a rename, so a file counts as complete only once it has not changed
 for ``settle`` seconds and, for ``.h5`` / ``.keras``, its own structure says it is whole
-(HDF5 signature and end-of-file address, zip central directory).
+(HDF5 signature and end-of-file address, zip central directory).  A checkpoint is
+known by its file name: a trainer that rewrites one name (a constant ``filepath`` with
+``save_best_only``) must put the epoch in it (``{epoch}``), or each rewrite of a
+backed-up file is taken for damage — a bit flip and a rewrite look alike on disk.
 """
 
 from __future__ import annotations

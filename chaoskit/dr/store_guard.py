@@ -88,6 +88,7 @@ class StoreGuard(BackgroundLoop):
         *,
         scan_interval: float = 0.25,
         watched_versions: int = 3,
+        confirm_timeout: float = 60.0,
     ) -> None:
         super().__init__()
         self.repo = repo
@@ -95,6 +96,7 @@ class StoreGuard(BackgroundLoop):
         self.journal = journal
         self.scan_interval = scan_interval
         self.watched_versions = watched_versions
+        self.confirm_timeout = confirm_timeout
         self.model_base = Path(stack.model_base_path)
         self.trainer: str | None = stack.trainer
         self.format: CheckpointFormat = stack.checkpoint_format
@@ -415,7 +417,7 @@ class StoreGuard(BackgroundLoop):
                                 reason="the trainer is not running")  # fmt: skip
             return
         confirm_steady_state(
-            self.stack.client(timeout=2.0), self.goldens, self.journal, timeout=60.0
+            self.stack.client(timeout=2.0), self.goldens, self.journal, timeout=self.confirm_timeout
         )
 
     def _trainer_resumed_at(
