@@ -7,8 +7,18 @@ live store with those manifests (SHA-256 per file) whenever inotify reports a ch
 and at least every ``scan_interval``; damage is
 journaled as ``detected`` (signal ``integrity``) and repaired by restoring the newest
 recovery point that restores and verifies — atomically, while serving keeps answering
-from memory.  A damaged checkpoint directory is restored with the trainer stopped, and
-the trainer is restarted to resume from the restored step.
+from memory.  A trainer that is down is restarted, after restoring its checkpoints when
+the latest one is damaged, so it resumes from the restored step.
+
+Checkpoints are read through the stack's format (:mod:`chaoskit.dr.checkpoints`).  Which
+recovery points the live directory must still match is the format's rule: for ``tf``
+those the state file lists (CheckpointManager's sweep unlists what it deletes; see
+``_scan_checkpoints`` for its timing); for ``keras`` / ``files`` every backed-up file
+still present, and a deleted one only while no newer checkpoint is present — a trainer's
+own rotation deletes old checkpoints after writing a new one, so that is not damage,
+while a deleted (or damaged) latest checkpoint is restored.  A stack without a
+checkpoint directory gets no backup agent and no checkpoint scanning; one without a
+trainer gets no trainer restart.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from typing import Any, Self
 
 from chaoskit.atomic import atomic_write_bytes, ensure_secret_file, fsync_dir
 from chaoskit.background import BackgroundLoop
-from chaoskit.dr.goldens import Goldens
+from chaoskit.dr.checkpoints import CheckpointFormat, TFFormat, from_snapshot
 from chaoskit.dr.inotify import Watcher
 from chaoskit.dr.recovery import confirm_steady_state
 from chaoskit.dr.repository.agent import BackupAgent
@@ -77,6 +87,7 @@ class StoreGuard(BackgroundLoop):
         *,
         scan_interval: float = 0.25,
         watched_versions: int = 3,
+        confirm_timeout: float = 60.0,
     ) -> None:
         super().__init__()
         self.repo = repo
@@ -84,32 +95,40 @@ class StoreGuard(BackgroundLoop):
         self.journal = journal
         self.scan_interval = scan_interval
         self.watched_versions = watched_versions
+        self.confirm_timeout = confirm_timeout
         self.model_base = Path(stack.model_base_path)
-        self.checkpoint_dir = Path(stack.checkpoint_dir)
-        self.goldens = Goldens(self.model_base)
+        self.trainer: str | None = stack.trainer
+        self.format: CheckpointFormat = stack.checkpoint_format
+        self.goldens = stack.goldens
         self.versions: dict[int, Snapshot] = {}
-        self.agent = BackupAgent(
-            repo, self.checkpoint_dir, interval=scan_interval, tags=(CHECKPOINT_TAG,),
-            model_name=stack.config.model_name, journal=journal,
-        )  # fmt: skip
+        self.checkpoint_dir: Path | None = None
+        self.agent: BackupAgent | None = None
+        if stack.checkpoint_dir is not None:
+            self.checkpoint_dir = Path(stack.checkpoint_dir)
+            self.agent = BackupAgent(
+                repo, self.checkpoint_dir, interval=scan_interval, tags=(CHECKPOINT_TAG,),
+                model_name=stack.model_name, journal=journal, checkpoint_format=self.format,
+            )  # fmt: skip
         self._watcher = Watcher()
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> Self:
         """Back up what exists now, then watch."""
         self._backup_new_versions()
-        self.agent.poll_once()
+        if self.agent is not None:
+            self.agent.poll_once()
         return super().start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self._backup_new_versions()
-                status = self.stack.backend.status("trainer")
-                if status != "running":
-                    self._recover_trainer(status)
+                status = None if self.trainer is None else self.stack.backend.status(self.trainer)
+                if status not in (None, "running"):
+                    self._recover_trainer(str(status))
                 else:
-                    self.agent.poll_once()
+                    if self.agent is not None:
+                        self.agent.poll_once()
                     for damage in self.scan():
                         self._repair(damage)
             except (ChaosKitError, OSError) as e:
@@ -123,7 +142,8 @@ class StoreGuard(BackgroundLoop):
         """Watch the model base path, the watched versions and the checkpoint directory."""
         self._watcher.forget_missing()
         self._watcher.watch(self.model_base)
-        self._watcher.watch(self.checkpoint_dir)
+        if self.checkpoint_dir is not None:
+            self._watcher.watch(self.checkpoint_dir)
         for version in sorted(self.versions)[-self.watched_versions :]:
             version_dir = self.model_base / str(version)
             for directory in (version_dir, version_dir / "variables", version_dir / "assets.extra"):
@@ -137,7 +157,7 @@ class StoreGuard(BackgroundLoop):
             created = path.stat().st_mtime
             snap = self.repo.backup(
                 path, tags=(VERSION_TAG,), time=created, checkpoint_step=version,
-                model_name=self.stack.config.model_name, model_version=str(version),
+                model_name=self.stack.model_name, model_version=str(version),
             )  # fmt: skip
             self.versions[version] = snap
             self.journal.record("backup.recovery_point", snapshot=snap.id, version=version,
@@ -165,17 +185,28 @@ class StoreGuard(BackgroundLoop):
         lines += [f"changed  {p} ({why})" for p, why in report.changed.items() if p not in ignore]
         return lines
 
+    @property
+    def _snapshots(self) -> list[Snapshot]:
+        return [] if self.agent is None else self.agent.snapshots
+
+    @property
+    def _has_state(self) -> bool:
+        return bool(self.format.state_files)
+
     def _scan_checkpoints(self) -> Damage | None:
-        """Damage to any backed-up checkpoint still in the directory, or to the state file."""
-        if self._checkpoint_state() is None:
-            if not self.agent.snapshots:
+        """Damage to any guarded checkpoint (the format says which), or to the state file."""
+        if self.checkpoint_dir is None:
+            return None
+        if self._has_state and self._checkpoint_state() is None:
+            if not self._snapshots:
                 return None
             return Damage("checkpoint-state", self.checkpoint_dir / STATE_FILE,
                           [f"unreadable  {STATE_FILE}"], self._newest_first())  # fmt: skip
         problems, damaged = self._checkpoint_problems()
         # CheckpointManager lists the checkpoint it is deleting until it has deleted it
-        # and rewritten the state file: only what is still listed and still wrong a
-        # moment later is damage (longer for what looks like its sweep)
+        # and rewritten the state file (a keep-last-N script may delete before the new
+        # file is visible): only what is still guarded and still wrong a moment later is
+        # damage (longer for what looks like CheckpointManager's sweep)
         settle = SWEEP_SETTLE if problems and self._looks_swept(damaged) else HOUSEKEEPING_SETTLE
         deadline = time.monotonic() + settle
         while problems and time.monotonic() < deadline and not self._stop.is_set():
@@ -186,45 +217,53 @@ class StoreGuard(BackgroundLoop):
         return Damage("checkpoint-files", self.checkpoint_dir, problems, damaged)
 
     def _looks_swept(self, damaged: list[Snapshot]) -> bool:
-        """Every damaged checkpoint is an older one whose files are all gone."""
-        state = self._checkpoint_state()
-        latest = Path(state.latest).name if state is not None else None
+        """tf only: every damaged checkpoint is an older one whose files are all gone."""
+        if not isinstance(self.format, TFFormat) or self.checkpoint_dir is None:
+            return False
+        latest = self.format.latest(self.checkpoint_dir)
         return all(
-            snap.summary.get("checkpoint") != latest
+            snap.summary.get("checkpoint") != (latest.name if latest else None)
             and not any(
-                (self.checkpoint_dir / entry.path).exists()
-                for entry in snap.files
-                if entry.type == "file" and entry.path != STATE_FILE
+                (self.checkpoint_dir / path).exists()
+                for path in from_snapshot(snap, self.format).files
             )
             for snap in damaged
         )
 
+    def _guarded(self) -> list[Snapshot]:
+        """The recovery points of the checkpoints the directory must still hold as saved."""
+        assert self.checkpoint_dir is not None
+        backed = {str(snap.summary.get("checkpoint")): snap for snap in self._snapshots}
+        held = [from_snapshot(snap, self.format) for snap in backed.values()]
+        return [backed[c.name] for c in self.format.guarded(self.checkpoint_dir, held)]
+
     def _checkpoint_problems(self) -> tuple[list[str], list[Snapshot]]:
-        """(problems, their recovery points) of the backed-up checkpoints the state lists."""
-        snaps = {s.summary.get("checkpoint"): s for s in self.agent.snapshots}
-        state = self._checkpoint_state()
+        """(problems, their recovery points) of the guarded checkpoints."""
         problems: list[str] = []
         damaged: list[Snapshot] = []
-        for path in (state.all_paths or (state.latest,)) if state else ():
-            name = Path(path).name
-            snap = snaps.get(name)
-            if snap is None:
-                continue
-            found = self._verify(self.checkpoint_dir, snap, ignore=(STATE_FILE,))
-            found = [line for line in found if name in line]
+        for snap in self._guarded():
+            found = self._verify_checkpoint(snap)
             if found:
                 problems += found
                 damaged.append(snap)
         return problems, damaged
 
+    def _verify_checkpoint(self, snap: Snapshot) -> list[str]:
+        """What differs between the live checkpoint and its recovery point (its own files)."""
+        assert self.checkpoint_dir is not None
+        return self._verify(self.checkpoint_dir, snap, ignore=self.format.state_files)
+
     def _checkpoint_state(self) -> Any:
+        assert self.checkpoint_dir is not None
         try:
             return parse_checkpoint_state((self.checkpoint_dir / STATE_FILE).read_text())
         except (OSError, UnicodeDecodeError):
             return None
 
     def _newest_first(self) -> list[Snapshot]:
-        return sorted(self.agent.snapshots, key=lambda s: s.checkpoint_step or 0, reverse=True)
+        return sorted(
+            self._snapshots, key=lambda s: from_snapshot(s, self.format).order, reverse=True
+        )
 
     # -- repair ----------------------------------------------------------------------------
     def _repair(self, damage: Damage) -> None:
@@ -232,23 +271,28 @@ class StoreGuard(BackgroundLoop):
         self.journal.record("detected", service="model-store", signal="integrity",
                             target=str(damage.path), problems=damage.problems[:20])  # fmt: skip
         self.journal.record("recovery.started", action="restore", target=str(damage.path))
+        restored, intact = self.restore(damage)
+        self._finish(damage.path, restored, intact)
+
+    def restore(self, damage: Damage) -> tuple[Snapshot | None, bool]:
+        """Put back what *damage* names: (the recovery point used, whether it verifies)."""
         if damage.kind == "model-version":
             restored = self._restore_first(damage.candidates, damage.path)
-            intact = restored is not None and not self._verify(damage.path, restored)
-        elif damage.kind == "checkpoint-files":
-            restored, intact = self._restore_files(damage.candidates)
-        else:  # the state file: rewrite it as the newest recovery point still present had it
-            restored, intact = self._restore_state_file(damage.candidates)
-        self._finish(damage.path, restored, intact)
+            return restored, restored is not None and not self._verify(damage.path, restored)
+        if damage.kind == "checkpoint-files":
+            return self._restore_files(damage.candidates)
+        # the state file: rewrite it as the newest recovery point still present had it
+        return self._restore_state_file(damage.candidates)
 
     def _recover_trainer(self, status: str) -> None:
         """The trainer is down: restart it, from the newest checkpoint that verifies."""
-        self.journal.record("detected", service="trainer", signal="process",
+        assert self.trainer is not None
+        self.journal.record("detected", service=self.trainer, signal="process",
                             reason=f"trainer is {status}")  # fmt: skip
         tail = JournalTail(self.journal.path)
         latest = self._verified_latest_checkpoint()
         restored = None
-        if latest is None and self.agent.snapshots:
+        if latest is None and self._snapshots:
             self.journal.record(
                 "recovery.started", action="restore", target=str(self.checkpoint_dir)
             )
@@ -257,36 +301,40 @@ class StoreGuard(BackgroundLoop):
                 if restored is not None:
                     break
             if restored is None:
-                self._finish(self.checkpoint_dir, None, False)
+                self._finish(self.checkpoint_dir or self.model_base, None, False)
                 return
         else:
-            self.journal.record("recovery.started", action="restart", service="trainer")
-        self.stack.backend.restart("trainer")
+            self.journal.record("recovery.started", action="restart", service=self.trainer)
+        since = time.time()
+        self.stack.backend.restart(self.trainer)
         expected = (
             restored.checkpoint_step if restored else (latest.checkpoint_step if latest else None)
         )
-        resumed = self._trainer_resumed_at(tail, expected)
-        if restored is not None:
-            intact = resumed and not self._verify(
-                self.checkpoint_dir, restored, ignore=(STATE_FILE,)
-            )
+        resumed = self._trainer_resumed_at(tail, expected, since)
+        if restored is not None and self.checkpoint_dir is not None:
+            intact = resumed and not self._verify_checkpoint(restored)
             self._finish(self.checkpoint_dir, restored, intact)
         else:
-            self.journal.record("recovered", action="restart", service="trainer", resumed=resumed)
+            self.journal.record("recovered", action="restart", service=self.trainer,
+                                resumed=resumed)  # fmt: skip
             self._confirm()
 
     def _verified_latest_checkpoint(self) -> Snapshot | None:
-        """The recovery point of the live latest checkpoint, if the live files match it."""
-        state = self._checkpoint_state()
-        if state is None:
+        """The recovery point of the latest checkpoint, if the live files match it.
+
+        None when the live latest is damaged, is older than the newest recovery point
+        (the latest was deleted), or was written after the last backup (nothing proves
+        it intact)."""
+        if self.checkpoint_dir is None:
             return None
-        prefix = Path(state.latest).name
-        for snap in self.agent.snapshots:
-            if snap.summary.get("checkpoint") == prefix:
-                return (
-                    None if self._verify(self.checkpoint_dir, snap, ignore=(STATE_FILE,)) else snap
-                )
-        return None  # written after the last backup: nothing proves it intact
+        live = self.format.latest(self.checkpoint_dir)
+        newest = self._newest_first()
+        if live is None or (newest and from_snapshot(newest[0], self.format).order > live.order):
+            return None
+        for snap in self._snapshots:
+            if snap.summary.get("checkpoint") == live.name:
+                return None if self._verify_checkpoint(snap) else snap
+        return None
 
     def _restore_first(self, candidates: list[Snapshot], target: Path) -> Snapshot | None:
         """Restore the first candidate that restores completely (authenticated) as *target*."""
@@ -307,28 +355,32 @@ class StoreGuard(BackgroundLoop):
     ) -> tuple[Snapshot | None, bool]:
         """Put the files of these checkpoints back one by one, keeping the other checkpoints.
 
-        With ``with_state`` the state file is restored too, so the trainer resumes there.
+        With ``with_state`` the format's state file is restored too, so the trainer
+        resumes there.
         """
+        assert self.checkpoint_dir is not None
         staging = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}-repair")
         restored = None
         for snap in damaged:
             shutil.rmtree(staging, ignore_errors=True)
             if self._restore_first([snap], staging) is None:
                 return None, False
-            for entry in snap.files:
-                if entry.type == "file" and (with_state or entry.path != STATE_FILE):
-                    os.replace(staging / entry.path, self.checkpoint_dir / entry.path)
+            wanted = self.format.restore_files(from_snapshot(snap, self.format),
+                                               with_state=with_state)  # fmt: skip
+            for rel in wanted:
+                if (staging / rel).is_file():
+                    (self.checkpoint_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging / rel, self.checkpoint_dir / rel)
             fsync_dir(self.checkpoint_dir)
             restored = snap
         shutil.rmtree(staging, ignore_errors=True)
-        intact = all(
-            not self._verify(self.checkpoint_dir, s, ignore=(STATE_FILE,)) for s in damaged
-        )
+        intact = all(not self._verify_checkpoint(s) for s in damaged)
         return restored, intact
 
     def _restore_state_file(self, candidates: list[Snapshot]) -> tuple[Snapshot | None, bool]:
+        assert self.checkpoint_dir is not None
         for snap in candidates:
-            if self._verify(self.checkpoint_dir, snap, ignore=(STATE_FILE,)):
+            if self._verify_checkpoint(snap):
                 continue  # that checkpoint's files are not (all) here any more
             staging = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}-state")
             shutil.rmtree(staging, ignore_errors=True)
@@ -359,21 +411,36 @@ class StoreGuard(BackgroundLoop):
 
     def _confirm(self) -> None:
         """Steady state: serving answers its canary correctly *and* the trainer runs."""
-        if self.stack.backend.status("trainer") != "running":
+        if self.trainer is not None and self.stack.backend.status(self.trainer) != "running":
             self.journal.record("steady_state.violated", phase="recovery",
                                 reason="the trainer is not running")  # fmt: skip
             return
         confirm_steady_state(
-            self.stack.client(timeout=2.0), self.goldens, self.journal, timeout=60.0
+            self.stack.client(timeout=2.0), self.goldens, self.journal, timeout=self.confirm_timeout
         )
 
     def _trainer_resumed_at(
-        self, tail: JournalTail, step: int | None, timeout: float = 60.0
+        self, tail: JournalTail, step: int | None, since: float, timeout: float = 60.0
     ) -> bool:
+        """The restarted trainer resumed from *step*.  chaoskit's trainer journals
+        ``trainer.started`` with the step it resumed at; any other trainer shows it by
+        writing, after the restart (wall time *since*), a checkpoint later than *step*
+        (one started over from scratch writes lower steps).  Without a checkpoint
+        directory, running is all that can be seen."""
+        assert self.trainer is not None
+        if self.checkpoint_dir is None:
+            return self.stack.backend.status(self.trainer) == "running"
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._stop.is_set():
             for event in tail.new_events():
                 if event["event"] == "trainer.started":
                     return step is None or event.get("step") == step
+            latest = self.format.latest(self.checkpoint_dir)
+            if (
+                latest is not None
+                and latest.wall_created >= since
+                and (step is None or (latest.step is not None and latest.step > step))
+            ):
+                return True
             time.sleep(0.05)
         return False

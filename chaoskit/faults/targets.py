@@ -4,8 +4,11 @@ Targets are written relative to the model store so experiments stay portable:
 
 - ``model:latest/variables/variables.data-00000-of-00001`` — a file of the newest version
   (``model:<N>/...`` for version N, ``model:latest`` for the version directory itself);
-- ``checkpoint:latest.index`` / ``checkpoint:latest.data`` — the newest checkpoint named by
-  CheckpointManager's state file; ``checkpoint:state`` — that state file;
+- ``checkpoint:latest`` — the main file of the newest checkpoint, found through the
+  stack's checkpoint format (``keras`` / ``files``: the file itself; ``tf``: its first
+  data shard); for ``tf`` also ``checkpoint:latest.index`` / ``checkpoint:latest.data``
+  — the newest checkpoint named by CheckpointManager's state file — and
+  ``checkpoint:state``, that state file;
 - a plain relative path (``models/reference/7/saved_model.pb``) — a file in the data
   directory.
 
@@ -26,15 +29,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+from chaoskit.dr.checkpoints import TFFormat
 from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import FaultError
 from chaoskit.model import version_dirs
+from chaoskit.stack.protocol import within
 
+TF_TARGETS = ("latest.index", "latest.data", "state")
 PREFIXES = ("model:", "checkpoint:")
 VALID_TARGETS = (
-    "model:latest[/<path>], model:<version>[/<path>], checkpoint:latest.index, "
-    "checkpoint:latest.data, checkpoint:state, or a plain relative path for a file in the "
-    "data directory"
+    "model:latest[/<path>], model:<version>[/<path>], checkpoint:latest, and for tf "
+    "checkpoints checkpoint:latest.index, checkpoint:latest.data, checkpoint:state, or a "
+    "plain relative path for a file in the data directory"
 )
 _PREFIX = re.compile(r"([A-Za-z][\w.-]*:)")
 
@@ -65,6 +71,34 @@ def latest_checkpoint_prefix(checkpoint_dir: Path) -> Path:
     return prefix if prefix.is_absolute() else checkpoint_dir / prefix
 
 
+def _checkpoint_target(stack: Any, target: str) -> Path:
+    """What a ``checkpoint:`` target names, in the stack's checkpoint format (tf when the
+    stack does not say)."""
+    if getattr(stack, "checkpoint_dir", None) is None:
+        raise FaultError(f"{target!r}: the stack has no checkpoint directory")
+    directory = Path(stack.checkpoint_dir)
+    fmt = getattr(stack, "checkpoint_format", None) or TFFormat()
+    what = target[len("checkpoint:") :]
+    if what in TF_TARGETS and isinstance(fmt, TFFormat):
+        if what == "state":
+            return directory / STATE_FILE
+        prefix = latest_checkpoint_prefix(directory)
+        suffix = ".index" if what == "latest.index" else ".data-00000-of-00001"
+        return prefix.with_name(prefix.name + suffix)
+    if what == "latest":
+        latest = fmt.latest(directory)
+        if latest is None:
+            raise FaultError(f"{target!r}: no {fmt.describe()} checkpoint in {directory}")
+        return directory / fmt.main_file(latest)
+    if what in TF_TARGETS:
+        raise FaultError(
+            f"{target!r} is for CheckpointManager ('tf') checkpoints; this stack's are "
+            f"{fmt.describe()}: use 'checkpoint:latest'"
+        )
+    known = ", ".join(f"checkpoint:{t}" for t in ("latest", *TF_TARGETS))
+    raise FaultError(f"{target!r}: unknown checkpoint target (known: {known})")
+
+
 def resolve_target(stack: Any, target: str) -> Path:
     """The absolute path *target* names in *stack* (see the module docstring)."""
     data_dir = Path(stack.data_dir).resolve()
@@ -81,22 +115,16 @@ def resolve_target(stack: Any, target: str) -> Path:
             raise FaultError(f"{target!r}: no version {version!r} in {stack.model_base_path}")
         path = versions[number] / rest if rest else versions[number]
     elif target.startswith("checkpoint:"):
-        what = target[len("checkpoint:") :]
-        if what == "state":
-            path = Path(stack.checkpoint_dir) / "checkpoint"
-        elif what in ("latest.index", "latest.data"):
-            prefix = latest_checkpoint_prefix(Path(stack.checkpoint_dir))
-            suffix = ".index" if what == "latest.index" else ".data-00000-of-00001"
-            path = prefix.with_name(prefix.name + suffix)
-        else:
-            known = "checkpoint:latest.index, checkpoint:latest.data, checkpoint:state"
-            raise FaultError(f"{target!r}: unknown checkpoint target (known: {known})")
+        path = _checkpoint_target(stack, target)
     else:
         error = _unknown_prefix(target)
         if error is not None:
             raise error
         path = data_dir / target
     resolved = Path(os.path.realpath(path))
-    if resolved != data_dir and data_dir not in resolved.parents:
-        raise FaultError(f"{target!r} resolves to {resolved}, outside the model store {data_dir}")
+    roots = [Path(os.path.realpath(r)) for r in getattr(stack, "storage_roots", [data_dir])]
+    if not within(resolved, roots):
+        where = ", ".join(str(r) for r in roots)
+        raise FaultError(f"{target!r} resolves to {resolved}, outside the stack's storage "
+                         f"({where})")  # fmt: skip
     return resolved

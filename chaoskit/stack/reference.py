@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaoskit.atomic import ensure_secret_file
+from chaoskit.dr.checkpoints import checkpoint_format
 from chaoskit.dr.engine import DRConfig
 from chaoskit.dr.goldens import Goldens
 from chaoskit.errors import StackError
@@ -47,6 +48,8 @@ class StackConfig:
 
 class ReferenceStack(GatewayedStack):
     """Starts, reaches and stops the reference stack on a backend (a :class:`Stack`)."""
+
+    checkpoint_format = checkpoint_format("tf")
 
     def __init__(
         self, backend: Backend, data_dir: Path, journal_path: Path, config: StackConfig

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from chaoskit.atomic import atomic_write_text, ensure_secret_file
 from chaoskit.canary import auto_canary, check_canary, read_canary_file, signature_inputs
+from chaoskit.dr.checkpoints import checkpoint_format
 from chaoskit.dr.engine import DRConfig
 from chaoskit.dr.recorded_goldens import RecordedGoldens
 from chaoskit.errors import ConfigError, StackError
@@ -28,7 +29,6 @@ from chaoskit.objectives import Objectives
 from chaoskit.stack.backend import Backend
 from chaoskit.stack.gatewayed import GatewayedStack, replica_names
 from chaoskit.stack.service import Readiness, ServiceSpec
-from chaoskit.stack.trainer_progress import newest_step
 from chaoskit.stackfile.load import load_stack_file
 from chaoskit.stackfile.schema import Service, StackFile
 
@@ -73,8 +73,11 @@ class FileStack(GatewayedStack):
         checkpoints = file.checkpoints
         self.checkpoint_dir = self._path(checkpoints.dir) if checkpoints else None
         self._values["checkpoint_dir"] = str(self.checkpoint_dir or "")
-        self.checkpoint_kind = checkpoints.format if checkpoints else None
-        self.checkpoint_pattern = checkpoints.pattern if checkpoints else None
+        try:
+            kind, pattern = (checkpoints.format, checkpoints.pattern) if checkpoints else ("tf", None)
+            self.checkpoint_format = checkpoint_format(kind, pattern)
+        except ConfigError as e:
+            raise ConfigError(f"{self.where}: checkpoints: {e}") from None
         self.trainer = file.named("trainer")
         self.dr_site = file.named("dr-site")
         self.recovery = file.dr.recovery
@@ -204,7 +207,8 @@ class FileStack(GatewayedStack):
         """The step of the newest checkpoint, when the checkpoint format tells it."""
         if self.checkpoint_dir is None:
             return None
-        return newest_step(None, self.checkpoint_dir)
+        latest = self.checkpoint_format.latest(self.checkpoint_dir)
+        return None if latest is None else latest.step
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "stack_file": str(self.path)}

@@ -19,6 +19,8 @@ from types import SimpleNamespace
 import pytest
 
 from chaoskit.atomic import atomic_write_text
+from chaoskit.dr.checkpoints import checkpoint_format
+from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.repository.agent import checkpoint_files
 from chaoskit.dr.repository.repo import init_repository
 from chaoskit.dr.repository.source import STATE_FILE
@@ -52,8 +54,9 @@ def guard(checkpoints: Path, tmp_path: Path) -> StoreGuard:
     subprocess.run(["cp", "-a", str(checkpoints), str(directory)], check=True)
     (tmp_path / "models").mkdir()
     stack = SimpleNamespace(
-        model_base_path=tmp_path / "models", checkpoint_dir=directory,
-        config=SimpleNamespace(model_name="m"), backend=None,
+        goldens=Goldens(tmp_path / "models"),
+        model_base_path=tmp_path / "models", checkpoint_dir=directory, model_name="m",
+        checkpoint_format=checkpoint_format("tf"), trainer="trainer", backend=None,
     )  # fmt: skip
     repo = init_repository(tmp_path / "repo", "pw", scrypt_n=2**10)
     guard = StoreGuard(repo, stack, Journal(tmp_path / "journal.jsonl"))

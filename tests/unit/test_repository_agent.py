@@ -93,3 +93,35 @@ def test_agent_thread_backs_up_new_checkpoints(repo: Repository, tmp_path: Path)
 def test_bad_interval_is_refused(repo: Repository, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="interval 0"):
         BackupAgent(repo, tmp_path, interval=0)
+
+
+def test_keras_files_are_backed_up_each_with_its_step_once_settled(
+    repo: Repository, tmp_path: Path
+) -> None:
+    from test_checkpoints import OLD, write_h5
+
+    from chaoskit.dr.checkpoints import KerasFormat
+
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    write_h5(ckpts / "ckpt-0001.weights.h5", 1, mtime=OLD + 1)
+    write_h5(ckpts / "ckpt-0002.weights.h5", 2, mtime=None)  # just written
+    with Journal(tmp_path / "journal.jsonl") as journal:
+        agent = BackupAgent(repo, ckpts, journal=journal, checkpoint_format=KerasFormat(settle=30))
+        first = agent.poll_once()
+        assert first is not None and agent.poll_once() is None  # ckpt-2 has not settled
+        os.utime(ckpts / "ckpt-0002.weights.h5", (OLD + 2, OLD + 2))
+        second = agent.poll_once()
+        assert second is not None and agent.poll_once() is None
+    assert [f.path for f in second.files] == ["ckpt-0002.weights.h5"]
+    assert (first.checkpoint_step, second.checkpoint_step) == (1, 2)
+    points = read_journal(tmp_path / "journal.jsonl")
+    assert [(p["checkpoint"], p["step"], p["wall_created"]) for p in points] == [
+        ("ckpt-0001.weights.h5", 1, OLD + 1), ("ckpt-0002.weights.h5", 2, OLD + 2),
+    ]  # fmt: skip
+    again = BackupAgent(repo, ckpts, checkpoint_format=KerasFormat(settle=30))
+    assert again.poll_once() is None  # a restarted agent knows what it did
+    repo.restore(second.id, tmp_path / "out")
+    assert (tmp_path / "out" / "ckpt-0002.weights.h5").read_bytes() == (
+        ckpts / "ckpt-0002.weights.h5"
+    ).read_bytes()

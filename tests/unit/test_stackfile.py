@@ -57,7 +57,8 @@ def test_defaults_of_a_minimal_file(tmp_path: Path) -> None:
 
 
 def test_unknown_key_suggests_the_nearest(tmp_path: Path) -> None:
-    message = error_of(tmp_path, MINIMAL.replace('role = "serving"', 'role = "serving"\nreplica = 2'))
+    text = MINIMAL.replace('role = "serving"', 'role = "serving"\nreplica = 2')
+    message = error_of(tmp_path, text)
     assert "chaoskit.toml" in message
     assert "services.serving.replica: unknown key (did you mean 'replicas'?)" in message
 

@@ -118,7 +118,7 @@ def test_checkpoint_state(store, tmp_path, mode):
 
 @pytest.mark.parametrize(
     ("fault", "message"),
-    [(BitFlip("../../etc/passwd"), "outside the model store"),
+    [(BitFlip("../../etc/passwd"), "outside the stack.s storage"),
      (BitFlip("model:999/saved_model.pb"), "no version '999'"),
      (ZeroRange(DATA, offset=2040, length=64), "does not fit"),
      (Truncate(DATA, size=10**6), "does not fit"),
@@ -156,3 +156,27 @@ def test_plain_relative_paths_still_name_files_in_the_data_directory(store, tmp_
 def test_bad_mode_fails_at_construction():
     with pytest.raises(FaultError, match="'shred'"):
         CheckpointStateFault("shred")
+
+
+def test_checkpoint_latest_follows_the_stack_format(store, tmp_path):
+    from chaoskit.dr.checkpoints import checkpoint_format
+    from chaoskit.faults.targets import resolve_target
+
+    assert resolve_target(store, "checkpoint:latest").name == "ckpt-40.data-00000-of-00001"
+    keras_dir = store.data_dir / "keras"
+    keras_dir.mkdir()
+    for epoch in (9, 10):
+        (keras_dir / f"ckpt-{epoch:04d}.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" * epoch)
+    keras = SimpleNamespace(data_dir=store.data_dir, checkpoint_dir=keras_dir,
+                            checkpoint_format=checkpoint_format("keras"))  # fmt: skip
+    with BitFlip("checkpoint:latest").inject(ctx(keras, tmp_path)) as injection:
+        assert injection.changes.record["path"] == str(keras_dir / "ckpt-0010.weights.h5")
+    with pytest.raises(FaultError, match=r"'checkpoint:state' is for CheckpointManager.*keras"):
+        CheckpointStateFault("remove").inject(ctx(keras, tmp_path))
+    with pytest.raises(FaultError, match="no files \\(\\*.pt\\) checkpoint in"):
+        resolve_target(SimpleNamespace(data_dir=store.data_dir, checkpoint_dir=keras_dir,
+                                       checkpoint_format=checkpoint_format("files", "*.pt")),
+                       "checkpoint:latest")  # fmt: skip
+    with pytest.raises(FaultError, match="has no checkpoint directory"):
+        resolve_target(SimpleNamespace(data_dir=store.data_dir, checkpoint_dir=None),
+                       "checkpoint:latest")  # fmt: skip

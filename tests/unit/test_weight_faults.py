@@ -141,7 +141,7 @@ def test_a_checkpoint_outside_the_store_is_refused(store, tmp_path):
         f'model_checkpoint_path: "{tmp_path / "elsewhere" / "ckpt-9"}"\n'
     )
     before = tree(tmp_path / "elsewhere")
-    with pytest.raises(FaultError, match="outside the model store"):
+    with pytest.raises(FaultError, match="outside the stack.s storage"):
         SilentWeightChange("checkpoint:latest").inject(ctx(store))
     assert tree(tmp_path / "elsewhere") == before
 
@@ -151,9 +151,9 @@ def test_a_version_linked_outside_the_store_is_refused(store, tmp_path):
     write_bundle(elsewhere / "variables" / "variables", tensors(5))
     os.symlink(elsewhere, store.model_base_path / "300")
     before = tree(elsewhere)
-    with pytest.raises(FaultError, match="outside the model store"):
+    with pytest.raises(FaultError, match="outside the stack.s storage"):
         SilentWeightChange().inject(ctx(store))
-    with pytest.raises(FaultError, match="outside the model store"):
+    with pytest.raises(FaultError, match="outside the stack.s storage"):
         StaleModel().inject(ctx(store))
     assert tree(elsewhere) == before
 

@@ -1,12 +1,15 @@
 """The backup agent: back up each new checkpoint as soon as it is complete.
 
-It polls a CheckpointManager directory.  A checkpoint is ready when the ``checkpoint``
-state file names it (TensorFlow rewrites that file atomically, after the bundle) and its
-``.index`` parses with every data shard holding all its tensors.  Each ready checkpoint
-becomes one snapshot holding its bundle files and the state file as read, so a restore
-gives a directory ``tf.train.latest_checkpoint`` resolves.  Each snapshot is journaled
-as ``backup.recovery_point`` with the checkpoint's creation time, from which RPO is
-computed.  That keeps RPO near one checkpoint interval.
+It polls a checkpoint directory of one format (:mod:`chaoskit.dr.checkpoints`).  For a
+CheckpointManager directory (``tf``) a checkpoint is ready when the ``checkpoint`` state
+file names it (TensorFlow rewrites that file atomically, after the bundle) and its
+``.index`` parses with every data shard holding all its tensors; its snapshot holds its
+bundle files and the state file as read, so a restore gives a directory
+``tf.train.latest_checkpoint`` resolves.  For ``keras`` / ``files`` every matching file
+is a checkpoint, ready once it has settled and its structure is whole.  Each snapshot is
+journaled as ``backup.recovery_point`` with the checkpoint's name, step (None when the
+format does not tell it) and creation time, from which RPO is computed.  That keeps RPO
+near one checkpoint interval.
 """
 
 from __future__ import annotations
@@ -17,23 +20,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chaoskit.background import BackgroundLoop
+from chaoskit.dr.checkpoints import CheckpointFormat, TFFormat, bundle_files
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.snapshots import Snapshot
-from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
-from chaoskit.dr.repository.tfbundle import bundle_complete, read_bundle_index
 from chaoskit.errors import ChaosKitError, ConfigError
 from chaoskit.journal import Journal
 
 
 def checkpoint_files(directory: Path, prefix: str) -> list[str]:
-    """Relative names of a complete checkpoint's ``.index`` and data shards."""
-    index = read_bundle_index(directory / f"{prefix}.index")
-    shards = [f"{prefix}.data-{i:05d}-of-{index.num_shards:05d}" for i in range(index.num_shards)]
-    return [f"{prefix}.index", *shards]
+    """Relative names of a CheckpointManager checkpoint's ``.index`` and data shards."""
+    return list(bundle_files(directory, prefix))
 
 
 class BackupAgent(BackgroundLoop):
-    """Watches *checkpoint_dir* and backs up every new complete checkpoint once."""
+    """Watches *checkpoint_dir* (of *checkpoint_format*, default ``tf``) and backs up
+    every new complete checkpoint once."""
 
     def __init__(
         self,
@@ -45,8 +46,10 @@ class BackupAgent(BackgroundLoop):
         model_name: str | None = None,
         journal: Journal | None = None,
         on_backup: Callable[[Snapshot], None] | None = None,
+        checkpoint_format: CheckpointFormat | None = None,
     ) -> None:
         self.repo = repo
+        self.format = checkpoint_format or TFFormat()
         self.dir = Path(checkpoint_dir).absolute()
         super().__init__()
         if interval <= 0:
@@ -65,39 +68,29 @@ class BackupAgent(BackgroundLoop):
         }
 
     def poll_once(self) -> Snapshot | None:
-        """Back up the newest checkpoint if it is complete and not yet backed up."""
-        try:
-            raw = (self.dir / STATE_FILE).read_bytes()
-        except OSError:
+        """Back up the oldest complete checkpoint not yet backed up (tf: only the latest)."""
+        if not self.dir.is_dir():
             return None
-        state = parse_checkpoint_state(raw.decode("utf-8", "replace"))
-        if state is None:
-            return None
-        prefix = state.latest
-        if Path(prefix).is_absolute():
-            try:
-                prefix = Path(prefix).relative_to(self.dir).as_posix()
-            except ValueError:
-                return None
-        if prefix in self._done or not bundle_complete(self.dir / prefix):
-            return None
-        files = checkpoint_files(self.dir, prefix)
-        snap = self.repo.backup(
-            self.dir,
-            files=files,
-            extra_files={STATE_FILE: raw},
-            tags=self.tags,
-            time=state.time,
-            checkpoint_step=state.step,
-            model_name=self.model_name,
-            summary={"checkpoint": prefix},
-        )
-        self._record(snap, prefix)
-        self._done.add(prefix)
-        self.snapshots.append(snap)
-        if self.on_backup is not None:
-            self.on_backup(snap)
-        return snap
+        for checkpoint in self.format.candidates(self.dir):
+            if checkpoint.name in self._done or not self.format.complete(self.dir, checkpoint):
+                continue
+            snap = self.repo.backup(
+                self.dir,
+                files=checkpoint.files,
+                extra_files=dict(checkpoint.extra_files),
+                tags=self.tags,
+                time=checkpoint.wall_created,
+                checkpoint_step=checkpoint.step,
+                model_name=self.model_name,
+                summary={"checkpoint": checkpoint.name, "format": self.format.kind},
+            )
+            self._record(snap, checkpoint.name)
+            self._done.add(checkpoint.name)
+            self.snapshots.append(snap)
+            if self.on_backup is not None:
+                self.on_backup(snap)
+            return snap
+        return None
 
     def _record(self, snap: Snapshot, prefix: str) -> None:
         if self.journal is not None:

@@ -24,11 +24,21 @@ class CheckpointState:
     latest: str
     time: float | None
     all_paths: tuple[str, ...]
+    all_times: tuple[float, ...] = ()
 
     @property
     def step(self) -> int | None:
-        match = re.search(r"(\d+)$", self.latest)
-        return int(match.group(1)) if match else None
+        return step_of_prefix(self.latest)
+
+    def time_of(self, path: str) -> float | None:
+        """When the checkpoint at *path* was written, as the state file records it."""
+        return dict(zip(self.all_paths, self.all_times, strict=False)).get(path)
+
+
+def step_of_prefix(prefix: str) -> int | None:
+    """The checkpoint number CheckpointManager appends to its prefix (``ckpt-40`` -> 40)."""
+    match = re.search(r"(\d+)$", prefix)
+    return int(match.group(1)) if match else None
 
 
 def parse_checkpoint_state(text: str) -> CheckpointState | None:
@@ -49,7 +59,9 @@ def parse_checkpoint_state(text: str) -> CheckpointState | None:
     if not latest:
         return None
     when = dict(zip(paths, stamps, strict=False)).get(latest)
-    return CheckpointState(latest=latest, time=when, all_paths=tuple(paths))
+    return CheckpointState(
+        latest=latest, time=when, all_paths=tuple(paths), all_times=tuple(stamps)
+    )
 
 
 def read_checkpoint_state(directory: Path) -> CheckpointState | None:
