@@ -74,7 +74,9 @@ class FileStack(GatewayedStack):
         self.checkpoint_dir = self._path(checkpoints.dir) if checkpoints else None
         self._values["checkpoint_dir"] = str(self.checkpoint_dir or "")
         try:
-            kind, pattern = (checkpoints.format, checkpoints.pattern) if checkpoints else ("tf", None)
+            kind, pattern = (
+                (checkpoints.format, checkpoints.pattern) if checkpoints else ("tf", None)
+            )
             self.checkpoint_format = checkpoint_format(kind, pattern)
         except ConfigError as e:
             raise ConfigError(f"{self.where}: checkpoints: {e}") from None
