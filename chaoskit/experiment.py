@@ -15,7 +15,12 @@ from typing import Any
 
 from chaoskit.dr.engine import DRConfig, DREngine
 from chaoskit.dr.failover import FailoverThenRepair
-from chaoskit.dr.recovery import RecoveryAction, RestartService, confirm_steady_state
+from chaoskit.dr.recovery import (
+    ObservePlatform,
+    RecoveryAction,
+    RestartService,
+    confirm_steady_state,
+)
 from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.faults.base import Fault, FaultContext, Injection
 from chaoskit.journal import Event, Journal, JournalTail, read_journal
@@ -51,6 +56,7 @@ class Experiment:
         fresh_recovery_point: bool = False,
         progress: Callable[[str], None] | None = None,
         learned_baseline: float | None = None,
+        declared: tuple[str, ...] | None = None,
     ) -> None:
         self.name = name
         self.stack = stack
@@ -64,6 +70,8 @@ class Experiment:
         self.fresh_recovery_point = fresh_recovery_point
         self.progress = progress
         self.learned_baseline = learned_baseline
+        self.declared = declared
+        """Budgets the experiment set itself (None: all of them); the others are defaults."""
         """Seconds of steady state the learned detectors train on; None: no learned detection."""
         self.client = stack.client()
         self.goldens = stack.goldens
@@ -84,6 +92,7 @@ class Experiment:
             "experiment.started",
             name=self.name,
             budgets=self.objectives.as_dict(),
+            **({} if self.declared is None else {"declared": list(self.declared)}),
             backend=self.backend,
             seed=self.seed,
         )
@@ -108,7 +117,10 @@ class Experiment:
         )  # fmt: skip
         replicas = list(self.stack.replicas)
         recovery: RecoveryAction = restart
-        if self.stack.gateway is not None and len(replicas) > 1:
+        if self.stack.recovery == "observe":
+            recovery = ObservePlatform(self.stack, self.goldens, self.journal,
+                                       timeout=self.dr_config.recovery_timeout)  # fmt: skip
+        elif self.stack.gateway is not None and len(replicas) > 1:
             recovery = FailoverThenRepair(self.stack, self.goldens, self.journal, restart)
         self._engines = [
             DREngine(

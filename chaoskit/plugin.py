@@ -181,6 +181,12 @@ def _objectives(item: pytest.Item) -> Objectives:
     )
 
 
+def _declared(item: pytest.Item) -> tuple[str, ...]:
+    """The budgets the item's own marker sets (the others come from defaults)."""
+    marker = item.get_closest_marker("chaos")
+    return tuple(k for k in NAMES if marker is not None and marker.kwargs.get(k) is not None)
+
+
 def _learned_baseline(item: pytest.Item) -> float | None:
     """Seconds of baseline for the learned detectors, or None when the item does not opt in."""
     marker = item.get_closest_marker("chaos_learned")
@@ -306,7 +312,7 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
     stack.start()
     state.journal.record("stack.started", **stack.describe())
     repo = open_backup_repository(stack.repository, password_file=stack.password_file)
-    guard = StoreGuard(repo, stack, state.journal)
+    guard = StoreGuard(repo, stack, state.journal, repair=stack.recovery == "chaoskit")
     state.cleanups.append(guard.stop)
     guard.start()
     if stack.dr_site is not None:
@@ -332,6 +338,7 @@ def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed:
         fresh_recovery_point=True,
         progress=_progress_writer(request.config),
         learned_baseline=_learned_baseline(item),
+        declared=_declared(item),
     )
 
 

@@ -7,7 +7,7 @@ once canary predictions are correct again, or ``recovery.failed`` with the reaso
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.steady_state import check_steady_state
@@ -85,3 +85,38 @@ class RestartService:
         return confirm_steady_state(
             self.client, self.goldens, self.journal, timeout=max(0.0, deadline - time.monotonic())
         )
+
+
+class ObservePlatform:
+    """``recovery = "observe"``: chaoskit does not act; it waits for the platform (a Docker
+    restart policy, an orchestrator, a supervisor) to bring the service back.
+
+    Recovery is confirmed when the failed replica itself answers its canary correctly
+    again (asked through its own link, as the gateway reaches it), so a dead standby is
+    not "recovered" just because the primary serves.  The journal says who recovered
+    (``recovered_by="platform"``) and, when nothing did within ``timeout``, says so.
+    """
+
+    name = "observe"
+
+    def __init__(
+        self, stack: Any, goldens: Goldens, journal: Journal, *, timeout: float = 90.0
+    ) -> None:
+        self.stack = stack
+        self.goldens = goldens
+        self.journal = journal
+        self.timeout = timeout
+
+    def run(self, service: str) -> bool:
+        self.journal.record("recovery.started", action=self.name, service=service)
+        client = self.stack.replica_client(service, timeout=2.0)
+        if confirm_steady_state(client, self.goldens, self.journal, timeout=self.timeout):
+            self.journal.record("recovered", action=self.name, service=service,
+                                recovered_by="platform")  # fmt: skip
+            return True
+        self.journal.record(
+            "recovery.failed", action=self.name, service=service,
+            reason=f"nothing recovered {service} within {self.timeout:g}s (recovery = observe: "
+            "chaoskit only watched)",
+        )  # fmt: skip
+        return False

@@ -88,8 +88,13 @@ class StoreGuard(BackgroundLoop):
         scan_interval: float = 0.25,
         watched_versions: int = 3,
         confirm_timeout: float = 60.0,
+        repair: bool = True,
     ) -> None:
+        """*repair* False (``recovery = "observe"``): detect and journal, never restore or
+        restart; each problem is journaled once, until it is gone."""
         super().__init__()
+        self.repair = repair
+        self._observed: set[str] = set()
         self.repo = repo
         self.stack = stack
         self.journal = journal
@@ -124,7 +129,9 @@ class StoreGuard(BackgroundLoop):
             try:
                 self._backup_new_versions()
                 status = None if self.trainer is None else self.stack.backend.status(self.trainer)
-                if status not in (None, "running"):
+                if not self.repair:
+                    self._observe(status)
+                elif status not in (None, "running"):
                     self._recover_trainer(str(status))
                 else:
                     if self.agent is not None:
@@ -264,6 +271,25 @@ class StoreGuard(BackgroundLoop):
         return sorted(
             self._snapshots, key=lambda s: from_snapshot(s, self.format).order, reverse=True
         )
+
+    def _observe(self, trainer_status: str | None) -> None:
+        """Observe mode: journal each new problem once (a platform is to fix it)."""
+        if self.agent is not None and trainer_status in (None, "running"):
+            self.agent.poll_once()
+        now: dict[str, dict[str, Any]] = {}
+        if trainer_status not in (None, "running"):
+            reason = f"trainer is {trainer_status}"
+            now[f"trainer:{trainer_status}"] = {
+                "service": self.trainer, "signal": "process", "reason": reason,
+            }  # fmt: skip
+        for damage in self.scan():
+            now[f"{damage.kind}:{damage.path}"] = {
+                "service": "model-store", "signal": "integrity", "target": str(damage.path),
+                "problems": damage.problems[:20],
+            }  # fmt: skip
+        for key in now.keys() - self._observed:
+            self.journal.record("detected", **now[key], observe=True)
+        self._observed = set(now)
 
     # -- repair ----------------------------------------------------------------------------
     def _repair(self, damage: Damage) -> None:

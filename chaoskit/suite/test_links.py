@@ -14,10 +14,15 @@ import pytest
 
 from chaoskit.faults.network import Latency, Partition
 
+def slower_than_allowed(stack) -> str:
+    """A delay a quarter above the stack's slow-answer threshold (250 ms by default)."""
+    return f"{round(stack.dr_config.slow_probe * 1250)}ms"
+
+
 FAULTS = {
-    "partition-refuse": lambda proxy: Partition(proxy=proxy, mode="refuse"),
-    "partition-hang": lambda proxy: Partition(proxy=proxy, mode="hang"),
-    "latency-250ms": lambda proxy: Latency(proxy=proxy, delay="250ms"),
+    "partition-refuse": lambda stack: Partition(proxy=stack.replicas[0], mode="refuse"),
+    "partition-hang": lambda stack: Partition(proxy=stack.replicas[0], mode="hang"),
+    "latency": lambda stack: Latency(proxy=stack.replicas[0], delay=slower_than_allowed(stack)),
 }
 
 
@@ -25,7 +30,7 @@ FAULTS = {
 @pytest.mark.chaos(ttd="2s", rto="3s")
 @pytest.mark.parametrize("make", FAULTS.values(), ids=FAULTS.keys())
 def test_primary_link_fails_over(chaos, make):
-    result = chaos.run(make(chaos.stack.replicas[0]))
+    result = chaos.run(make(chaos.stack))
     assert result.wrong_predictions == 0
     gateway = chaos.stack.gateway
     assert gateway.routed == gateway.primary, "the gateway did not fail back after the heal"
