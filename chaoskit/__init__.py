@@ -15,8 +15,19 @@ from chaoskit.errors import (
     StackError,
 )
 from chaoskit.journal import Journal, read_journal
+from chaoskit.objectives import Objectives
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``chaoskit.Experiment`` without importing the DR engine when chaoskit is imported
+    (the CLI's backup path must stay cheap)."""
+    if name == "Experiment":
+        from chaoskit.experiment import Experiment
+
+        return Experiment
+    raise AttributeError(f"module 'chaoskit' has no attribute {name!r}")
 
 __all__ = [
     "BackendError",
@@ -24,8 +35,10 @@ __all__ = [
     "ConfigError",
     "FaultError",
     "IntegrityError",
+    "Experiment",
     "Journal",
     "JournalError",
+    "Objectives",
     "ProxyError",
     "RepositoryError",
     "StackError",

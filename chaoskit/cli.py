@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "report": "chaoskit.report.cli",
     "gate": "chaoskit.report.cli",
     "run": "chaoskit.suite.cli",
+    "init": "chaoskit.stackfile.init",
 }
 """Command -> the module that registers it.  Only the module of the command being run is
 imported (``chaoskit backup`` must start fast); help imports them all."""

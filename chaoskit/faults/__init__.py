@@ -26,6 +26,7 @@ from chaoskit.faults.storage import (
     Truncate,
     ZeroRange,
 )
+from chaoskit.faults.weights import SilentWeightChange, StaleModel
 
 __all__ = [
     "AppendBytes",
@@ -48,6 +49,8 @@ __all__ = [
     "RemoveContainer",
     "ResetPeer",
     "RestartContainer",
+    "SilentWeightChange",
+    "StaleModel",
     "Slicer",
     "StopService",
     "Truncate",

@@ -126,7 +126,7 @@ def fingerprint(path: Path) -> Fingerprint:
     return tuple(entries)
 
 
-def _signature_def_json(path: Path) -> dict[str, Any]:
+def signature_def_json(path: Path) -> dict[str, Any]:
     """The SignatureDefs of ``saved_model.pb`` as TF Serving's metadata JSON shows them."""
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import saved_model_pb2
@@ -174,7 +174,7 @@ def load_version(version: int, path: Path) -> Servable:
 
     try:
         loaded = tf.saved_model.load(str(path))
-        signature_def = _signature_def_json(path)
+        signature_def = signature_def_json(path)
         signatures: dict[str, Signature] = {}
         for key, function in loaded.signatures.items():
             inputs = {

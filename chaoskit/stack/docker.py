@@ -248,6 +248,8 @@ class DockerBackend:
         if journal:
             shared.add(str(Path(journal).absolute().parent))
         mounts += [Mount(p, p, type="bind") for p in sorted(shared)]
+        if svc.spec.cwd and svc.spec.cwd not in shared:  # a stack file's directory: its code
+            mounts.append(Mount(svc.spec.cwd, svc.spec.cwd, type="bind", read_only=True))
         mounts += [
             Mount(str(self.data_dir / key), name, type="volume")
             for key, name in self._volumes.items()
@@ -281,7 +283,7 @@ class DockerBackend:
                 command,
                 name=name,
                 environment=env,
-                working_dir="/tmp",
+                working_dir=spec.cwd or "/tmp",
                 user=f"{os.getuid()}:{os.getgid()}",
                 ports=list(svc.ports.values()),
                 labels=engine.labels_for(self.project, spec.name),

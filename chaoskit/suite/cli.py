@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
 def suite_arguments(args: argparse.Namespace) -> list[str]:
     """The pytest command line ``chaoskit run`` stands for."""
     stack = args.stack or ("chaoskit.toml" if Path("chaoskit.toml").is_file() else None)
-    argv = ["--pyargs", "chaoskit.suite", "-p", "no:cacheprovider",
+    argv = ["--pyargs", "chaoskit.suite", "-p", "no:cacheprovider", "-rs",
             f"--rootdir={os.getcwd()}", f"--chaos-report-dir={Path(args.report_dir).absolute()}"]
     if stack is not None:
         from chaoskit.stackfile import load_stack_file

@@ -14,6 +14,7 @@ import pytest
 
 from chaoskit.faults.network import Latency, Partition
 
+
 def slower_than_allowed(stack) -> str:
     """A delay a quarter above the stack's slow-answer threshold (250 ms by default)."""
     return f"{round(stack.dr_config.slow_probe * 1250)}ms"
