@@ -249,7 +249,7 @@ def _skip_unless_stack_has(item: pytest.Item) -> None:
     lacking = missing_roles(_plan(item.config), tuple(marker.args))
     if lacking:
         which = item.config.stash[STATE].stack_file or "the reference stack"
-        item.add_marker(pytest.mark.skip(reason=f"{which} has no {' and no '.join(lacking)}"))
+        item.add_marker(pytest.mark.skip(reason=f"{which} lacks {'; '.join(lacking)}"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from chaoskit.atomic import atomic_write_text
 from chaoskit.dr.goldens import Goldens, max_abs_error
+from chaoskit.errors import ChaosKitError
 from chaoskit.serving.client import ServingClient
 
 RULE = "answered alike twice when first seen"
@@ -33,7 +34,7 @@ class RecordedGoldens(Goldens):
         model_base_path: Path,
         store: Path,
         inputs: list[Any],
-        client: Callable[[], ServingClient],
+        clients: Callable[[], list[ServingClient]],
         *,
         tolerance: float = 1e-4,
         signature_name: str | None = None,
@@ -41,7 +42,7 @@ class RecordedGoldens(Goldens):
         super().__init__(model_base_path)
         self.store = Path(store)
         self._inputs = list(inputs)
-        self._client = client
+        self._clients = clients
         self.tolerance = tolerance
         self.signature_name = signature_name
         self._record_lock = threading.Lock()
@@ -56,16 +57,21 @@ class RecordedGoldens(Goldens):
     def refresh(self) -> None:
         """Load stored goldens, then record those of AVAILABLE versions not seen yet.
 
-        Callers wait for a recording in progress (a probe that got the new version's
-        answer must find its golden, not a race), and each asks serving again: a status
-        call is cheap, and a version may have become AVAILABLE a moment ago.
+        Every replica is asked, directly: replicas load a new version at different
+        moments, and an answer of the one that loaded it first must find its golden.
+        Callers wait for a recording in progress (not a race), and each asks again: a
+        status call is cheap, and a version may have become AVAILABLE a moment ago.
         """
         self._load_stored()
         with self._record_lock:
-            client = self._client()
-            for version in available_versions(client):
-                if version not in self._by_version:
-                    self._record(client, version)
+            try:
+                clients = self._clients()
+            except ChaosKitError:
+                return  # a replica not started yet: nothing to ask
+            for client in clients:
+                for version in available_versions(client):
+                    if version not in self._by_version:
+                        self._record(client, version)
 
     def _load_stored(self) -> None:
         for path in sorted(self.store.glob("*.json")):

@@ -329,6 +329,7 @@ class StoreGuard(BackgroundLoop):
             if restored is None:
                 self._finish(self.checkpoint_dir or self.model_base, None, False)
                 return
+            self._set_aside_newer_than(restored)
         else:
             self.journal.record("recovery.started", action="restart", service=self.trainer)
         since = time.time()
@@ -344,6 +345,31 @@ class StoreGuard(BackgroundLoop):
             self.journal.record("recovered", action="restart", service=self.trainer,
                                 resumed=resumed)  # fmt: skip
             self._confirm()
+
+    def _set_aside_newer_than(self, restored: Snapshot) -> None:
+        """Move live checkpoints newer than *restored* (none of them verifies: damaged, or
+        written after the last backup) into a quarantine directory beside the checkpoints,
+        so a trainer that resumes from its newest file resumes from *restored*.  Nothing
+        is deleted: the files stay there for a post-mortem.  (tf: the restored state file
+        already names the checkpoint to resume from.)"""
+        assert self.checkpoint_dir is not None
+        if self.format.kind == "tf":
+            return
+        floor = from_snapshot(restored, self.format).order
+        newer = [c for c in self.format.checkpoints(self.checkpoint_dir) if c.order > floor]
+        if not newer:
+            return
+        quarantine = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}-quarantine")
+        moved = []
+        for checkpoint in newer:
+            for rel in checkpoint.files:
+                (quarantine / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.checkpoint_dir / rel, quarantine / rel)
+                moved.append(rel)
+        fsync_dir(self.checkpoint_dir)
+        self.journal.record("checkpoint.quarantined", files=moved, to=str(quarantine),
+                            reason=f"newer than the restored {restored.summary.get('checkpoint')}"
+                            " and not verified")  # fmt: skip
 
     def _verified_latest_checkpoint(self) -> Snapshot | None:
         """The recovery point of the latest checkpoint, if the live files match it.

@@ -108,7 +108,8 @@ class FileStack(GatewayedStack):
         )  # fmt: skip
         self.goldens: RecordedGoldens = RecordedGoldens(
             self.model_base_path, self.data_dir / "goldens" / model.name,
-            self._canary_rows or [], lambda: self.client(timeout=2.0),
+            self._canary_rows or [],
+            lambda: [self.direct_client(r, timeout=2.0) for r in self.replicas],
             tolerance=model.tolerance, signature_name=model.signature,
         )  # fmt: skip
 

@@ -112,3 +112,43 @@ def test_bad_learned_baseline_ini_is_a_usage_error_when_learned_is_on(
     result = pytester.runpytest("--chaos-learned")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*baseline='soon'*not a duration*"])
+
+
+def test_a_bad_stack_file_is_one_usage_error_naming_file_and_key(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_x(chaos): pass")
+    pytester.path.joinpath("chaoskit.toml").write_text(
+        '[model]\nname = "m"\nbase_path = "models"\n\n[services.serving]\nrole = "serving"\n'
+        'comand = ["python"]\n'
+    )
+    result = pytester.runpytest("--chaos-stack=chaoskit.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*chaoskit.toml: services.serving.comand: unknown key (did you mean 'command'?)*"]
+    )
+    assert "Traceback" not in result.stderr.str()
+    assert not (pytester.path / "reports").exists()
+
+
+def test_needs_skip_names_what_the_stack_lacks(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("chaoskit.toml").write_text(
+        '[model]\nname = "m"\nbase_path = "models"\n\n[services.serving]\nrole = "serving"\n'
+        'command = ["python"]\nports = { rest = 0 }\n'
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.chaos_needs("trainer", "replicas>=2")
+        def test_x(chaos):
+            pass
+
+        def test_per_replica(chaos_replica):
+            assert chaos_replica == "serving"
+        """
+    )
+    result = pytester.runpytest("--chaos-stack=chaoskit.toml", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*chaoskit.toml lacks a service with role 'trainer'; "
+                                 "a second serving replica (replicas = 2)*"])
