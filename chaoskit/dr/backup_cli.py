@@ -330,8 +330,13 @@ def cmd_site(args: argparse.Namespace) -> int:
     """Run a DR site (what ``replicate`` ships to)."""
     from chaoskit.dr.site import main
 
+    limits = [
+        f"--{name.replace('_', '-')}={value}"
+        for name in ("max_body", "timeout")
+        if (value := getattr(args, name)) is not None
+    ]  # else the site's defaults
     return main(["--root", str(args.root), "--token-file", str(args.token_file),
-                 "--host", args.host, "--port", str(args.port)])  # fmt: skip
+                 "--host", args.host, "--port", str(args.port), *limits])  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -411,6 +416,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--token-file", required=True, type=Path, help="bearer token clients need")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8475)
+    p.add_argument(
+        "--max-body", type=int, metavar="BYTES", help="refuse larger uploads with 413 (256 MiB)"
+    )
+    p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="drop a connection silent this long (60)"
+    )
 
     key = sub.add_parser("key", help="manage key files (passwords)")
     ksub = key.add_subparsers(dest="key_command", metavar="COMMAND", required=True)

@@ -12,8 +12,10 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,14 +34,27 @@ TOKEN = b"s3cret-token"
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[SiteServer]:
-    server = SiteServer(tmp_path / "site", TOKEN)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def make_site(tmp_path: Path) -> Iterator[Callable[..., SiteServer]]:
+    """Start DR sites (keyword arguments go to SiteServer); all are stopped at the end."""
+    running: list[tuple[SiteServer, threading.Thread]] = []
+
+    def start(**options: object) -> SiteServer:
+        server = SiteServer(tmp_path / f"site{len(running) or ''}", TOKEN, **options)  # type: ignore[arg-type]
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        running.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in running:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def site(make_site: Callable[..., SiteServer]) -> SiteServer:
+    return make_site()
 
 
 @pytest.fixture
@@ -167,3 +182,120 @@ def test_wrong_token_is_a_clear_replication_error(repo, site):
     closed = SiteClient(("127.0.0.1", 1), TOKEN)
     with pytest.raises(ReplicationError, match="127.0.0.1:1: GET /health failed"):
         closed.health()
+
+
+SNAP = "/files/snapshots/" + "cd" * 16
+HUGE = 256 << 20
+
+
+def _raw(site: SiteServer, head: str, *, timeout: float = 5.0) -> tuple[bytes, bool]:
+    """Send only *head* (request line and headers, never a body) on a raw socket; return
+    everything the site answers and whether it closed the connection within *timeout*."""
+    with socket.create_connection(("127.0.0.1", site.server_address[1]), timeout=timeout) as s:
+        s.sendall(head.replace("\n", "\r\n").encode())
+        got = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                part = s.recv(65536)
+            except TimeoutError:
+                return got, False
+            if not part:
+                return got, True
+            got += part
+        return got, False
+
+
+def _put_head(length: int, authorization: str | None, path: str = SNAP, **extra: str) -> str:
+    lines = [f"PUT {path} HTTP/1.1", "Host: dr-site", f"Content-Length: {length}"]
+    if authorization is not None:
+        lines.append(f"Authorization: {authorization}")
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", TOKEN.decode(), f"Basic {TOKEN.decode()}"]
+)
+def test_unauthenticated_huge_put_is_refused_before_its_body(site, authorization):
+    """Headers announcing 256 MiB and no body at all: the 401 arrives (the site did not
+    wait for the body) and the connection is closed (the body is never read)."""
+    answer, closed = _raw(site, _put_head(HUGE, authorization))
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    assert b"WWW-Authenticate: Bearer" in answer
+    assert closed, "the site kept the connection open for an unread 256 MiB body"
+    assert not (site.root / SNAP.removeprefix("/files/")).exists()
+    assert _request(site, "GET", "/files", Authorization=f"Bearer {TOKEN.decode()}")[0] == 200
+
+
+def test_authenticated_put_over_the_limit_is_413_before_its_body(site):
+    answer, closed = _raw(site, _put_head(HUGE + 1, f"Bearer {TOKEN.decode()}"))
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert (
+        f"body of {HUGE + 1} bytes is over this DR site's limit of {HUGE} bytes".encode() in answer
+    )
+    assert closed
+    answer, closed = _raw(site, _put_head(HUGE, f"Bearer {TOKEN.decode()}", "/files/../x"))
+    assert answer.startswith(b"HTTP/1.1 404 ") and closed, answer
+
+
+def test_expect_100_continue_gets_the_refusal_instead_of_the_go_ahead(site):
+    answer, closed = _raw(site, _put_head(HUGE, "Bearer wrong", Expect="100-continue"))
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    assert b"100 Continue" not in answer and closed
+
+
+def test_bearer_scheme_is_required(site):
+    data = b"snapshot bytes"
+    digest = {"X-Content-SHA256": hashlib.sha256(data).hexdigest()}
+    for refused in (TOKEN.decode(), f"Basic {TOKEN.decode()}", "Bearer", "Bearer ", "Bearer x"):
+        status, body = _request(site, "PUT", SNAP, data, Authorization=refused, **digest)
+        assert status == 401, refused
+        assert _request(site, "GET", "/files", Authorization=refused)[0] == 401, refused
+    assert b"send 'Authorization: Bearer <token>'" in _request(site, "GET", "/files")[1]
+    assert not (site.root / "snapshots").exists()
+    # the scheme is case-insensitive (RFC 7235), the token is not
+    assert _request(site, "GET", "/files", Authorization=f"bearer {TOKEN.decode()}")[0] == 200
+    upper = f"Bearer {TOKEN.decode().upper()}"
+    assert _request(site, "GET", "/files", Authorization=upper)[0] == 401
+
+
+def test_request_size_limit(make_site):
+    site = make_site(max_body=1000)
+    auth = {"Authorization": f"Bearer {TOKEN.decode()}"}
+    for size, status in ((1001, 413), (1000, 201)):
+        data = os.urandom(size)
+        headers = {**auth, "X-Content-SHA256": hashlib.sha256(data).hexdigest()}
+        got, body = _request(site, "PUT", SNAP, data, **headers)
+        assert got == status, body
+    assert (
+        b"over this DR site's limit of 1000 bytes"
+        in _request(site, "PUT", SNAP, b"x" * 1001, **auth)[1]
+    )
+    assert len((site.root / SNAP.removeprefix("/files/")).read_bytes()) == 1000
+    answer, closed = _raw(site, "PUT " + SNAP + " HTTP/1.1\nHost: x\n" + \
+        f"Authorization: Bearer {TOKEN.decode()}\n\n")  # fmt: skip
+    assert answer.startswith(b"HTTP/1.1 411 ") and closed, answer
+
+
+def test_a_small_refused_body_leaves_the_connection_usable(site):
+    """A client that sent its (small) body before reading the 401 gets the answer, not a
+    reset, and can go on on the same connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", site.server_address[1], timeout=5)
+    try:
+        conn.request("PUT", SNAP, body=b"x" * 5000, headers={"Authorization": "Bearer wrong"})
+        answer = conn.getresponse()
+        assert (answer.status, answer.getheader("Connection")) == (401, None)
+        answer.read()
+        conn.request("GET", "/files", headers={"Authorization": f"Bearer {TOKEN.decode()}"})
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_a_silent_client_is_disconnected(make_site):
+    site = make_site(timeout=0.3)
+    started = time.monotonic()
+    answer, closed = _raw(site, _put_head(10, f"Bearer {TOKEN.decode()}"), timeout=5)
+    assert closed and time.monotonic() - started < 4, answer
+    assert _request(site, "GET", "/health") == (200, b'{"status":"ok"}')
