@@ -1,8 +1,10 @@
 """``chaoskit backup ...``: the backup repository from the command line.
 
 The password comes from $CHAOSKIT_PASSWORD or ``--password-file``, never from the
-command line (it would show in ``ps`` and shell history).  This module stays cheap to
-import; the repository code is imported when a command runs.
+command line (it would show in ``ps`` and shell history).  The key it opens has a role
+(``key list`` shows it); an operation the role does not allow prints one line naming
+the key, its role and the operation, writes nothing, and exits with 2.  This module
+stays cheap to import; the repository code is imported when a command runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chaoskit.errors import ConfigError
+from chaoskit.errors import ConfigError, PermissionDeniedError
 
 if TYPE_CHECKING:
     from chaoskit.dr.repository.repo import Repository
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 PASSWORD_ENV = "CHAOSKIT_PASSWORD"
 NEW_PASSWORD_ENV = "CHAOSKIT_NEW_PASSWORD"
 REPOSITORY_ENV = "CHAOSKIT_REPOSITORY"
+ROLES = ("admin", "operator", "writer", "reader")  # chaoskit.dr.repository.roles.ROLES
+REFUSED_EXIT = 2
 
 
 def _read_secret(file: str | None, env: str, what: str) -> str:
@@ -218,8 +222,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_key_add(args: argparse.Namespace) -> int:
     repo = _open(args)
-    key_id = repo.add_key(_read_secret(args.new_password_file, NEW_PASSWORD_ENV, "new password"))
-    print(f"added key {key_id[:8]}")
+    repo.require("key add")  # before asking for the new password
+    password = _read_secret(args.new_password_file, NEW_PASSWORD_ENV, "new password")
+    key_id = repo.add_key(password, role=args.role)
+    print(f"added key {key_id[:8]} (role {args.role})")
     return 0
 
 
@@ -227,7 +233,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     for key in _open(args).list_keys():
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created))
         mark = "*" if key.current else " "
-        print(f"{mark}{key.id[:8]}  {key.username}@{key.hostname}  {created}")
+        print(f"{mark}{key.id[:8]}  {key.role:8}  {key.username}@{key.hostname}  {created}")
     return 0
 
 
@@ -339,6 +345,19 @@ def cmd_site(args: argparse.Namespace) -> int:
                  "--host", args.host, "--port", str(args.port), *limits])  # fmt: skip
 
 
+def _refusal_exits_2(func: Any) -> Any:
+    """A command refused for the key's role: one line on stderr, exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args) or 0)
+        except PermissionDeniedError as e:
+            print(f"chaoskit: refused: {e}", file=sys.stderr)
+            return REFUSED_EXIT
+
+    return run
+
+
 def register(subparsers: Any) -> None:
     """Add ``backup`` and its subcommands to the ``chaoskit`` parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -357,7 +376,7 @@ def register(subparsers: Any) -> None:
 
     def leaf(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(func=func)
+        p.set_defaults(func=_refusal_exits_2(func))
         return p
 
     leaf("init", cmd_init, "create a repository")
@@ -432,7 +451,16 @@ def register(subparsers: Any) -> None:
         ("passwd", cmd_key_passwd, "change the current password"),
     ):
         p = ksub.add_parser(name, parents=[common], help=text, description=text)
-        p.set_defaults(func=func)
+        p.set_defaults(func=_refusal_exits_2(func))
+        if name == "add":
+            p.add_argument(
+                "--role",
+                choices=ROLES,
+                default="admin",
+                help="what the key may do: admin (everything, the default, as before roles), "
+                "operator (backup, restore, check, forget, prune), writer (add snapshots "
+                "only; cannot read back), reader (list, verify, restore, check)",
+            )
         if name in ("add", "passwd"):
             p.add_argument(
                 "--new-password-file",
