@@ -97,12 +97,13 @@ class SiteHandler(BaseHTTPRequestHandler):
         kind: str = "application/json",
         *,
         refused_body: bool = False,
+        close: bool = False,
         headers: dict[str, str] | None = None,
     ) -> None:
         """Send one answer.  *refused_body*: the request's body is still unread on the
         socket and will not be stored; a small one is dropped after the answer, a large
         (or unannounced) one is left unread and the connection closed."""
-        drain = self._announced_length() if refused_body else 0
+        drain = None if close else self._announced_length() if refused_body else 0
         if drain is not None and drain > DRAIN_LIMIT:
             drain = None
         if refused_body and self.headers.get("Expect", "").lower() == "100-continue":
@@ -126,6 +127,24 @@ class SiteHandler(BaseHTTPRequestHandler):
     ) -> None:
         body = json.dumps({"error": message, "status": status}).encode()
         self._answer(status, body, refused_body=refused_body, headers=headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, headers, version, method) as the
+        site's JSON errors, always with a status line, and the connection closed."""
+        self.log_error("code %d, message %s", code, message)
+        if self.request_version == "HTTP/0.9":  # unknown yet, or a request line that bad
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        body = json.dumps({"error": message or HTTPStatus(code).phrase, "status": code}).encode()
+        self._answer(code, body, close=True)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # "GET /path": no headers, so no token
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported")
+            return False
+        return True
 
     def _announced_length(self) -> int | None:
         """Content-Length, or None when missing or malformed (the body's end is unknown)."""

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chaoskit.dr import init_repository, open_repository
 from chaoskit.dr.replication import Replicator, SiteClient
@@ -299,3 +301,80 @@ def test_a_silent_client_is_disconnected(make_site):
     answer, closed = _raw(site, _put_head(10, f"Bearer {TOKEN.decode()}"), timeout=5)
     assert closed and time.monotonic() - started < 4, answer
     assert _request(site, "GET", "/health") == (200, b'{"status":"ok"}')
+
+
+@pytest.fixture(scope="module")
+def garbage_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteServer]:
+    """One site for every generated request; a short idle timeout ends what is left open."""
+    server = SiteServer(tmp_path_factory.mktemp("garbage") / "site", TOKEN, timeout=0.3)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+ANSWERS = {200, 400, 401, 404, 411, 413, 414, 431, 501, 505}
+_text = st.text(max_size=40)
+REQUESTS = st.builds(
+    lambda method, path, version, headers, body: (
+        f"{method} {path} {version}\r\n".encode("utf-8", "surrogatepass")
+        + b"".join(f"{k}: {v}\r\n".encode("utf-8", "surrogatepass") for k, v in headers)
+        + b"\r\n"
+        + body
+    ),
+    st.sampled_from(["GET", "PUT", "POST", "DELETE", "HEAD", "PUT PUT"]) | st.text(max_size=6),
+    st.sampled_from(["/health", "/files", SNAP, "/files/config", "/files/../x", "*"]) | _text,
+    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/1.1 x"]) | st.text(max_size=9),
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "Content-Length",
+                    "Authorization",
+                    "Expect",
+                    "Transfer-Encoding",
+                    "X-Content-SHA256",
+                    "Host",
+                ]
+            )
+            | st.text(max_size=10),  # fmt: skip
+            st.sampled_from(["Bearer", "Bearer x", "100-continue", "-1", str(HUGE), "chunked"])
+            | st.integers(-5, 1 << 40).map(str)
+            | _text,
+        ),
+        max_size=6,
+    ),
+    st.binary(max_size=300),
+) | st.binary(max_size=600)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(request=REQUESTS)
+def test_garbage_requests_get_an_http_answer_and_write_nothing(garbage_site, request):
+    with socket.create_connection(("127.0.0.1", garbage_site.server_address[1]), timeout=3) as s:
+        try:
+            s.sendall(request)
+        except OSError:
+            pass  # the site may close before reading it all: that is an answer too
+        answer = b""
+        while True:
+            try:
+                part = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not part:
+                break
+            answer += part
+    while answer.startswith(b"HTTP/1.1 100 "):  # an interim answer to Expect on a GET
+        answer = answer.partition(b"\r\n\r\n")[2]
+    if answer:  # else the site closed the connection (idle timeout, reset)
+        assert answer.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")), answer
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        assert status in ANSWERS, answer
+        if status != 200:
+            assert json.loads(body)["status"] == status, answer
+    assert not [p for p in garbage_site.root.rglob("*") if p.is_file()]
+    assert _request(garbage_site, "GET", "/health") == (200, b'{"status":"ok"}')

@@ -72,6 +72,7 @@ def test_writer_backup_restores_with_a_reading_key(
     admin: Repository, writer: Repository, src: Path, tmp_path: Path
 ) -> None:
     assert (writer.role, writer.master) == ("writer", None)
+    assert writer.allows("backup") and not writer.allows("snapshots")
     snap = writer.backup(src, checkpoint_step=7)
     for password in (ADMIN, READER, OPERATOR):
         reading = open_repository(admin.root, password)

@@ -25,7 +25,7 @@ from chaoskit.dr.repository.index import Index, load_index
 from chaoskit.dr.repository.keyring import KeyRing
 from chaoskit.dr.repository.locks import STALE_AFTER, Lock
 from chaoskit.dr.repository.packs import list_packs, read_header
-from chaoskit.dr.repository.roles import check_role, require
+from chaoskit.dr.repository.roles import ALLOWED, check_role, require
 from chaoskit.dr.repository.snapshots import Snapshot, load_snapshot, resolve, snapshot_ids
 from chaoskit.errors import IntegrityError, RepositoryError
 
@@ -167,6 +167,10 @@ class Repository:
     def require(self, operation: str) -> None:
         """PermissionDeniedError (naming key, role and operation) unless the role allows it."""
         require(self.role, self.key_id, operation)
+
+    def allows(self, operation: str) -> bool:
+        """Whether this key's role may run *operation* (e.g. ``"snapshots"``)."""
+        return operation in ALLOWED.get(self.role, frozenset())
 
     def _recipients(self) -> dict[bytes, Any]:
         if self.master is None:
