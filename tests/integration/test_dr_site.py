@@ -26,7 +26,7 @@ from chaoskit.dr import init_repository, open_repository
 from chaoskit.dr.replication import Replicator, SiteClient
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.site import SiteServer, repository_files
-from chaoskit.errors import ReplicationError
+from chaoskit.errors import PermissionDeniedError, ReplicationError
 from chaoskit.journal import Journal, read_journal
 from chaoskit.proxy.client import ToxiproxyAPI
 from chaoskit.proxy.server import ProxyServer
@@ -101,6 +101,32 @@ def test_replicated_site_is_a_complete_repository(tmp_path, repo, site, link):
         tmp_path / "src2" / "weights.bin"
     ).read_bytes()
     assert replicator.sync_once() == 0, "a second pass shipped something again"
+
+
+def test_a_writer_key_backs_up_and_replicates_what_only_readers_restore(tmp_path, repo, site):
+    """The primary holds a writer key only: it backs up and ships; the DR site's copy is
+    restored with a reader key; the writer itself can read neither copy."""
+    repo.add_key("writer", role="writer", scrypt_n=2**10)
+    repo.add_key("reader", role="reader", scrypt_n=2**10)
+    writer = open_repository(repo.root, "writer")
+    ids = [backup(writer, tmp_path, n) for n in range(2)]
+    journal = Journal(tmp_path / "journal.jsonl")
+    Replicator(
+        writer, SiteClient(("127.0.0.1", site.server_address[1]), TOKEN), journal
+    ).sync_once()
+    assert repository_files(site.root) == repository_files(repo.root)
+    shipped = [e for e in read_journal(journal.path) if e["event"] == "backup.replicated"]
+    assert sorted(e["snapshot"] for e in shipped) == sorted(ids)
+    assert all("wall_created" not in e for e in shipped)  # a writer cannot read snapshots
+    offsite = open_repository(site.root, "reader")
+    assert sorted(s.id for s in offsite.snapshots()) == sorted(ids)
+    offsite.restore(ids[-1], tmp_path / "out")
+    assert (tmp_path / "out" / "weights.bin").read_bytes() == (
+        tmp_path / "src1" / "weights.bin"
+    ).read_bytes()
+    assert offsite.check(read_data=True).ok
+    with pytest.raises(PermissionDeniedError, match="role writer, which may not restore"):
+        open_repository(site.root, "writer").restore(ids[-1], tmp_path / "out2")
 
 
 def test_partition_queues_backups_and_resumes_after_the_heal(tmp_path, repo, site, link):
