@@ -7,7 +7,10 @@ snapshot, ``check --read-data``.  Peak RSS is each child's own (wait4), chaoskit
 measured through the ``chaoskit backup`` CLI so both are measured alike.  Medians of
 ``--reps`` repetitions, tool order alternating, fresh repositories each repetition.
 
-    .venv/bin/python bench/backup_vs_restic.py [--reps 3] [--checkpoints 5]
+    .venv/bin/python bench/backup_vs_restic.py [--reps 3] [--checkpoints 5] [--role writer]
+
+``--role writer`` backs up with a write-only key (added after init; restore and check
+run with the admin password), as a compromised-host-proof primary would.
 
 Targets (issue 3): backup <= 0.5x restic, restore (with verification) <= 1.0x,
 repository size <= restic's, peak RSS <= restic's.
@@ -48,6 +51,9 @@ for k in range(1, count + 1):
 """
 
 
+CHAOSKIT_BACKUP = [str(Path(sys.executable).parent / "chaoskit"), "backup"]
+
+
 def run_child(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one child process; fails loudly on error."""
     started = time.perf_counter()
@@ -66,7 +72,7 @@ def tree_size(path: Path) -> int:
 
 
 def tools(work: Path, series: Path) -> dict[str, dict[str, list[str]]]:
-    chaoskit = [str(Path(sys.executable).parent / "chaoskit"), "backup"]
+    chaoskit = CHAOSKIT_BACKUP
     restic = shutil.which("restic") or "restic"
     return {
         "restic": {
@@ -107,6 +113,9 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1700, help="body layer width")
     parser.add_argument("--workdir", type=Path, help="keep everything here")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument(
+        "--role", choices=("admin", "writer"), default="admin", help="chaoskit's backup key"
+    )
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="chaoskit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -141,8 +150,14 @@ def main() -> int:
                 if leftover.startswith("restic" if tool == "restic" else "ck"):
                     shutil.rmtree(work / leftover, ignore_errors=True)
             run_child(commands[tool]["init"], env)
+            backup_env = env
+            if tool == "chaoskit" and args.role == "writer":
+                add = [*CHAOSKIT_BACKUP, "key", "add", "--role", "writer"]
+                add += ["--repo", str(work / "ck-repo")]
+                run_child(add, {**env, "CHAOSKIT_NEW_PASSWORD": "bench writer"})
+                backup_env = {**env, "CHAOSKIT_PASSWORD": "bench writer"}
             for op in ("backup", "restore", "check"):
-                elapsed, peak = run_child(commands[tool][op], env)
+                elapsed, peak = run_child(commands[tool][op], backup_env if op == "backup" else env)
                 times[tool].setdefault(op, []).append(elapsed)
                 rss[tool][op] = max(rss[tool].get(op, 0), peak)
             sizes[tool] = tree_size(work / ("restic-repo" if tool == "restic" else "ck-repo"))

@@ -36,6 +36,10 @@ class RepositoryError(ChaosKitError, RuntimeError):
     """The backup repository refused or failed an operation."""
 
 
+class PermissionDeniedError(RepositoryError):
+    """The repository key's role does not allow the operation; nothing was done."""
+
+
 class IntegrityError(RepositoryError):
     """Stored data failed authentication or a checksum: it was not used."""
 

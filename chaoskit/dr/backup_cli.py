@@ -1,8 +1,10 @@
 """``chaoskit backup ...``: the backup repository from the command line.
 
 The password comes from $CHAOSKIT_PASSWORD or ``--password-file``, never from the
-command line (it would show in ``ps`` and shell history).  This module stays cheap to
-import; the repository code is imported when a command runs.
+command line (it would show in ``ps`` and shell history).  The key it opens has a role
+(``key list`` shows it); an operation the role does not allow prints one line naming
+the key, its role and the operation, writes nothing, and exits with 2.  This module
+stays cheap to import; the repository code is imported when a command runs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chaoskit.errors import ConfigError
+from chaoskit.errors import ConfigError, PermissionDeniedError
 
 if TYPE_CHECKING:
     from chaoskit.dr.repository.repo import Repository
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 PASSWORD_ENV = "CHAOSKIT_PASSWORD"
 NEW_PASSWORD_ENV = "CHAOSKIT_NEW_PASSWORD"
 REPOSITORY_ENV = "CHAOSKIT_REPOSITORY"
+ROLES = ("admin", "operator", "writer", "reader")  # chaoskit.dr.repository.roles.ROLES
+REFUSED_EXIT = 2
 
 
 def _read_secret(file: str | None, env: str, what: str) -> str:
@@ -218,8 +222,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_key_add(args: argparse.Namespace) -> int:
     repo = _open(args)
-    key_id = repo.add_key(_read_secret(args.new_password_file, NEW_PASSWORD_ENV, "new password"))
-    print(f"added key {key_id[:8]}")
+    repo.require("key add")  # before asking for the new password
+    password = _read_secret(args.new_password_file, NEW_PASSWORD_ENV, "new password")
+    key_id = repo.add_key(password, role=args.role)
+    print(f"added key {key_id[:8]} (role {args.role})")
     return 0
 
 
@@ -227,7 +233,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
     for key in _open(args).list_keys():
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created))
         mark = "*" if key.current else " "
-        print(f"{mark}{key.id[:8]}  {key.username}@{key.hostname}  {created}")
+        print(f"{mark}{key.id[:8]}  {key.role:8}  {key.username}@{key.hostname}  {created}")
     return 0
 
 
@@ -330,8 +336,26 @@ def cmd_site(args: argparse.Namespace) -> int:
     """Run a DR site (what ``replicate`` ships to)."""
     from chaoskit.dr.site import main
 
+    limits = [
+        f"--{name.replace('_', '-')}={value}"
+        for name in ("max_body", "timeout")
+        if (value := getattr(args, name)) is not None
+    ]  # else the site's defaults
     return main(["--root", str(args.root), "--token-file", str(args.token_file),
-                 "--host", args.host, "--port", str(args.port)])  # fmt: skip
+                 "--host", args.host, "--port", str(args.port), *limits])  # fmt: skip
+
+
+def _refusal_exits_2(func: Any) -> Any:
+    """A command refused for the key's role: one line on stderr, exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args) or 0)
+        except PermissionDeniedError as e:
+            print(f"chaoskit: refused: {e}", file=sys.stderr)
+            return REFUSED_EXIT
+
+    return run
 
 
 def register(subparsers: Any) -> None:
@@ -352,7 +376,7 @@ def register(subparsers: Any) -> None:
 
     def leaf(name: str, func: Any, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help, description=help)
-        p.set_defaults(func=func)
+        p.set_defaults(func=_refusal_exits_2(func))
         return p
 
     leaf("init", cmd_init, "create a repository")
@@ -411,6 +435,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--token-file", required=True, type=Path, help="bearer token clients need")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8475)
+    p.add_argument(
+        "--max-body", type=int, metavar="BYTES", help="refuse larger uploads with 413 (256 MiB)"
+    )
+    p.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="drop a connection silent this long (60)"
+    )
 
     key = sub.add_parser("key", help="manage key files (passwords)")
     ksub = key.add_subparsers(dest="key_command", metavar="COMMAND", required=True)
@@ -421,7 +451,16 @@ def register(subparsers: Any) -> None:
         ("passwd", cmd_key_passwd, "change the current password"),
     ):
         p = ksub.add_parser(name, parents=[common], help=text, description=text)
-        p.set_defaults(func=func)
+        p.set_defaults(func=_refusal_exits_2(func))
+        if name == "add":
+            p.add_argument(
+                "--role",
+                choices=ROLES,
+                default="admin",
+                help="what the key may do: admin (everything, the default, as before roles), "
+                "operator (backup, restore, check, forget, prune), writer (add snapshots "
+                "only; cannot read back), reader (list, verify, restore, check)",
+            )
         if name in ("add", "passwd"):
             p.add_argument(
                 "--new-password-file",

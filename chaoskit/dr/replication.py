@@ -164,7 +164,7 @@ class Replicator(BackgroundLoop):
     def _created(self, snap_id: str) -> Snapshot | None:
         """The local snapshot *snap_id*, now at the DR site: its time may be the newest."""
         try:
-            snap = load_snapshot(self.repo.snap_dir, self.repo.cipher, snap_id)
+            snap = load_snapshot(self.repo.snap_dir, self.repo.keyring, snap_id)
         except ChaosKitError:  # shipped as it is; `check` at either site names it
             return None
         if self.newest_created is None or snap.time > self.newest_created:

@@ -5,10 +5,15 @@ files (config, keys, data packs, index files, snapshots); the replicator
 (:mod:`chaoskit.dr.replication`) ships them here over the network, so the DR site is a
 complete repository that ``chaoskit backup`` opens directly.  Like restic's rest-server
 in ``--append-only`` mode it never deletes or overwrites: a compromised or confused
-primary cannot destroy the off-site copy.  Every request needs the bearer token from
-``--token-file``.
+primary cannot destroy the off-site copy.  Every request needs
+``Authorization: Bearer <token>`` with the token from ``--token-file``; it is checked
+from the headers alone, before any body is read, so an unauthenticated client cannot make
+the site read or allocate a large upload (a refused PUT gets 401 and its connection is
+closed unread).  A body over ``--max-body`` bytes is refused with 413 the same way, and a
+client that sends nothing for ``--timeout`` seconds is disconnected.
 
     python -m chaoskit.dr.site --root DIR --token-file FILE [--host H] [--port P]
+        [--max-body BYTES] [--timeout SECONDS]
 
 ``GET /health`` (no token) · ``GET /files`` (JSON list of paths) ·
 ``GET /files/<path>`` · ``PUT /files/<path>`` with ``X-Content-SHA256``: 201 when
@@ -39,6 +44,26 @@ ALLOWED_PATH = re.compile(
 )
 """The repository files the DR site accepts: nothing else can be written through it."""
 MAX_BODY = 256 << 20
+"""Default request-size limit: well above a pack (16 MiB) or an index file."""
+IDLE_TIMEOUT = 60.0
+"""Seconds a connection may stay silent (mid-body or between requests) before it is closed."""
+DRAIN_LIMIT = 64 << 10
+"""A refused request's body up to this size is read and dropped after the answer, so the
+connection stays usable and the client is not reset before it reads the refusal; a longer
+one is never read: the connection is closed."""
+
+
+def bearer_token(header: str) -> bytes | None:
+    """The credentials of an ``Authorization: Bearer <token>`` header, else None.
+
+    The scheme is compared case-insensitively (RFC 7235 2.1) but must be there: a bare
+    token, another scheme or an empty token is no bearer token.
+    """
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        return None
+    return credentials.encode()
 
 
 def repository_files(root: Path) -> list[str]:
@@ -61,27 +86,110 @@ class SiteHandler(BaseHTTPRequestHandler):
         if isinstance(code, int) and code >= 400:  # the log holds refusals, not every upload
             super().log_request(code, size)
 
-    def _answer(self, status: int, body: bytes = b"", kind: str = "application/json") -> None:
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.idle_timeout)  # a silent client is dropped
+
+    def _answer(
+        self,
+        status: int,
+        body: bytes = b"",
+        kind: str = "application/json",
+        *,
+        refused_body: bool = False,
+        close: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Send one answer.  *refused_body*: the request's body is still unread on the
+        socket and will not be stored; a small one is dropped after the answer, a large
+        (or unannounced) one is left unread and the connection closed."""
+        drain = None if close else self._announced_length() if refused_body else 0
+        if drain is not None and drain > DRAIN_LIMIT:
+            drain = None
+        if refused_body and self.headers.get("Expect", "").lower() == "100-continue":
+            drain = None  # the client waits for a 100 that never comes: the body never does
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if drain is None:
+            self.send_header("Connection", "close")  # also sets self.close_connection
         self.end_headers()
         self.wfile.write(body)
+        if drain:
+            self.wfile.flush()
+            if len(self.rfile.read(drain)) != drain:
+                self.close_connection = True
 
-    def _error(self, status: int, message: str) -> None:
-        self._answer(status, json.dumps({"error": message, "status": status}).encode())
+    def _error(
+        self, status: int, message: str, *, refused_body: bool = False, **headers: str
+    ) -> None:
+        body = json.dumps({"error": message, "status": status}).encode()
+        self._answer(status, body, refused_body=refused_body, headers=headers)
 
-    def _authorized(self) -> bool:
-        given = self.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        if hmac.compare_digest(given, self.server.token):
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, headers, version, method) as the
+        site's JSON errors, always with a status line, and the connection closed."""
+        self.log_error("code %d, message %s", code, message)
+        if self.request_version == "HTTP/0.9":  # unknown yet, or a request line that bad
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        body = json.dumps({"error": message or HTTPStatus(code).phrase, "status": code}).encode()
+        self._answer(code, body, close=True)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # "GET /path": no headers, so no token
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 is not supported")
+            return False
+        return True
+
+    def _announced_length(self) -> int | None:
+        """Content-Length, or None when missing or malformed (the body's end is unknown)."""
+        try:
+            length = int(self.headers.get("Content-Length", "-1"))
+        except ValueError:
+            return None
+        return length if length >= 0 else None
+
+    def _authorized(self, *, refused_body: bool = False) -> bool:
+        """Whether the headers carry the site's bearer token; answers 401 when not."""
+        given = bearer_token(self.headers.get("Authorization", ""))
+        if given is not None and hmac.compare_digest(given, self.server.token):
             return True
-        self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token")
+        message = (
+            "wrong bearer token"
+            if given is not None
+            else "missing bearer token: send 'Authorization: Bearer <token>'"
+        )
+        self._error(
+            HTTPStatus.UNAUTHORIZED,
+            message,
+            refused_body=refused_body,
+            **{"WWW-Authenticate": "Bearer"},
+        )
         return False
 
-    def _path(self) -> str | None:
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue`` gets its 100 only after the token and path are good."""
+        if self.command == "PUT" and not (
+            self._authorized(refused_body=True)
+            and self._path(refused_body=True)
+            and self._body_length() is not None
+        ):
+            return False
+        return super().handle_expect_100()
+
+    def _path(self, *, refused_body: bool = False) -> str | None:
         rel = self.path.removeprefix(FILES + "/")
         if not self.path.startswith(FILES + "/") or not ALLOWED_PATH.fullmatch(rel):
-            self._error(HTTPStatus.NOT_FOUND, f"not a repository file: {self.path!r}")
+            self._error(
+                HTTPStatus.NOT_FOUND,
+                f"not a repository file: {self.path!r}",
+                refused_body=refused_body,
+            )
             return None
         return rel
 
@@ -104,22 +212,39 @@ class SiteHandler(BaseHTTPRequestHandler):
             return
         self._answer(HTTPStatus.OK, data, "application/octet-stream")
 
+    def _body_length(self) -> int | None:
+        """The announced body length when it is acceptable; else answers and None."""
+        text = self.headers.get("Content-Length")
+        limit = self.server.max_body
+        if text is None:
+            self._error(HTTPStatus.LENGTH_REQUIRED, "PUT needs a Content-Length", refused_body=True)
+            return None
+        length = self._announced_length()
+        if length is None:
+            self._error(HTTPStatus.BAD_REQUEST, f"bad Content-Length {text!r}", refused_body=True)
+            return None
+        if length > limit:
+            self._error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"body of {length} bytes is over this DR site's limit of {limit} bytes",
+                refused_body=True,
+            )
+            return None
+        return length
+
     def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
-        try:
-            length = int(self.headers.get("Content-Length") or -1)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY:
-            self.close_connection = True
-            self._error(HTTPStatus.LENGTH_REQUIRED, f"Content-Length {length} not in 0..{MAX_BODY}")
+        # everything that can refuse is decided from the headers: the body is read last
+        if not self._authorized(refused_body=True):
             return
-        data = self.rfile.read(length)
-        if not self._authorized():
-            return
-        rel = self._path()
+        rel = self._path(refused_body=True)
         if rel is None:
             return
+        length = self._body_length()
+        if length is None:
+            return
+        data = self.rfile.read(length)
         if len(data) != length:
+            self.close_connection = True
             self._error(HTTPStatus.BAD_REQUEST, f"body cut short: {len(data)} of {length} bytes")
             return
         digest = hashlib.sha256(data).hexdigest()
@@ -143,9 +268,24 @@ class SiteHandler(BaseHTTPRequestHandler):
 class SiteServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, root: Path, token: bytes, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        root: Path,
+        token: bytes,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_body: int = MAX_BODY,
+        timeout: float = IDLE_TIMEOUT,
+    ):
+        if max_body < 0:
+            raise ValueError(f"max_body {max_body} must be >= 0")
+        if timeout <= 0:
+            raise ValueError(f"timeout {timeout} must be > 0")
         self.root = root
         self.token = token
+        self.max_body = max_body
+        self.idle_timeout = timeout
         self.write_lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
         super().__init__((host, port), SiteHandler)
@@ -164,9 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-file", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--max-body", type=int, default=MAX_BODY, metavar="BYTES")
+    parser.add_argument("--timeout", type=float, default=IDLE_TIMEOUT, metavar="SECONDS")
     args = parser.parse_args(argv)
     try:
-        server = SiteServer(args.root, read_token(args.token_file), args.host, args.port)
+        server = SiteServer(
+            args.root,
+            read_token(args.token_file),
+            args.host,
+            args.port,
+            max_body=args.max_body,
+            timeout=args.timeout,
+        )
     except (OSError, ValueError) as e:
         print(f"dr-site: {e}", file=sys.stderr)
         return 2

@@ -107,3 +107,60 @@ def test_progress_line_shows_bytes_files_rate_only_when_enabled() -> None:
     silent.add(100, 1)
     silent.done()
     assert quiet.getvalue() == ""
+
+
+def test_roles_on_the_command_line(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """key add --role, key list shows roles, and a refused operation is one line naming
+    key, role and operation, exit code 2, nothing written."""
+    from chaoskit.dr.backup_cli import ROLES
+    from chaoskit.dr.repository.roles import ROLES as REPOSITORY_ROLES
+
+    assert ROLES == REPOSITORY_ROLES
+    repo = str(env / "repo")
+    assert run(capsys, "run", "--repo", repo, str(env / "src"))[0] == 0
+    for role in ("writer", "reader"):
+        (env / role).write_text(f"{role} password\n")
+        code, out, _ = run(
+            capsys, "key", "add", "--repo", repo, "--role", role,
+            "--new-password-file", str(env / role),
+        )  # fmt: skip
+        assert code == 0 and out.startswith("added key") and out.endswith(f"(role {role})\n")
+    code, out, _ = run(capsys, "key", "list", "--repo", repo)
+    assert code == 0 and sorted(line.split()[1] for line in out.splitlines()) == [
+        "admin", "reader", "writer",
+    ]  # fmt: skip
+    as_writer = ("--repo", repo, "--password-file", str(env / "writer"))
+    code, out, _ = run(capsys, "run", *as_writer, str(env / "src"))
+    assert code == 0 and "snapshot" in out
+    files = sorted(p for p in (env / "repo").rglob("*"))
+    refused = [
+        ("snapshots", ["snapshots", *as_writer]),
+        ("restore", ["restore", *as_writer, "latest", "--target", str(env / "out")]),
+        ("verify", ["verify", *as_writer, str(env / "src")]),
+        ("check", ["check", *as_writer]),
+        ("forget", ["forget", *as_writer, "--keep-last", "1", "--prune"]),
+        ("prune", ["prune", *as_writer]),
+        ("key list", ["key", "list", *as_writer]),
+        ("key add", ["key", "add", "--role", "admin", *as_writer]),
+    ]
+    as_reader = ("--repo", repo, "--password-file", str(env / "reader"))
+    refused += [
+        ("backup", ["run", *as_reader, str(env / "src")]),
+        ("forget", ["forget", *as_reader, "--keep-last", "1"]),
+        ("prune", ["prune", *as_reader]),
+    ]
+    for operation, argv in refused:
+        code, out, err = run(capsys, *argv)
+        role = "writer" if argv[argv.index("--password-file") + 1].endswith("writer") else "reader"
+        assert code == 2 and out == "", argv
+        (line,) = err.splitlines()
+        assert line.startswith("chaoskit: refused: key ") and "Traceback" not in err
+        assert f"has role {role}, which may not {operation} " in line, line
+        assert sorted(p for p in (env / "repo").rglob("*")) == files, argv
+    assert not (env / "out").exists()
+    code, out, _ = run(capsys, "restore", *as_reader, "latest", "--target", str(env / "out"))
+    assert code == 0 and (env / "out" / "a").read_bytes() == (env / "src" / "a").read_bytes()
+    code, out, _ = run(capsys, "snapshots", "--repo", repo)
+    assert code == 0 and "2 snapshot(s)" in out

@@ -69,12 +69,13 @@ class _Session:
     def __init__(self, repo: Repository, index: Index, progress: Progress) -> None:
         self.repo = repo
         self.index = index
-        self.writer = PackWriter(repo.data_dir, repo.cipher)
+        self.sealer = repo.keyring.session()  # a writer's: a fresh data key, wrapped
+        self.writer = PackWriter(repo.data_dir, self.sealer.cipher, envelope=self.sealer.envelope)
         self.chunker = Chunker()
         self.seen: set[bytes] = set()
         self.progress = progress
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="chaoskit-sha256")
-        self.mac_key = repo.master.mac_key
+        self.mac_key = repo.keyring.mac_key
         self.new_bytes = 0
         # two read buffers: the SHA-256 thread hashes one while the next is read into
         # the other, so large files cost no allocation (and no page faults) per chunk
@@ -169,7 +170,9 @@ def run_backup(
     hostname = os.uname().nodename
     with repo.lock(exclusive=False):
         index = repo.load_index()
-        parent = find_parent(repo.snapshots(), hostname, str(source))
+        # a writer cannot read snapshots: no parent, every file is read (and deduplicated)
+        snaps = repo.snapshots() if repo.keyring.can_read else []
+        parent = find_parent(snaps, hostname, str(source))
         previous = {f.path: f for f in parent.files} if parent else {}
         # a file changed within the clock granularity of the parent's scan ("racily clean",
         # as git calls it) may show the same size and times with new content: read it again
@@ -219,7 +222,7 @@ def run_backup(
                 manifest.append(session.store_bytes(rel, data, 0o644, _now_ns()))
             located = session.writer.flush()
             if located:
-                write_index_file(repo.index_dir, repo.cipher, located.items())
+                write_index_file(repo.index_dir, repo.keyring.index, located.items())
         except OSError as e:
             session.writer.abort()
             if e.errno == errno.ENOSPC:
@@ -264,7 +267,7 @@ def run_backup(
             },
         )
         try:
-            save_snapshot(repo.snap_dir, repo.cipher, snap)
+            save_snapshot(repo.snap_dir, session.sealer, snap)
         except OSError as e:
             raise RepositoryError(f"could not write snapshot to {repo.root}: {e}") from e
         prog.done()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from chaoskit.dr.repository import keys as keyfiles
 from chaoskit.dr.repository.index import load_index
-from chaoskit.dr.repository.packs import BlobLocation, list_packs, read_header
+from chaoskit.dr.repository.packs import BlobLocation, list_packs, pack_cipher, read_header
 from chaoskit.dr.repository.progress import Progress
 from chaoskit.dr.repository.repo import Repository, _config_body
 from chaoskit.errors import IntegrityError
@@ -66,10 +66,10 @@ def _check(repo: Repository, read_data: bool, prog: Progress) -> CheckReport:
         )
     except IntegrityError as e:
         problems.append(Problem("config", "config", str(e)))
-    for key_id, problem in keyfiles.check_key_files(repo.keys_dir, repo.master).items():
+    for key_id, problem in keyfiles.check_key_files(repo.keys_dir, repo.keyring.mac_key).items():
         problems.append(Problem("key", key_id, problem))
 
-    raw_index = load_index(repo.index_dir, repo.cipher)
+    raw_index = load_index(repo.index_dir, repo.keyring)
     index = repo.load_index() if raw_index.damaged else raw_index
     for name, problem in raw_index.damaged.items():
         problems.append(
@@ -107,7 +107,7 @@ def _check(repo: Repository, read_data: bool, prog: Progress) -> CheckReport:
             problems.append(Problem("pack", pack, "missing, but the index names it", affected(ids)))
             continue
         try:
-            header = dict(read_header(path, pack, repo.cipher))
+            header = dict(read_header(path, pack, repo.keyring))
         except (OSError, IntegrityError) as e:
             problems.append(Problem("pack", pack, f"header unreadable: {e}"))
             header = None
@@ -169,12 +169,16 @@ def _read_pack(
     damaged: list[bytes] = []
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()
+        try:
+            cipher = pack_cipher(fd, pack, repo.keyring)
+        except IntegrityError:
+            return [c for c, _ in blobs]
         for chunk_id, loc in sorted(blobs, key=lambda b: b[1].offset):
             sealed = os.pread(fd, loc.length, loc.offset)
             report.bytes_read += len(sealed)
             prog.add(len(sealed))
             try:
-                data = repo.cipher.open(sealed, chunk_id, what=f"chunk {chunk_id.hex()[:16]}")
+                data = cipher.open(sealed, chunk_id, what=f"chunk {chunk_id.hex()[:16]}")
             except IntegrityError:
                 damaged.append(chunk_id)
                 continue

@@ -93,11 +93,16 @@ class Cipher:
         return hmac.new(self.key.mac_key, data, hashlib.sha256).digest()
 
     def mac(self, data: bytes) -> str:
-        return hmac.new(self.key.mac_key, b"chaoskit-mac\0" + data, hashlib.sha256).hexdigest()
+        return keyed_mac(self.key.mac_key, data)
 
     def verify_mac(self, data: bytes, mac: str, *, what: str) -> None:
         if not hmac.compare_digest(self.mac(data), mac):
             raise IntegrityError(f"{what}: MAC mismatch (damaged or tampered)")
+
+
+def keyed_mac(mac_key: bytes, data: bytes) -> str:
+    """The MAC over config and key files: every key, writers too, can make and check it."""
+    return hmac.new(mac_key, b"chaoskit-mac\0" + data, hashlib.sha256).hexdigest()
 
 
 class Buffer:

@@ -1,7 +1,8 @@
 """The index: which pack, offset and length hold each chunk.
 
 Each backup (and each prune) adds one sealed index file listing the chunks it made
-durable; the in-memory index is the union of all index files.  An index file is written
+durable, sealed with the index key every role holds (writers need it to deduplicate);
+the in-memory index is the union of all index files.  An index file is written
 only after the packs it names were fsynced, so it never points at missing data.  A
 damaged index file is reported and its packs are re-read from their own headers, so one
 flipped byte in an index does not make data unreachable.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from chaoskit.atomic import atomic_write_bytes
 from chaoskit.dr.repository.crypto import Cipher
+from chaoskit.dr.repository.keyring import KeyRing
 from chaoskit.dr.repository.packs import BlobLocation
 from chaoskit.errors import IntegrityError
 
@@ -87,12 +89,12 @@ def list_index_files(index_dir: Path) -> list[str]:
         return []
 
 
-def load_index(index_dir: Path, cipher: Cipher) -> Index:
+def load_index(index_dir: Path, keys: KeyRing) -> Index:
     index = Index()
     for name in list_index_files(index_dir):
         what = f"index file {name}"
         try:
-            raw = cipher.open((index_dir / name).read_bytes(), _aad(name), what=what)
+            raw = keys.open_index((index_dir / name).read_bytes(), _aad(name), what=what)
             blobs = decode_index(raw, what)
         except (OSError, IntegrityError) as e:
             index.damaged[name] = str(e)
@@ -106,7 +108,8 @@ def load_index(index_dir: Path, cipher: Cipher) -> Index:
 def write_index_file(
     index_dir: Path, cipher: Cipher, blobs: Iterable[tuple[bytes, BlobLocation]]
 ) -> str:
-    """Seal and durably write one index file; return its id."""
+    """Seal (with the index key: :func:`~chaoskit.dr.repository.keyring.index_cipher`) and
+    durably write one index file; return its id."""
     file_id = os.urandom(16).hex()
     index_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(index_dir / file_id, cipher.seal(encode_index(blobs), _aad(file_id)))

@@ -1,15 +1,24 @@
-"""Key files: the random master key wrapped under passphrase-derived keys (scrypt).
+"""Key files: what a password opens, wrapped under passphrase-derived keys (scrypt).
 
-Several key files may wrap the same master key, one per password, so a password can
-be added, changed or revoked without re-encrypting any data.  Each key file also
-carries a MAC made with the master key over all its fields, so ``check`` finds a
-damaged key file even when nobody knows that file's password.
+Several key files may wrap the same keys, one per password, so a password can be added,
+changed or revoked without re-encrypting any data.  An ``admin`` key file wraps the
+64-byte master key (format 1, as every key file before roles); an ``operator`` or
+``reader`` one wraps a JSON payload with the master key and its role; a ``writer`` one
+wraps only the chunk-id key and the repository's public key (see
+:mod:`chaoskit.dr.repository.keyring`).  The role that counts is the one inside the
+wrapped payload (authenticated by the password); the clear ``role`` field is for
+``key list``.  Each key file also carries a MAC made with the chunk-id key over all its
+fields, so ``check`` finds a damaged key file even when nobody knows its password.
+
+A ``keys/`` file of kind ``recipient`` holds the X25519 key pair writers wrap their data
+keys to: the public half in clear, the private half sealed under the master key.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import time
@@ -17,8 +26,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from chaoskit.atomic import atomic_write_bytes, fsync_dir
-from chaoskit.dr.repository.crypto import Cipher, MasterKey, unwrap, wrap
+from chaoskit.dr.repository.crypto import MasterKey, keyed_mac, unwrap, wrap
+from chaoskit.dr.repository.keyring import public_bytes
+from chaoskit.dr.repository.roles import check_role
 from chaoskit.errors import ConfigError, IntegrityError, RepositoryError
 
 DEFAULT_SCRYPT_N = 2**15
@@ -35,6 +48,59 @@ class KeyInfo:
     hostname: str
     username: str
     current: bool
+    role: str = "admin"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a key file gives whoever knows its password."""
+
+    role: str
+    mac_key: bytes
+    master: MasterKey | None  # None for a writer
+    public: bytes | None = None  # the recipient a writer wraps its data keys to
+
+    @classmethod
+    def of(cls, master: MasterKey, role: str = "admin") -> Grant:
+        return cls(check_role(role), master.mac_key, master)
+
+    @classmethod
+    def writer(cls, mac_key: bytes, public: bytes) -> Grant:
+        return cls("writer", mac_key, None, public)
+
+    def payload(self) -> bytes:
+        if self.role == "admin" and self.master is not None:
+            return self.master.to_bytes()  # format 1: every key file before roles
+        doc = {"role": self.role, "mac_key": _b64(self.mac_key)}
+        if self.master is not None:
+            doc["enc_key"] = _b64(self.master.enc_key)
+        if self.public is not None:
+            doc["public"] = _b64(self.public)
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def from_payload(cls, raw: bytes) -> Grant:
+        if len(raw) == 64:
+            return cls.of(MasterKey.from_bytes(raw))
+        try:
+            doc = json.loads(raw)
+            role, mac_key = check_role(doc["role"]), _unb64(doc["mac_key"])
+            enc = _unb64(doc["enc_key"]) if "enc_key" in doc else None
+            public = _unb64(doc["public"]) if "public" in doc else None
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"key payload undecodable ({e})") from e
+        if (role == "writer") != (enc is None) or (role == "writer" and public is None):
+            raise IntegrityError(f"key payload of role {role} holds the wrong keys")
+        master = MasterKey(enc, mac_key) if enc is not None else None
+        return cls(role, mac_key, master, public)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: object) -> bytes:
+    return base64.b64decode(str(text), validate=True)
 
 
 def _username() -> str:
@@ -66,9 +132,12 @@ def _signed_body(doc: dict[str, object]) -> bytes:
 
 
 def write_key_file(
-    keys_dir: Path, repo_id: str, master: MasterKey, password: bytes, *, scrypt_n: int
+    keys_dir: Path, repo_id: str, grant: Grant | MasterKey, password: bytes, *, scrypt_n: int
 ) -> str:
-    """Wrap *master* under *password* into a new key file; return its id."""
+    """Wrap *grant* (a master key: an admin key) under *password* into a new key file;
+    return its id."""
+    if isinstance(grant, MasterKey):
+        grant = Grant.of(grant)
     if not password:
         raise ConfigError("the repository password must not be empty")
     if scrypt_n < 2 or scrypt_n & (scrypt_n - 1):
@@ -80,14 +149,21 @@ def write_key_file(
         "created": time.time(),
         "hostname": os.uname().nodename,
         "username": _username(),
+        "role": grant.role,
         "kdf": "scrypt",
         "n": scrypt_n,
         "r": SCRYPT_R,
         "p": SCRYPT_P,
         "salt": base64.b64encode(salt).decode(),
-        "data": base64.b64encode(wrap(kek, master.to_bytes(), _aad(repo_id))).decode(),
+        "data": _b64(wrap(kek, grant.payload(), _aad(repo_id))),
     }
-    doc["mac"] = Cipher(master).mac(_signed_body(doc))
+    if grant.role != "admin":
+        doc["version"] = 2
+    return _write_doc(keys_dir, doc, grant.mac_key)
+
+
+def _write_doc(keys_dir: Path, doc: dict[str, object], mac_key: bytes) -> str:
+    doc["mac"] = keyed_mac(mac_key, _signed_body(doc))
     key_id = os.urandom(16).hex()
     keys_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(keys_dir / key_id, json.dumps(doc, indent=1).encode())
@@ -104,7 +180,7 @@ def _load_doc(path: Path) -> dict[str, object]:
     return doc
 
 
-def _try_key(doc: dict[str, object], repo_id: str, password: bytes) -> MasterKey | None:
+def _try_key(doc: dict[str, object], repo_id: str, password: bytes) -> Grant | None:
     try:
         salt = base64.b64decode(str(doc["salt"]), validate=True)
         data = base64.b64decode(str(doc["data"]), validate=True)
@@ -118,7 +194,16 @@ def _try_key(doc: dict[str, object], repo_id: str, password: bytes) -> MasterKey
     except IntegrityError:
         return None
     raw = unwrap(kek, data, _aad(repo_id))
-    return MasterKey.from_bytes(raw) if raw is not None else None
+    if raw is None:
+        return None
+    try:
+        return Grant.from_payload(raw)
+    except IntegrityError:
+        return None
+
+
+def _is_recipient(doc: dict[str, object]) -> bool:
+    return doc.get("kind") == "recipient"
 
 
 def key_ids(keys_dir: Path) -> list[str]:
@@ -128,8 +213,8 @@ def key_ids(keys_dir: Path) -> list[str]:
         return []
 
 
-def open_master_key(keys_dir: Path, repo_id: str, password: bytes) -> tuple[MasterKey, str]:
-    """Find the key file *password* opens; return the master key and that file's id."""
+def open_key(keys_dir: Path, repo_id: str, password: bytes) -> tuple[Grant, str]:
+    """Find the key file *password* opens; return what it grants and that file's id."""
     ids = key_ids(keys_dir)
     if not ids:
         raise RepositoryError(f"no key files in {keys_dir}: the repository cannot be opened")
@@ -140,14 +225,14 @@ def open_master_key(keys_dir: Path, repo_id: str, password: bytes) -> tuple[Mast
         except IntegrityError:
             damaged.append(key_id)
             continue
-        master = _try_key(doc, repo_id, password)
-        if master is None:
+        if _is_recipient(doc):
             continue
-        try:
-            Cipher(master).verify_mac(_signed_body(doc), str(doc.get("mac")), what=key_id)
-        except IntegrityError:
+        grant = _try_key(doc, repo_id, password)
+        if grant is None:
+            continue
+        if not _mac_ok(doc, grant.mac_key):
             warnings.warn(f"key file {key_id} opened but its MAC does not match", stacklevel=2)
-        return master, key_id
+        return grant, key_id
     hint = f" (unreadable key files: {', '.join(damaged)})" if damaged else ""
     raise RepositoryError(
         f"wrong password (or damaged key file): none of the {len(ids)} key file(s) in "
@@ -155,17 +240,71 @@ def open_master_key(keys_dir: Path, repo_id: str, password: bytes) -> tuple[Mast
     )
 
 
-def check_key_files(keys_dir: Path, master: MasterKey) -> dict[str, str]:
+def _mac_ok(doc: dict[str, object], mac_key: bytes) -> bool:
+    return hmac.compare_digest(keyed_mac(mac_key, _signed_body(doc)), str(doc.get("mac")))
+
+
+def check_key_files(keys_dir: Path, mac_key: bytes) -> dict[str, str]:
     """Key file id -> problem, for every key file whose MAC or form is wrong."""
     problems: dict[str, str] = {}
-    cipher = Cipher(master)
     for key_id in key_ids(keys_dir):
         try:
             doc = _load_doc(keys_dir / key_id)
-            cipher.verify_mac(_signed_body(doc), str(doc.get("mac")), what=f"key file {key_id}")
         except IntegrityError as e:
             problems[key_id] = str(e)
+            continue
+        if not _mac_ok(doc, mac_key):
+            problems[key_id] = f"key file {key_id}: MAC mismatch (damaged or tampered)"
     return problems
+
+
+def _recipient_aad(repo_id: str, public: bytes) -> bytes:
+    return b"chaoskit-recipient\0" + repo_id.encode() + b"\0" + public
+
+
+def write_recipient(keys_dir: Path, repo_id: str, master: MasterKey) -> bytes:
+    """Make the repository's X25519 key pair (private half sealed under the master key);
+    return the public half."""
+    private = X25519PrivateKey.generate()
+    public = public_bytes(private)
+    doc: dict[str, object] = {
+        "version": 2,
+        "kind": "recipient",
+        "created": time.time(),
+        "hostname": os.uname().nodename,
+        "username": _username(),
+        "public": _b64(public),
+        "private": _b64(
+            wrap(master.enc_key, private.private_bytes_raw(), _recipient_aad(repo_id, public))
+        ),
+    }
+    _write_doc(keys_dir, doc, master.mac_key)
+    return public
+
+
+def load_recipients(
+    keys_dir: Path, repo_id: str, master: MasterKey
+) -> dict[bytes, X25519PrivateKey]:
+    """Public key -> private key of every recipient file the master key opens (oldest first)."""
+    found: list[tuple[float, bytes, X25519PrivateKey]] = []
+    for key_id in key_ids(keys_dir):
+        try:
+            doc = _load_doc(keys_dir / key_id)
+        except IntegrityError:
+            continue
+        if not _is_recipient(doc):
+            continue
+        try:
+            public = _unb64(doc["public"])
+            raw = unwrap(master.enc_key, _unb64(doc["private"]), _recipient_aad(repo_id, public))
+            private = X25519PrivateKey.from_private_bytes(raw) if raw is not None else None
+        except (KeyError, ValueError):
+            private = None
+        if private is None or public_bytes(private) != public:
+            warnings.warn(f"recipient key file {key_id} does not open: skipped", stacklevel=2)
+            continue
+        found.append((float(doc.get("created", 0.0)), public, private))  # type: ignore[arg-type]
+    return {public: private for _, public, private in sorted(found, key=lambda f: f[0])}
 
 
 def list_keys(keys_dir: Path, current: str) -> list[KeyInfo]:
@@ -174,7 +313,9 @@ def list_keys(keys_dir: Path, current: str) -> list[KeyInfo]:
         try:
             doc = _load_doc(keys_dir / key_id)
         except IntegrityError:
-            doc = {}
+            doc = {"role": "?"}
+        if _is_recipient(doc):
+            continue
         infos.append(
             KeyInfo(
                 id=key_id,
@@ -182,6 +323,7 @@ def list_keys(keys_dir: Path, current: str) -> list[KeyInfo]:
                 hostname=str(doc.get("hostname", "?")),
                 username=str(doc.get("username", "?")),
                 current=key_id == current,
+                role=str(doc.get("role", "admin")),
             )
         )
     return infos
@@ -189,7 +331,7 @@ def list_keys(keys_dir: Path, current: str) -> list[KeyInfo]:
 
 def remove_key(keys_dir: Path, key_id: str, current: str) -> str:
     """Remove a key file by id or unique prefix; refuse the one in use and the last one."""
-    matches = [k for k in key_ids(keys_dir) if k.startswith(key_id)]
+    matches = [k.id for k in list_keys(keys_dir, current) if k.id.startswith(key_id)]
     if len(matches) != 1:
         raise ConfigError(f"key {key_id!r} matches {len(matches)} key files, expected one")
     (target,) = matches

@@ -3,8 +3,11 @@
 Layout: ``blob blob ... blob header header_length(u32 LE)``.  Each blob is a sealed chunk
 (its AAD is the chunk id); the header lists ``(chunk id, sealed length, plain length)``
 for each blob in order and is sealed with the pack id as AAD, so the index can always
-be rebuilt from the packs alone.  A pack is written under a temporary name, fsynced and
-renamed; only then may an index point at it.
+be rebuilt from the packs alone.  A writer's pack (sealed with a data key, see
+:mod:`chaoskit.dr.repository.keyring`) carries the data key's envelope after the header:
+``... header envelope envelope_length(u16 LE) header_length(u32 LE, bit 31 set)``.
+A pack is written under a temporary name, fsynced and renamed; only then may an index
+point at it.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ from pathlib import Path
 
 from chaoskit.atomic import fsync_dir
 from chaoskit.dr.repository.crypto import Buffer, Cipher
+from chaoskit.dr.repository.keyring import KeyRing
 from chaoskit.errors import IntegrityError
 
 PACK_TARGET = 16 << 20
 _ENTRY = struct.Struct("<32sII")
+_U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
+ENVELOPE_FLAG = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -92,9 +99,18 @@ class _OpenPack:
 class PackWriter:
     """Appends sealed chunks to packs; finishing (fsync + rename) runs in a worker thread."""
 
-    def __init__(self, data_dir: Path, cipher: Cipher, *, target: int = PACK_TARGET) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        cipher: Cipher,
+        *,
+        target: int = PACK_TARGET,
+        envelope: bytes | None = None,
+    ) -> None:
+        """*envelope*: the wrapped data key of *cipher*, stored in every pack's trailer."""
         self.data_dir = data_dir
         self.cipher = cipher
+        self.envelope = envelope
         self.target = target
         self._current: _OpenPack | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="chaoskit-pack")
@@ -130,7 +146,13 @@ class PackWriter:
     def _finish(self, pack: _OpenPack) -> None:
         header = b"".join(_ENTRY.pack(i, n, raw) for i, _, n, raw in pack.entries)
         sealed = self.cipher.seal(header, header_aad(pack.id))
-        tail = sealed + struct.pack("<I", len(sealed))
+        if self.envelope is None:
+            tail = sealed + _U32.pack(len(sealed))
+        else:
+            envelope = self.envelope
+            tail = b"".join(
+                (sealed, envelope, _U16.pack(len(envelope)), _U32.pack(len(sealed) | ENVELOPE_FLAG))
+            )
         view = memoryview(tail)
         while view:
             view = view[os.write(pack.fd, view) :]
@@ -176,19 +198,47 @@ class PackWriter:
         self._pool.shutdown(wait=True)
 
 
-def read_header(path: Path, pack_id: str, cipher: Cipher) -> list[tuple[bytes, BlobLocation]]:
+def read_trailer(fd: int, what: str) -> tuple[int, int, bytes | None]:
+    """(header offset, header length, envelope or None) from a pack's end."""
+    size = os.fstat(fd).st_size
+    if size < _U32.size:
+        raise IntegrityError(f"{what}: truncated ({size} bytes)")
+    (word,) = _U32.unpack(os.pread(fd, _U32.size, size - _U32.size))
+    end, envelope = size - _U32.size, None
+    if word & ENVELOPE_FLAG:
+        if end < _U16.size:
+            raise IntegrityError(f"{what}: truncated ({size} bytes)")
+        (elen,) = _U16.unpack(os.pread(fd, _U16.size, end - _U16.size))
+        end -= _U16.size + elen
+        if end < 0:
+            raise IntegrityError(f"{what}: envelope length {elen} exceeds the file")
+        envelope = os.pread(fd, elen, end)
+    hlen = word & ~ENVELOPE_FLAG
+    if hlen > end:
+        raise IntegrityError(f"{what}: header length {hlen} exceeds the file")
+    return end - hlen, hlen, envelope
+
+
+def pack_cipher(fd: int, pack_id: str, keys: KeyRing) -> Cipher:
+    """The cipher that opens the blobs of an open pack file.  When the trailer is damaged
+    the master key is tried: each blob still authenticates, or fails, on its own."""
+    what = f"pack {pack_id}"
+    try:
+        return keys.data_cipher(read_trailer(fd, what)[2], what=what)
+    except IntegrityError:
+        if keys.master_cipher is None:
+            raise
+        return keys.master_cipher
+
+
+def read_header(path: Path, pack_id: str, keys: KeyRing) -> list[tuple[bytes, BlobLocation]]:
     """The blobs a pack says it holds, authenticated; IntegrityError names the pack."""
     what = f"pack {pack_id}"
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 4:
-            raise IntegrityError(f"{what}: truncated ({size} bytes)")
-        f.seek(size - 4)
-        (hlen,) = struct.unpack("<I", f.read(4))
-        if hlen + 4 > size:
-            raise IntegrityError(f"{what}: header length {hlen} exceeds the file")
-        f.seek(size - 4 - hlen)
-        header = cipher.open(f.read(hlen), header_aad(pack_id), what=f"{what} header")
+    with open(path, "rb", buffering=0) as f:
+        start, hlen, envelope = read_trailer(f.fileno(), what)
+        cipher = keys.data_cipher(envelope, what=what)
+        sealed = os.pread(f.fileno(), hlen, start)
+    header = cipher.open(sealed, header_aad(pack_id), what=f"{what} header")
     if len(header) % _ENTRY.size:
         raise IntegrityError(f"{what}: header has a partial entry")
     out: list[tuple[bytes, BlobLocation]] = []
@@ -196,6 +246,6 @@ def read_header(path: Path, pack_id: str, cipher: Cipher) -> list[tuple[bytes, B
     for chunk_id, length, raw in _ENTRY.iter_unpack(header):
         out.append((chunk_id, BlobLocation(pack_id, offset, length, raw)))
         offset += length
-    if offset + hlen + 4 != size:
+    if offset != start:
         raise IntegrityError(f"{what}: blobs and header do not add up to the file size")
     return out

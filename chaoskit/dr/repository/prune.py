@@ -106,7 +106,7 @@ def _header_ok(repo: Repository, pack: str, path: Path | None) -> bool:
     if path is None:
         return False
     try:
-        read_header(path, pack, repo.cipher)
+        read_header(path, pack, repo.keyring)
     except (OSError, IntegrityError):
         return False
     return True
@@ -153,7 +153,7 @@ def prune_locked(repo: Repository) -> PruneStats:
         c: loc for c, loc in index.blobs.items() if loc.pack in keep
     }
     if rewrite:
-        writer = PackWriter(repo.data_dir, repo.cipher)
+        writer = PackWriter(repo.data_dir, repo.keyring.session().cipher)
         reader = PackReader(repo)
         try:
             for pack in sorted(rewrite):
@@ -171,7 +171,7 @@ def prune_locked(repo: Repository) -> PruneStats:
     old_index_files = list_index_files(repo.index_dir)
     changed = bool(drop or rewrite or len(old_index_files) != 1 or index.damaged)
     if changed:
-        new_file = write_index_file(repo.index_dir, repo.cipher, new_blobs.items())
+        new_file = write_index_file(repo.index_dir, repo.keyring.index, new_blobs.items())
         for name in old_index_files:
             if name != new_file:
                 with contextlib.suppress(FileNotFoundError):

@@ -22,8 +22,10 @@ from chaoskit.atomic import atomic_write_bytes
 from chaoskit.dr.repository import keys as keyfiles
 from chaoskit.dr.repository.crypto import Cipher, MasterKey
 from chaoskit.dr.repository.index import Index, load_index
+from chaoskit.dr.repository.keyring import KeyRing
 from chaoskit.dr.repository.locks import STALE_AFTER, Lock
 from chaoskit.dr.repository.packs import list_packs, read_header
+from chaoskit.dr.repository.roles import ALLOWED, check_role, require
 from chaoskit.dr.repository.snapshots import Snapshot, load_snapshot, resolve, snapshot_ids
 from chaoskit.errors import IntegrityError, RepositoryError
 
@@ -111,12 +113,14 @@ def init_repository(
 
 
 def open_repository(path: str | os.PathLike[str], password: str | bytes) -> Repository:
-    """Open an existing repository; RepositoryError on a wrong password or a non-repository."""
+    """Open an existing repository with the key file *password* opens, in that key's role
+    (a writer key's password gives a write-only repository: see :attr:`Repository.role`);
+    RepositoryError on a wrong password or a non-repository."""
     root = Path(path)
     config = _read_config(root)
     pw = password.encode() if isinstance(password, str) else password
-    master, key_id = keyfiles.open_master_key(root / "keys", str(config.get("id")), pw)
-    repo = Repository(root, config, master, key_id)
+    grant, key_id = keyfiles.open_key(root / "keys", str(config.get("id")), pw)
+    repo = Repository(root, config, grant, key_id)
     try:
         repo.cipher.verify_mac(_config_body(config), str(config.get("mac")), what="config")
     except IntegrityError as e:
@@ -125,14 +129,30 @@ def open_repository(path: str | os.PathLike[str], password: str | bytes) -> Repo
 
 
 class Repository:
-    """An opened repository: the master key is in memory, operations take locks."""
+    """An opened repository: the opened key's secrets are in memory, operations take locks
+    and are allowed by the key's role (:mod:`chaoskit.dr.repository.roles`)."""
 
-    def __init__(self, root: Path, config: dict[str, Any], master: MasterKey, key_id: str):
+    def __init__(
+        self,
+        root: Path,
+        config: dict[str, Any],
+        grant: keyfiles.Grant | MasterKey,
+        key_id: str,
+    ):
+        if isinstance(grant, MasterKey):
+            grant = keyfiles.Grant.of(grant)
         self.root = root
         self.config = config
-        self.master = master
+        self.grant = grant
+        self.role = grant.role
+        self.master = grant.master  # None for a writer key
         self.key_id = key_id
-        self.cipher = Cipher(master)
+        self.keyring = KeyRing(
+            str(config["id"]), grant.mac_key, grant.master, grant.public, self._recipients
+        )
+        # the master cipher; a writer's has the index key (it opens index files, and its
+        # MAC and chunk ids are the repository's), never a key that opens data
+        self.cipher: Cipher = self.keyring.master_cipher or self.keyring.index
         self.data_dir = root / "data"
         self.index_dir = root / "index"
         self.snap_dir = root / "snapshots"
@@ -143,6 +163,19 @@ class Repository:
     @property
     def id(self) -> str:
         return str(self.config["id"])
+
+    def require(self, operation: str) -> None:
+        """PermissionDeniedError (naming key, role and operation) unless the role allows it."""
+        require(self.role, self.key_id, operation)
+
+    def allows(self, operation: str) -> bool:
+        """Whether this key's role may run *operation* (e.g. ``"snapshots"``)."""
+        return operation in ALLOWED.get(self.role, frozenset())
+
+    def _recipients(self) -> dict[bytes, Any]:
+        if self.master is None:
+            return {}
+        return keyfiles.load_recipients(self.keys_dir, self.id, self.master)
 
     @_translating_os_errors
     def lock(self, *, exclusive: bool) -> Lock:
@@ -163,14 +196,14 @@ class Repository:
     # -- reading ---------------------------------------------------------------------
     def load_index(self) -> Index:
         """All index files; packs a damaged index file covered are re-read from headers."""
-        index = load_index(self.index_dir, self.cipher)
-        if index.damaged:
+        index = load_index(self.index_dir, self.keyring)
+        if index.damaged and self.keyring.can_read:  # a writer cannot read pack headers
             known = index.packs()
             for pack_id, path in list_packs(self.data_dir).items():
                 if pack_id in known:
                     continue
                 try:
-                    for chunk_id, loc in read_header(path, pack_id, self.cipher):
+                    for chunk_id, loc in read_header(path, pack_id, self.keyring):
                         index.blobs.setdefault(chunk_id, loc)
                 except (OSError, IntegrityError):
                     continue
@@ -178,10 +211,11 @@ class Repository:
 
     def load_snapshots(self) -> tuple[list[Snapshot], dict[str, str]]:
         """(readable snapshots, damaged snapshot id -> problem)."""
+        self.require("snapshots")
         snaps, damaged = [], {}
         for snap_id in snapshot_ids(self.snap_dir):
             try:
-                snaps.append(load_snapshot(self.snap_dir, self.cipher, snap_id))
+                snaps.append(load_snapshot(self.snap_dir, self.keyring, snap_id))
             except IntegrityError as e:
                 damaged[snap_id] = str(e)
             except RepositoryError:  # removed meanwhile
@@ -198,16 +232,18 @@ class Repository:
 
     def snapshot(self, ref: str) -> Snapshot:
         """A snapshot by id, unique prefix or ``latest``."""
+        self.require("snapshots")
         if ref != "latest" and len(ref) == 32 and (self.snap_dir / ref).exists():
-            return load_snapshot(self.snap_dir, self.cipher, ref)
+            return load_snapshot(self.snap_dir, self.keyring, ref)
         matches = [i for i in snapshot_ids(self.snap_dir) if i.startswith(ref)]
         if ref != "latest" and len(matches) == 1:
-            return load_snapshot(self.snap_dir, self.cipher, matches[0])
+            return load_snapshot(self.snap_dir, self.keyring, matches[0])
         return resolve(self.snapshots(), ref)
 
     # -- operations (implemented in their own modules) -------------------------------
     @_translating_os_errors
     def backup(self, source: str | os.PathLike[str], **kwargs: Any) -> Snapshot:
+        self.require("backup")
         from chaoskit.dr.repository.backup import run_backup
 
         return run_backup(self, Path(source), **kwargs)
@@ -216,18 +252,21 @@ class Repository:
     def restore(
         self, ref: str, target: str | os.PathLike[str], *, progress: Progress | None = None
     ) -> RestoreResult:
+        self.require("restore")
         from chaoskit.dr.repository.restore import run_restore
 
         return run_restore(self, ref, Path(target), progress=progress)
 
     @_translating_os_errors
     def verify(self, source: str | os.PathLike[str], ref: str = "latest") -> VerifyReport:
+        self.require("verify")
         from chaoskit.dr.repository.verify import verify_directory
 
         return verify_directory(self, Path(source), ref)
 
     @_translating_os_errors
     def check(self, *, read_data: bool = False, progress: Progress | None = None) -> CheckReport:
+        self.require("check")
         from chaoskit.dr.repository.check import run_check
 
         return run_check(self, read_data=read_data, progress=progress)
@@ -241,6 +280,7 @@ class Repository:
         prune: bool = False,
         dry_run: bool = False,
     ) -> ForgetResult:
+        self.require("forget")
         from chaoskit.dr.repository.prune import run_forget
         from chaoskit.dr.repository.retention import RetentionPolicy
 
@@ -250,29 +290,55 @@ class Repository:
 
     @_translating_os_errors
     def prune(self) -> PruneStats:
+        self.require("prune")
         from chaoskit.dr.repository.prune import run_prune
 
         return run_prune(self)
 
     # -- keys --------------------------------------------------------------------------
     @_translating_os_errors
-    def add_key(self, password: str | bytes, *, scrypt_n: int | None = None) -> str:
+    def add_key(
+        self, password: str | bytes, *, role: str = "admin", scrypt_n: int | None = None
+    ) -> str:
+        """Add a key file for *password* with *role*; a writer's holds no key that reads
+        data, only the chunk-id key and the public key its backups are sealed to."""
+        self.require("key add")
+        check_role(role)
+        if role == "writer":
+            grant = keyfiles.Grant.writer(self.grant.mac_key, self._public_key())
+        else:
+            assert self.master is not None  # admin keys hold it
+            grant = keyfiles.Grant.of(self.master, role)
+        return self._write_key(grant, password, scrypt_n)
+
+    def _write_key(self, grant: keyfiles.Grant, password: str | bytes, scrypt_n: int | None) -> str:
         pw = password.encode() if isinstance(password, str) else password
         n = scrypt_n or keyfiles.DEFAULT_SCRYPT_N
-        return keyfiles.write_key_file(self.keys_dir, self.id, self.master, pw, scrypt_n=n)
+        return keyfiles.write_key_file(self.keys_dir, self.id, grant, pw, scrypt_n=n)
+
+    def _public_key(self) -> bytes:
+        """The repository's recipient public key, made on first need."""
+        assert self.master is not None
+        recipients = self._recipients()
+        if recipients:
+            return next(iter(recipients))
+        return keyfiles.write_recipient(self.keys_dir, self.id, self.master)
 
     def list_keys(self) -> list[keyfiles.KeyInfo]:
+        self.require("key list")
         return keyfiles.list_keys(self.keys_dir, self.key_id)
 
     @_translating_os_errors
     def remove_key(self, key_id: str) -> str:
+        self.require("key remove")
         return keyfiles.remove_key(self.keys_dir, key_id, self.key_id)
 
     @_translating_os_errors
     def change_password(self, new_password: str | bytes, *, scrypt_n: int | None = None) -> str:
-        """Write a key file for the new password, then remove the current one."""
+        """Write a key file for the new password (same role), then remove the current one."""
+        self.require("key passwd")
         old = self.key_id
-        self.key_id = self.add_key(new_password, scrypt_n=scrypt_n)
+        self.key_id = self._write_key(self.grant, new_password, scrypt_n)
         keyfiles.remove_key(self.keys_dir, old, self.key_id)
         return self.key_id
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaoskit.atomic import fsync_dir
-from chaoskit.dr.repository.crypto import Buffer
+from chaoskit.dr.repository.crypto import Buffer, Cipher
 from chaoskit.dr.repository.index import Index
-from chaoskit.dr.repository.packs import pack_path, start_writeback
+from chaoskit.dr.repository.packs import pack_cipher, pack_path, start_writeback
 from chaoskit.dr.repository.progress import Progress
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.snapshots import FileEntry, Snapshot
@@ -44,6 +44,7 @@ class PackReader:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
         self._fds: dict[str, int] = {}
+        self._ciphers: dict[str, Cipher] = {}  # pack -> the key its blobs are sealed with
         self._sealed = Buffer(1 << 20)
 
     def read(self, chunk_id: bytes, index: Index) -> bytes:
@@ -64,10 +65,13 @@ class PackReader:
                 )
             except OSError as e:
                 raise IntegrityError(f"{what}: pack unreadable ({e.strerror})") from e
+        cipher = self._ciphers.get(loc.pack)
+        if cipher is None:
+            cipher = self._ciphers[loc.pack] = pack_cipher(fd, loc.pack, self.repo.keyring)
         sealed = self._sealed.view(loc.length)
         if os.preadv(fd, [sealed], loc.offset) != loc.length:
             raise IntegrityError(f"{what}: pack is shorter than the index says")
-        data = self.repo.cipher.open_into(sealed, chunk_id, out, what=what)
+        data = cipher.open_into(sealed, chunk_id, out, what=what)
         if len(data) != loc.raw_length:
             raise IntegrityError(f"{what}: length differs from the index")
         return data

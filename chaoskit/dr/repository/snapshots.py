@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chaoskit.atomic import atomic_write_bytes, fsync_dir
-from chaoskit.dr.repository.crypto import Cipher
+from chaoskit.dr.repository.keyring import KeyRing, Sealer
 from chaoskit.errors import ConfigError, IntegrityError, RepositoryError
 
 
@@ -91,19 +91,19 @@ def new_snapshot_id() -> str:
     return os.urandom(16).hex()
 
 
-def save_snapshot(snap_dir: Path, cipher: Cipher, snap: Snapshot) -> None:
+def save_snapshot(snap_dir: Path, sealer: Sealer, snap: Snapshot) -> None:
     snap_dir.mkdir(parents=True, exist_ok=True)
     raw = zlib.compress(json.dumps(asdict(snap), separators=(",", ":")).encode(), 6)
-    atomic_write_bytes(snap_dir / snap.id, cipher.seal(raw, _aad(snap.id)))
+    atomic_write_bytes(snap_dir / snap.id, sealer.seal_file(raw, _aad(snap.id)))
 
 
-def load_snapshot(snap_dir: Path, cipher: Cipher, snap_id: str) -> Snapshot:
+def load_snapshot(snap_dir: Path, keys: KeyRing, snap_id: str) -> Snapshot:
     what = f"snapshot {snap_id[:8]}"
     try:
         sealed = (snap_dir / snap_id).read_bytes()
     except FileNotFoundError as e:
         raise RepositoryError(f"{what}: no such snapshot") from e
-    raw = cipher.open(sealed, _aad(snap_id), what=what)
+    raw = keys.open_file(sealed, _aad(snap_id), what=what)
     try:
         return Snapshot.from_json(json.loads(zlib.decompress(raw)))
     except (ValueError, TypeError, zlib.error) as e:
