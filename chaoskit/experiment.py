@@ -192,13 +192,14 @@ class Experiment:
                     replicating = True
                     replicated |= e["snapshot"] in fresh
             latest = max(version_dirs(self.stack.model_base_path), default=None)
-            backed_up = fresh and (latest is None or latest in versions)
+            checkpointing = self.stack.checkpoint_dir is not None and self.stack.trainer
+            backed_up = (fresh or not checkpointing) and (latest is None or latest in versions)
             if backed_up and (replicated or not replicating):
                 return
             time.sleep(0.05)
         self.journal.record("steady_state.violated", phase="before", reason="no new recovery point")
         raise StackError(
-            f"experiment {self.name}: no new checkpoint was backed up"
+            f"experiment {self.name}: no new checkpoint and newest version were backed up"
             f"{' and shipped to the DR site' if replicating else ''} within {timeout:g}s "
             "(is the trainer running? is the DR site reachable? see the service logs)"
         )
@@ -359,7 +360,8 @@ class Experiment:
         self.finish()
         self.result = result = self.compute_result()
         if self.record_property is not None:
-            for key in ("ttd_s", "detected_by", "rto_s", "rpo_s", "failed_requests", "verdict"):
+            for key in ("ttd_s", "detected_by", "rto_s", "recovered_by", "rpo_s",
+                        "failed_requests", "verdict"):  # fmt: skip
                 self.record_property(key, getattr(result, key))
         if result.verdict != "pass":
             raise ExperimentFailed(f"{self.name}: " + "; ".join(result.reasons))

@@ -294,16 +294,20 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
     from chaoskit.dr.store_guard import StoreGuard, open_backup_repository
     from chaoskit.stack.reference import ReferenceStack, StackConfig, make_backend
 
-    backend = make_backend(state.backend, state.run_dir, data_dir)
     stack: Any
     if state.stack_file is None:
+        backend = make_backend(state.backend, state.run_dir, data_dir)
         stack = ReferenceStack(backend, data_dir, state.journal.path, StackConfig())
     else:
-        from chaoskit.stackfile.stack import FileStack
+        from chaoskit.stackfile import load_stack_file
+        from chaoskit.stackfile.stack import FileStack, make_file_backend
 
+        file = load_stack_file(state.stack_file)
+        backend = make_file_backend(file, state.backend, state.run_dir, data_dir,
+                                    where=str(state.stack_file))  # fmt: skip
         try:
-            stack = FileStack(state.stack_file, backend, data_dir, state.journal.path,
-                              seed=state.seed)  # fmt: skip
+            stack = FileStack(file, backend, data_dir, state.journal.path,
+                              path=state.stack_file, seed=state.seed)  # fmt: skip
         except BaseException:
             backend.close()
             raise

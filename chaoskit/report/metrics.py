@@ -28,7 +28,8 @@ from chaoskit.journal import Event
 from chaoskit.objectives import NAMES
 
 COLUMNS = (
-    "name", "fault", "ttd_s", "detected_by", "ttd_learned_s", "rto_s", "rpo_s", "rpo_steps",
+    "name", "fault", "ttd_s", "detected_by", "ttd_learned_s", "rto_s", "recovered_by", "rpo_s",
+    "rpo_steps",
     "failed_requests", "wrong_predictions", "integrity", "verdict", "reasons", "ttd_budget_s",
     "rto_budget_s", "rpo_budget_s", "backend", "seed", "started_wall", "duration_s",
 )  # fmt: skip
@@ -48,6 +49,8 @@ class ExperimentResult:
     detected_by: str | None = None
     ttd_learned_s: float | None = None
     rto_s: float | None = None
+    recovered_by: str | None = None
+    """Who brought service back: ``chaoskit (<action>)`` or ``platform`` (observe mode)."""
     rpo_s: float | None = None
     rpo_steps: int | None = None
     failed_requests: int | None = None
@@ -139,11 +142,14 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
             result.ttd_learned_s = round(learned["t"] - fault["t"], 4)
         if recovered is not None:
             result.rto_s = round(recovered["t"] - fault["t"], 4)
+            result.recovered_by = _recovered_by(events, fault["t"], recovered["t"])
         _rpo(result, fault, events)
         if detected is None:
             reasons.append("the fault was never detected")
         if recovered is None:
-            reasons.append("the steady state was never restored")
+            gave_up = first_event(events, "recovery.failed", fault["t"])
+            why = f" ({gave_up['reason']})" if gave_up is not None and gave_up.get("reason") else ""
+            reasons.append(f"the steady state was never restored{why}")
     for name in ("ttd", "rto", "rpo"):
         budget = budgets.get(name)
         measured = getattr(result, f"{name}_s")
@@ -228,6 +234,17 @@ def _dr_site_outage_rpo(fault: Event, events: list[Event]) -> float | None:
         rpo for wall, rpo in dr_site_rpo_series(events, until) if fault["wall"] <= wall <= until
     ]
     return round(max(window), 3) if window else None
+
+
+def _recovered_by(events: list[Event], since: float, until: float) -> str | None:
+    """Who recovered: the last ``recovered`` action before the confirmation."""
+    actions = [e for e in events if e["event"] == "recovered" and since <= e["t"] <= until]
+    if not actions:
+        return None
+    last = actions[-1]
+    if last.get("recovered_by") == "platform":
+        return "platform"
+    return f"chaoskit ({last.get('action')})"
 
 
 def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:

@@ -94,7 +94,7 @@ def _badge(verdict: str) -> str:
 def _summary(views: list[ExperimentView]) -> list[str]:
     head = (
         "<tr><th>experiment</th><th>fault</th><th>TTD / budget</th><th>detected by</th>"
-        "<th>RTO / budget</th>"
+        "<th>RTO / budget</th><th>recovered by</th>"
         "<th>RPO / budget</th><th>failed req.</th><th>wrong pred.</th><th>integrity</th>"
         "<th>verdict</th><th>reasons</th></tr>"
     )
@@ -109,6 +109,7 @@ def _summary(views: list[ExperimentView]) -> list[str]:
             f'<td class="num">{_measure(r.ttd_s, r.ttd_budget_s)}</td>'
             f"<td>{escape(r.detected_by or '-')}</td>"
             f'<td class="num">{_measure(r.rto_s, r.rto_budget_s)}</td>'
+            f"<td>{escape(r.recovered_by or '-')}</td>"
             f'<td class="num">{_measure(r.rpo_s, r.rpo_budget_s)}</td>'
             f'<td class="num">{_count(r.failed_requests)}</td>'
             f'<td class="num">{_count(r.wrong_predictions)}</td>'

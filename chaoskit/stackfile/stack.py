@@ -28,6 +28,7 @@ from chaoskit.journal import JOURNAL_ENV
 from chaoskit.objectives import Objectives
 from chaoskit.stack.backend import Backend
 from chaoskit.stack.gatewayed import GatewayedStack, replica_names
+from chaoskit.stack.reference import make_backend
 from chaoskit.stack.service import Readiness, ServiceSpec
 from chaoskit.stackfile.load import load_stack_file
 from chaoskit.stackfile.schema import Service, StackFile
@@ -38,6 +39,37 @@ class _Keep(dict[str, str]):
 
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
+
+
+ATTACH = "docker-attach"
+
+
+def make_file_backend(file: StackFile, name: str, run_dir: Path, data_dir: Path,
+                      *, where: str = "stack file") -> Backend:  # fmt: skip
+    """The backend for a stack file's stack: on Docker, a file whose services all name
+    ``attach`` containers is attached to (nothing of it is created or removed)."""
+    attached = [n for n, s in file.services.items() if s.attach is not None]
+    if not attached or name != "docker":
+        return make_backend(name, run_dir, data_dir)
+    if len(attached) != len(file.services):
+        started = next(n for n in file.services if n not in attached)
+        raise ConfigError(f"{where}: services.{started}: every service must name attach = "
+                          "{...} when one does (chaoskit attaches to, or starts, the whole "
+                          "stack)")  # fmt: skip
+    from chaoskit.stack.docker_attach import AttachTarget, DockerAttachBackend
+
+    targets = []
+    for name_, service in file.services.items():
+        a = service.attach
+        assert a is not None
+        if service.replicas > 1:
+            raise ConfigError(f"{where}: services.{name_}.replicas: an attached service is "
+                              "one container; describe each replica as a service")  # fmt: skip
+        label = a.label or (f"com.docker.compose.service={a.compose_service}"
+                            if a.compose_service else None)  # fmt: skip
+        targets.append(AttachTarget(name_, container=a.container, label=label,
+                                    ports=dict(service.ports)))  # fmt: skip
+    return DockerAttachBackend(targets)
 
 
 class FileStack(GatewayedStack):
@@ -130,7 +162,13 @@ class FileStack(GatewayedStack):
 
     def _spec(self, instance: str, name: str, service: Service) -> ServiceSpec:
         key = f"{self.where}: services.{name}"
-        if self.backend.name not in ("process", "docker") or service.command is None:
+        if self.backend.name == ATTACH:
+            return ServiceSpec(name=instance, command=("<attached>",), ports=service.ports,
+                               readiness=self._readiness(service))  # fmt: skip
+        if service.attach is not None:
+            raise ConfigError(f"{key}.attach: attached containers need the Docker backend "
+                              "(--chaos-backend docker)")  # fmt: skip
+        if service.command is None:
             raise ConfigError(
                 f"{key}: no command for the {self.backend.name} backend "
                 "(give command = [...]; the Docker backend runs it in chaoskit's image)"
@@ -145,18 +183,22 @@ class FileStack(GatewayedStack):
                                   f"(ports: {', '.join(ports) or 'none'})")  # fmt: skip
             ports = {first: ports.pop(first), **ports}
         r = service.readiness
-        readiness = Readiness(
-            http_path=r.http, file=str(self._path(r.file)) if r.file else None, tcp=r.tcp,
-            model_status=self.model_name if r.model_status else None,
-            version_in=str(self.model_base_path) if r.version_exported else None,
-            timeout=r.timeout,
-        )  # fmt: skip
+        readiness = self._readiness(service)
         if (r.http or r.tcp or r.model_status) and not ports:
             raise ConfigError(f"{key}.readiness: http, tcp and model_status need a port")
         env = {JOURNAL_ENV: str(self.journal_path), "TF_CPP_MIN_LOG_LEVEL": "2", **service.env}
         return ServiceSpec(
             name=instance, command=command, ports=ports, env=env, readiness=readiness,
             stop_timeout=service.stop_timeout, cwd=str(self.stack_dir),
+        )  # fmt: skip
+
+    def _readiness(self, service: Service) -> Readiness:
+        r = service.readiness
+        return Readiness(
+            http_path=r.http, file=str(self._path(r.file)) if r.file else None, tcp=r.tcp,
+            model_status=self.model_name if r.model_status else None,
+            version_in=str(self.model_base_path) if r.version_exported else None,
+            timeout=r.timeout,
         )  # fmt: skip
 
     def _check_command(self, key: str, program: str) -> None:

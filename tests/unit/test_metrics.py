@@ -151,3 +151,36 @@ def test_dr_site_rpo_series_reaches_back_from_an_outage_reported_first():
     assert max(r for _, r in series) == 6.5
     late = dr_site_rpo_series(events, since_wall=base + 11.0)  # not before the point existed
     assert (round(late[0][0] - base, 3), round(late[0][1], 3)) == (12.0, 0.0)
+
+
+def test_a_default_rpo_budget_does_not_fail_an_experiment_that_restored_nothing():
+    def run(declared):
+        events = [e for e in kill_journal({"rto": 10, "rpo": 60}) if e.get("correct") is not False]
+        events[0]["declared"] = declared
+        return results_from_events(events)[0]
+
+    defaulted = run(["rto"])  # the RPO budget came from the stack file or ini
+    assert defaulted.verdict == "pass" and defaulted.rpo_s is None, defaulted.reasons
+    declared = run(["rto", "rpo"])  # the marker promised an RPO and nothing was restored
+    assert declared.verdict == "fail" and declared.rpo_s == math.inf
+
+
+def test_who_recovered_and_why_nothing_did():
+    events = kill_journal({}, recovered=False)
+    events.insert(-2, ev(11.3, "recovery.started", action="observe", service="serving"))
+    events.insert(-2, ev(14.0, "recovered", action="observe", service="serving",
+                         recovered_by="platform"))
+    events.insert(-2, ev(14.1, "steady_state.ok", phase="recovery"))
+    [r] = results_from_events(events)
+    assert r.recovered_by == "platform" and math.isclose(r.rto_s, 3.1)
+
+    events = kill_journal({}, recovered=False)
+    events.insert(-2, ev(11.3, "recovered", action="restart", service="serving"))
+    events.insert(-2, ev(11.4, "steady_state.ok", phase="recovery"))
+    assert results_from_events(events)[0].recovered_by == "chaoskit (restart)"
+
+    events = kill_journal({}, recovered=False)
+    events.insert(-2, ev(15.0, "recovery.failed", action="observe",
+                         reason="nothing recovered serving within 15s"))
+    [r] = results_from_events(events)
+    assert "the steady state was never restored (nothing recovered serving within 15s)" in r.reasons
