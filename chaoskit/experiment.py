@@ -290,7 +290,11 @@ class Experiment:
     def run(self, fault: Fault, *, timeout: float | None = None) -> ExperimentResult:
         """Inject, wait for recovery, revert, and verify the budgets (raises on failure)."""
         with self.inject(fault):
-            self.wait_recovered(timeout)
+            if not self.wait_recovered(timeout):
+                # recorded while the fault is still held: a recovery that only comes with
+                # the revert is the revert's doing, not the stack's
+                waited = self.default_timeout() if timeout is None else timeout
+                self.journal.record("experiment.unrecovered", name=self.name, waited_s=waited)
         return self.verify()
 
     def finish(self, outcome: str = "passed", *, error: BaseException | None = None) -> None:

@@ -110,10 +110,13 @@ class ObservePlatform:
     def run(self, service: str) -> bool:
         self.journal.record("recovery.started", action=self.name, service=service)
         client = self.stack.replica_client(service, timeout=2.0)
-        if confirm_steady_state(client, self.goldens, self.journal, timeout=self.timeout):
-            self.journal.record("recovered", action=self.name, service=service,
-                                recovered_by="platform")  # fmt: skip
-            return True
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if check_steady_state(client, self.goldens, timeout=2.0).ok:
+                self.journal.record("recovered", action=self.name, service=service,
+                                    recovered_by="platform")  # fmt: skip
+                return confirm_steady_state(client, self.goldens, self.journal, timeout=5.0)
+            time.sleep(0.05)
         self.journal.record(
             "recovery.failed", action=self.name, service=service,
             reason=f"nothing recovered {service} within {self.timeout:g}s (recovery = observe: "

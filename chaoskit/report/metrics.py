@@ -134,6 +134,9 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
             or (e["event"] == "recovery.started" and not e.get("background"))
         )
         recovered = first_event(events, "steady_state.ok", since, phase="recovery")
+        if first_event(events, "experiment.unrecovered", fault["t"]) is not None:
+            recovered = None  # chaos.run gave up with the fault held: what came after the
+            # revert is the revert's doing, not a recovery
         if detected is not None:
             result.ttd_s = round(detected["t"] - fault["t"], 4)
             result.detected_by = detected.get("signal")

@@ -184,3 +184,12 @@ def test_who_recovered_and_why_nothing_did():
                          reason="nothing recovered serving within 15s"))
     [r] = results_from_events(events)
     assert "the steady state was never restored (nothing recovered serving within 15s)" in r.reasons
+
+
+def test_a_recovery_that_only_came_with_the_revert_is_no_recovery():
+    events = kill_journal({"rto": 30}, recovered=False)
+    events.insert(-2, ev(14.0, "experiment.unrecovered", name="exp", waited_s=3.0))
+    events.insert(-1, ev(16.2, "steady_state.ok", phase="recovery"))  # after the revert
+    [r] = results_from_events(events)
+    assert r.rto_s is None and r.verdict == "fail"
+    assert "the steady state was never restored" in r.reasons
