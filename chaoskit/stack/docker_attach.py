@@ -181,8 +181,11 @@ class DockerAttachBackend:
             info = self._find(service)
             api = self.client.api
             with engine.engine_errors(f"restarting attached service {service!r}"):
+                if info["State"].get("Paused"):
+                    # a frozen init keeps a SIGKILL pending until it is thawed
+                    api.unpause(info["Id"])
                 if info["State"].get("Running") and not signal_init(info, SIGKILL):
-                    api.kill(info["Id"])  # either way, this also ends a pause
+                    api.kill(info["Id"])
                 api.wait(info["Id"], timeout=30, condition="not-running")
                 api.start(info["Id"])
             self._paused.discard(service)
