@@ -10,6 +10,7 @@ hung container itself.  Nothing the user started is removed, and it is left runn
 from __future__ import annotations
 
 import csv
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -17,7 +18,6 @@ from pathlib import Path
 import pytest
 from docker_support import docker_client, engine_or_skip  # noqa: F401
 
-from chaoskit.model import build_model, export_saved_model
 from chaoskit.stack.docker_image import ensure_image, host_paths
 from chaoskit.stack.ports import allocate_ports
 
@@ -46,7 +46,11 @@ def user_serving(docker_client, tmp_path):  # noqa: F811
     from docker.types import Mount
 
     models = tmp_path / "models" / "mine"
-    export_saved_model(build_model(seed=2), models, version=1, step=1)
+    # in a subprocess: pytester restores sys.modules after the test, and TensorFlow
+    # imported here would then be imported a second time by a later test (which aborts)
+    subprocess.run([sys.executable, "-c", "import sys; from chaoskit.model import build_model, "
+                    "export_saved_model as e; e(build_model(seed=2), sys.argv[1], 1, 1)",
+                    str(models)], check=True, timeout=120)  # fmt: skip
     api = docker_client.api
     port = allocate_ports("user-serving", {"rest": 0})["rest"]
     name = f"user-serving-{tmp_path.name[-12:].lower().replace('_', '-')}"
