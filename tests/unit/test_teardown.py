@@ -4,15 +4,21 @@ that raises or will not stop), never a mock."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
+from chaoskit.background import BackgroundLoop
+from chaoskit.dr.engine import DREngine
 from chaoskit.errors import FaultError, JournalError
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.journal import Event, Journal, read_journal
+from chaoskit.loadgen import LoadGenerator
+from chaoskit.report.metrics import results_from_events
+from chaoskit.waiting import wait_until
 
 
 class FailingJournal(Journal):
@@ -83,3 +89,96 @@ def test_ctrl_c_while_journaling_an_injection_reverts_it_and_stays_a_ctrl_c(
     with pytest.raises(KeyboardInterrupt) as caught:
         TouchFile(str(target), fail_reverts=1).inject(FaultContext(journal))
     assert any("still applied" in note for note in caught.value.__notes__)
+
+
+# -- background loops that die ----------------------------------------------------------
+class ProbeLoop(BackgroundLoop):
+    """Raises *error* on its *crash_at*-th round (never, with None)."""
+
+    thread_name = "chaoskit-test-probe"
+
+    def __init__(self, journal: Journal | None, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.journal = journal
+        self.error = error
+        self.rounds = 0
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.rounds += 1
+            if self.error is not None and self.rounds == 3:
+                raise self.error
+            self._stop.wait(0.01)
+
+
+def test_loop_names_come_from_the_class() -> None:
+    assert (DREngine.loop_name, DREngine.loop_label) == ("dr_engine", "DR engine")
+    assert (LoadGenerator.loop_name, LoadGenerator.loop_label) == (
+        "load_generator",
+        "load generator",
+    )
+    assert ProbeLoop.loop_name == "probe_loop"
+
+
+def test_a_crashed_loop_keeps_its_exception_and_journals_it(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    loop = ProbeLoop(journal, ValueError("bad sample 7")).start()
+    wait_until(lambda: not loop.running, timeout=10, what="the loop to crash")
+    assert isinstance(loop.crashed, ValueError)
+    [event] = events_named(journal.path, "probe_loop.crashed")
+    assert (event["loop"], event["type"], event["message"]) == (
+        "probe loop",
+        "ValueError",
+        "bad sample 7",
+    )
+    assert event["thread"] == "chaoskit-test-probe"
+    assert "raise self.error" in event["traceback"]
+    loop.stop()  # stopping a crashed loop is harmless
+
+
+def test_a_loop_stopped_cleanly_has_not_crashed(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    loop = ProbeLoop(journal).start()
+    wait_until(lambda: loop.rounds >= 3, timeout=10, what="three rounds")
+    loop.stop()
+    assert not loop.running and loop.crashed is None
+    assert events_named(journal.path, "probe_loop.crashed") == []
+
+
+@pytest.mark.parametrize("journal_state", ["none", "closed"])
+def test_a_crash_with_nowhere_to_journal_reaches_threading_excepthook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journal_state: str
+) -> None:
+    seen: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    journal = None if journal_state == "none" else Journal(tmp_path / "j.jsonl")
+    if journal is not None:
+        journal.close()
+    loop = ProbeLoop(journal, RuntimeError("lost")).start()
+    wait_until(lambda: not loop.running, timeout=10, what="the loop to crash")
+    assert isinstance(loop.crashed, RuntimeError)
+    assert seen == [loop.crashed]
+
+
+def test_a_crash_inside_an_experiment_fails_it_naming_the_loop(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.record("experiment.started", name="exp", budgets={})
+    journal.record("fault.injected", fault="kill", trainer_step=None)
+
+    class DREngineStandIn(ProbeLoop):
+        loop_name, loop_label = DREngine.loop_name, DREngine.loop_label
+
+    loop = DREngineStandIn(journal, ValueError("canary shape (3,) != (4,)")).start()
+    wait_until(lambda: not loop.running, timeout=10, what="the loop to crash")
+    journal.record("detected", service="serving", signal="probe")
+    journal.record("steady_state.ok", phase="recovery")
+    journal.record("experiment.finished", name="exp", outcome="passed")
+    journal.record("experiment.started", name="next", budgets={})
+    journal.record("fault.injected", fault="kill")
+    journal.record("detected", service="serving", signal="probe")
+    journal.record("steady_state.ok", phase="recovery")
+    journal.record("experiment.finished", name="next", outcome="passed")
+    crashed, after = results_from_events(read_journal(journal.path))
+    assert crashed.verdict == "fail"
+    assert crashed.reasons == ["the DR engine crashed: ValueError: canary shape (3,) != (4,)"]
+    assert after.verdict == "pass"  # outside its window, the crash is not the next one's
