@@ -13,10 +13,12 @@ import pytest
 
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.engine import DREngine
-from chaoskit.errors import FaultError, JournalError
+from chaoskit.errors import FaultError, JournalError, StackError
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.journal import Event, Journal, read_journal
 from chaoskit.loadgen import LoadGenerator
+from chaoskit.objectives import Objectives
+from chaoskit.plugin import RunState
 from chaoskit.report.metrics import results_from_events
 from chaoskit.waiting import wait_until
 
@@ -182,3 +184,65 @@ def test_a_crash_inside_an_experiment_fails_it_naming_the_loop(tmp_path: Path) -
     assert crashed.verdict == "fail"
     assert crashed.reasons == ["the DR engine crashed: ValueError: canary shape (3,) != (4,)"]
     assert after.verdict == "pass"  # outside its window, the crash is not the next one's
+
+
+# -- RunState.run_cleanups --------------------------------------------------------------
+def test_every_cleanup_runs_and_each_failure_is_journaled(tmp_path: Path) -> None:
+    state = RunState(backend="process", report_dir=tmp_path, seed=1, defaults=Objectives())
+    journal = state.open_journal()
+    ran: list[str] = []
+    stopped_loop = ProbeLoop(None)
+
+    def close_stack() -> None:
+        ran.append("stack")
+
+    def stop_guard() -> None:
+        ran.append("guard")
+        raise StackError("guard: repository lock is held by pid 4242")
+
+    def finish_experiment() -> None:
+        ran.append("experiment")
+        raise KeyboardInterrupt
+
+    def stop_replicator() -> None:
+        ran.append("replicator")
+        raise OSError("DR site unreachable")
+
+    state.cleanups += [close_stack, stop_guard, stopped_loop.stop, finish_experiment,
+                       stop_replicator]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):  # re-raised once every cleanup ran
+        state.run_cleanups()
+    assert ran == ["replicator", "experiment", "guard", "stack"]
+    assert state.cleanups == []
+    assert [f.split(": ", 1)[1] for f in state.cleanup_failures] == [
+        "OSError: DR site unreachable",
+        "KeyboardInterrupt",
+        "StackError: guard: repository lock is held by pid 4242",
+    ]
+    failed = events_named(journal.path, "cleanup.failed")
+    assert [(e["name"].rsplit(".", 1)[-1], e["type"]) for e in failed] == [
+        ("stop_replicator", "OSError"),
+        ("finish_experiment", "KeyboardInterrupt"),
+        ("stop_guard", "StackError"),
+    ]
+    assert failed[2]["message"] == "guard: repository lock is held by pid 4242"
+    state.run_cleanups()  # nothing left: a second call (pytest_unconfigure) is a no-op
+
+
+def test_a_cleanup_failure_after_the_journal_closed_is_still_listed(tmp_path: Path) -> None:
+    state = RunState(backend="process", report_dir=tmp_path, seed=1, defaults=Objectives())
+    state.open_journal().close()
+
+    def stop() -> None:
+        raise RuntimeError("thread would not join")
+
+    state.cleanups.append(stop)
+    state.run_cleanups()
+    [failure] = state.cleanup_failures
+    assert failure.endswith("stop: RuntimeError: thread would not join")
+
+
+def test_a_bound_method_cleanup_is_named_by_its_class() -> None:
+    from chaoskit.plugin import cleanup_name
+
+    assert cleanup_name(ProbeLoop(None).stop) == "ProbeLoop.stop"
