@@ -7,13 +7,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
 
 from chaoskit.background import BackgroundLoop
-from chaoskit.dr.engine import DREngine
+from chaoskit.dr.engine import DRConfig, DREngine
 from chaoskit.errors import FaultError, JournalError, StackError
+from chaoskit.experiment import Experiment
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.journal import Event, Journal, read_journal
 from chaoskit.loadgen import LoadGenerator
@@ -246,3 +248,72 @@ def test_a_bound_method_cleanup_is_named_by_its_class() -> None:
     from chaoskit.plugin import cleanup_name
 
     assert cleanup_name(ProbeLoop(None).stop) == "ProbeLoop.stop"
+
+
+# -- Experiment.finish can be retried ---------------------------------------------------
+class StubbornLoop(ProbeLoop):
+    """A loop whose ``stop`` raises *refusals* times before it stops."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(None)
+        self.refusals = refusals
+
+    def stop(self, timeout: float | None = None) -> None:
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise RuntimeError("monitor is busy training")
+        super().stop(timeout)
+
+
+def new_experiment(tmp_path: Path) -> Experiment:
+    """An experiment that was never started: finish has only faults and loops to undo.
+    (The stack is never touched then, so a namespace of the attributes read stands in.)"""
+    stack = SimpleNamespace(dr_config=DRConfig(), client=lambda: None, goldens=None,
+                            gateway=None, trainer_step=lambda: None)  # fmt: skip
+    journal = Journal(tmp_path / "j.jsonl")
+    return Experiment("exp", stack, journal, Objectives())  # type: ignore[arg-type]
+
+
+def test_a_finish_whose_revert_failed_is_completed_by_the_next_call(tmp_path: Path) -> None:
+    experiment = new_experiment(tmp_path)
+    target = tmp_path / "fault-applied"
+    experiment.inject(TouchFile(str(target), fail_reverts=1))
+    with pytest.raises(StackError, match="could not revert touch.*device busy"):
+        experiment.finish()
+    assert target.exists()
+    path = experiment.journal.path
+    assert len(events_named(path, "fault.revert_failed")) == 1
+    assert events_named(path, "experiment.finished") == []  # not finished: not claimed
+    experiment.finish("failed")
+    assert not target.exists()
+    experiment.finish("passed")  # done: idempotent
+    assert [e["outcome"] for e in events_named(path, "experiment.finished")] == ["failed"]
+    assert len(events_named(path, "fault.reverted")) == 1
+
+
+def test_a_loop_that_would_not_stop_does_not_keep_the_others_running(tmp_path: Path) -> None:
+    experiment = new_experiment(tmp_path)
+    stubborn, load = StubbornLoop(refusals=1).start(), ProbeLoop(None).start()
+    experiment._monitor, experiment._load = stubborn, load
+    target = tmp_path / "fault-applied"
+    experiment.inject(TouchFile(str(target)))
+    with pytest.raises(StackError, match="could not stop the stubborn loop: RuntimeError"):
+        experiment.finish()
+    assert not target.exists() and not load.running and stubborn.running
+    [failed] = events_named(experiment.journal.path, "experiment.stop_failed")
+    assert failed["loop"] == "stubborn loop"
+    experiment.finish()
+    assert not stubborn.running
+    assert len(events_named(experiment.journal.path, "experiment.finished")) == 1
+
+
+def test_a_journal_that_fails_does_not_keep_the_fault_applied(tmp_path: Path) -> None:
+    experiment = new_experiment(tmp_path)
+    target = tmp_path / "fault-applied"
+    experiment.inject(TouchFile(str(target)))
+    experiment.journal = FailingJournal(tmp_path / "j.jsonl", {"experiment.error"})
+    with pytest.raises(StackError, match="could not journal experiment.error"):
+        experiment.finish("failed", error=ValueError("body failed"))
+    assert not target.exists()  # reverted although the first record failed
+    experiment.finish("failed")
+    assert len(events_named(experiment.journal.path, "experiment.finished")) == 1
