@@ -298,40 +298,59 @@ class Experiment:
         return self.verify()
 
     def finish(self, outcome: str = "passed", *, error: BaseException | None = None) -> None:
-        """Revert every fault, stop load and engine, re-check the steady state.  Idempotent.
+        """Revert every fault, stop load and engine, re-check the steady state.
 
+        Idempotent once it succeeded, and retryable until then: a revert or stop that
+        raised is tried again by the next call (the cleanup the plugin registers makes
+        one), while what already completed is not redone (a reverted injection, a
+        stopped loop).  ``experiment.finished`` is journaled only when all completed, so
+        a finish that never does leaves the experiment unfinished (failed) in the report.
         *error*, what made the experiment fail, is journaled (``experiment.error``) so the
         report can say why, not only that it failed.
         """
         if self._finished:
             return
-        self._finished = True
+        errors: list[str] = []
+
+        def journal(event: str, **fields: Any) -> None:
+            """A journal that fails (full disk) must not keep the faults applied."""
+            try:
+                self.journal.record(event, **fields)
+            except (ChaosKitError, OSError) as e:
+                errors.append(f"could not journal {event}: {e}")
+
         if error is not None:
-            self.journal.record("experiment.error", name=self.name,
-                                type=type(error).__name__, message=str(error))  # fmt: skip
-        errors = []
+            journal("experiment.error", name=self.name,
+                    type=type(error).__name__, message=str(error))  # fmt: skip
         for injection in reversed(self._injections):
             try:
-                injection.revert()
+                injection.revert()  # idempotent: a retry reverts only what is still applied
             except ChaosKitError as e:
                 errors.append(str(e))
-                self.journal.record("fault.revert_failed", fault=injection.fault.kind, error=str(e))
-        self._await_failback()
-        if self._monitor is not None:
-            self._monitor.stop()
-        for thread in self._learned_recoveries:
-            thread.join(30.0)
-        for engine in self._engines:
-            engine.stop()
-        if self._load is not None:
-            self._load.stop()
+                journal("fault.revert_failed", fault=injection.fault.kind, error=str(e))
+        if not errors and any(engine.running for engine in self._engines):
+            self._await_failback()  # with a fault still applied, or no engine, it cannot come
+        loops = [self._monitor, *self._engines, self._load]
+        for loop in loops:  # each one, even after another raised; a stopped one is a no-op
+            if loop is None:
+                continue
+            try:
+                loop.stop()
+            except Exception as e:
+                what = f"{type(e).__name__}: {e}"
+                errors.append(f"could not stop the {loop.loop_label}: {what}")
+                journal("experiment.stop_failed", name=self.name, loop=loop.loop_label, error=what)
+            if loop is self._monitor:  # its alerts start these; none may outlive it
+                for thread in self._learned_recoveries:
+                    thread.join(30.0)
+        if errors:
+            raise StackError(f"experiment {self.name}: " + "; ".join(errors))
         if self._engines:
             confirm_steady_state(
                 self.client, self.goldens, self.journal, timeout=30.0, phase="after"
             )
         self.journal.record("experiment.finished", name=self.name, outcome=outcome)
-        if errors:
-            raise StackError(f"experiment {self.name}: " + "; ".join(errors))
+        self._finished = True
 
     def _await_failback(self, timeout: float = 30.0) -> None:
         """With the faults reverted, give the DR engine time to move the gateway back."""

@@ -45,11 +45,40 @@ class RunState:
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     """Idempotent stoppers of what runs (experiments, guard, stack), newest last."""
     results: list[Any] = field(default_factory=list)
+    cleanup_failures: list[str] = field(default_factory=list)
+    """``<cleanup>: <Type>: <message>`` of every cleanup that raised, for the summary."""
 
     def run_cleanups(self) -> None:
-        """Stop everything still running, newest first (an interrupted run gets here)."""
+        """Stop everything still running, newest first (an interrupted run gets here).
+
+        Every cleanup runs, even after one raised: a stack left running because the
+        guard's stop failed would outlive the session.  Each failure is journaled
+        (``cleanup.failed``) and kept in ``cleanup_failures`` (the summary prints them, the
+        exit status turns non-zero); a BaseException (Ctrl-C) is re-raised once all ran.
+        """
+        interrupted: BaseException | None = None
         while self.cleanups:
-            self.cleanups.pop()()
+            cleanup = self.cleanups.pop()
+            try:
+                cleanup()
+            except BaseException as e:  # the first one is re-raised below
+                self._cleanup_failed(cleanup, e)
+                if not isinstance(e, Exception) and interrupted is None:
+                    interrupted = e
+        if interrupted is not None:
+            raise interrupted
+
+    def _cleanup_failed(self, cleanup: Callable[[], None], error: BaseException) -> None:
+        name, message = cleanup_name(cleanup), " ".join(str(error).split())
+        what = f"{type(error).__name__}: {message}" if message else type(error).__name__
+        self.cleanup_failures.append(f"{name}: {what}")  # one line each in the summary
+        if self.journal is None:
+            return
+        try:
+            self.journal.record("cleanup.failed", name=name, type=type(error).__name__,
+                                message=str(error))  # fmt: skip
+        except (ChaosKitError, OSError):
+            pass  # closed or full: the summary still lists the failure
 
     @property
     def run_dir(self) -> Path:
@@ -62,6 +91,15 @@ class RunState:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.journal = Journal(self.run_dir / "journal.jsonl", source="chaoskit")
         return self.journal
+
+
+def cleanup_name(cleanup: Callable[[], None]) -> str:
+    """``StoreGuard.stop`` for a bound method, else the function's qualified name."""
+    owner = getattr(cleanup, "__self__", None)
+    name = getattr(cleanup, "__name__", None) or type(cleanup).__name__
+    if owner is not None and not isinstance(owner, type):
+        return f"{type(owner).__name__}.{name}"
+    return str(getattr(cleanup, "__qualname__", name))
 
 
 STATE = pytest.StashKey[RunState]()
@@ -436,10 +474,25 @@ def pytest_runtest_makereport(
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop what still runs, write the report (even when a cleanup raised or was
+    interrupted), and fail the session when a cleanup failed."""
     state = session.config.stash.get(STATE, None)
     if state is None:
         return
-    state.run_cleanups()  # normally done by fixture teardown; not after a Ctrl-C
+    passing = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+    try:
+        state.run_cleanups()  # normally done by fixture teardown; not after a Ctrl-C
+    except KeyboardInterrupt:
+        # raising here would skip the report and the summary (and pytest's unconfigure):
+        # the session is ending anyway, so the Ctrl-C only decides the exit status
+        if session.exitstatus in (*passing, pytest.ExitCode.TESTS_FAILED):
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+    except BaseException:
+        pass  # pytest.fail(), SystemExit in a cleanup: in cleanup_failures, see below
+    if state.cleanup_failures and session.exitstatus in passing:
+        # the tests passed, yet something chaoskit started may still run: not a pass.  A
+        # worse status (tests failed, interrupted, internal or usage error) is kept.
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if state.journal is None:
         return
     state.journal.close()
@@ -451,14 +504,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
-    if state is None or not state.results:
+    if state is None:
         return
-    from chaoskit.report.results import SUMMARY_HEADERS, format_table, summary_rows
+    if state.results:
+        from chaoskit.report.results import SUMMARY_HEADERS, format_table, summary_rows
 
-    terminalreporter.write_sep("=", "chaoskit experiments")
-    for line in format_table(SUMMARY_HEADERS, summary_rows(state.results)):
-        terminalreporter.write_line(line)
-    terminalreporter.write_line(f"report: {state.run_dir / 'report.html'}")
+        terminalreporter.write_sep("=", "chaoskit experiments")
+        for line in format_table(SUMMARY_HEADERS, summary_rows(state.results)):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"report: {state.run_dir / 'report.html'}")
+    if state.cleanup_failures:
+        terminalreporter.write_sep("=", "chaoskit cleanup failures", red=True)
+        for failure in state.cleanup_failures:
+            terminalreporter.write_line(f"cleanup failed: {failure}", red=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -5,7 +5,8 @@ journals ``fault.injected`` with the parameters, the seed and exactly what was
 changed; it returns an :class:`Injection`, a context manager whose exit always reverts.
 ``Injection.revert()`` is idempotent and journals ``fault.reverted`` once.
 Random choices come from ``ctx.rng``, seeded from the seed recorded in the journal,
-so a run can be reproduced.
+so a run can be reproduced.  An injection whose ``fault.injected`` cannot be journaled is
+reverted before ``inject`` raises: no change is ever left applied without a record.
 """
 
 from __future__ import annotations
@@ -79,17 +80,45 @@ class Fault(ABC):
             raise
         except Exception as e:
             raise FaultError(f"could not inject {self.describe()}: {e}") from e
-        ctx.journal.record(
-            "fault.injected",
-            t=began,
-            wall=began_wall,
-            fault=self.kind,
-            params=self.params(),
-            seed=ctx.seed,
-            changes=changes.record,
-            **ctx.annotations,
-        )
+        try:
+            ctx.journal.record(
+                "fault.injected",
+                t=began,
+                wall=began_wall,
+                fault=self.kind,
+                params=self.params(),
+                seed=ctx.seed,
+                changes=changes.record,
+                **ctx.annotations,
+            )
+        except BaseException as e:
+            self._undo_unjournaled(ctx, changes, e)
+            raise
         return Injection(self, ctx, changes)
+
+    def _undo_unjournaled(self, ctx: FaultContext, changes: Changes, error: BaseException) -> None:
+        """Revert an injection whose ``fault.injected`` could not be journaled, at once.
+
+        No caller holds an :class:`Injection` for it (``inject`` raises instead of
+        returning one), so nothing else would ever revert it; and a fault the journal does
+        not show must not stay applied, or it would disturb what follows with no record of
+        why.  An ordinary *error* becomes a FaultError saying whether the revert worked; a
+        BaseException (KeyboardInterrupt) is left for the caller to re-raise as it is.
+        """
+        try:
+            self._revert(ctx, changes)
+        except Exception as undo:
+            still = f"could not revert it either, so it is still applied: {undo}"
+            if not isinstance(error, Exception):
+                error.add_note(f"chaoskit: {self.describe()} {still}")
+                return
+            raise FaultError(
+                f"{self.describe()}: could not journal the injection ({error}), and {still}"
+            ) from error
+        if isinstance(error, Exception):
+            raise FaultError(
+                f"{self.describe()}: could not journal the injection, so it was reverted: {error}"
+            ) from error
 
 
 class Injection:

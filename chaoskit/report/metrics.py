@@ -13,6 +13,8 @@ RPO  = fault wall time − creation time of the recovery point restored (``resto
 failed_requests / wrong_predictions = ``request`` events that failed / answered wrongly.
 An experiment whose code raised has an ``experiment.error`` (name, type, message): its
 first reason is that exception, so a failed experiment's report says what went wrong.
+A background loop that died inside the window (``<loop>.crashed``: loop, type, message;
+the DR engine, load generator, store guard, replicator, learned monitor) fails it too.
 A value that an experiment does not measure is None (an empty cell), never zero.
 """
 
@@ -173,6 +175,13 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
         reasons.append(f"{result.wrong_predictions} wrong predictions were served")
     if result.integrity is False:
         reasons.append("restored data failed the integrity check")
+    # a background loop that died stopped detecting (or loading, or backing up): the
+    # experiment's figures cannot be trusted, whatever they say; its crash is a cause
+    reasons[0:0] = [
+        f"the {e.get('loop') or e['event'].removesuffix('.crashed')} crashed: {error_text(e)}"
+        for e in events
+        if e["event"].endswith(".crashed")
+    ]
     outcome = finished.get("outcome") if finished else "interrupted"
     error = first_event(events, "experiment.error", start["t"])
     if error is not None:  # the cause comes first: the other reasons are its consequences
