@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chaoskit.atomic import atomic_write_text
 from chaoskit.dr.manifest import (
     CHECKPOINT_SUFFIX,
     RULE_MANIFEST,
@@ -25,6 +26,7 @@ from chaoskit.dr.quarantine import move_aside, quarantine_dir
 from chaoskit.dr.repository.agent import BackupAgent, discard_snapshot
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.snapshots import Snapshot
+from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.journal import Journal
 from chaoskit.model import version_dirs
 
@@ -180,11 +182,49 @@ class FirstSight:
             self._confirm()
             return
         if self._has_state:  # the state file still names the checkpoint moved away
-            restored, intact = self._restore_state_file(self._newest_first())
+            restored, intact = self._unlist(name)
         else:
             restored = self._newest_first()[0]
             intact = not self._verify_checkpoint(restored)
         self._finish(damage.path, restored, intact, action="quarantine")
+
+    def _unlist(self, name: str) -> tuple[Snapshot | None, bool]:
+        """tf: rewrite the live state file without *name*, when that makes the newest
+        recovery point (verified) the latest; else put back the state file of the newest
+        recovery point still present (which may list checkpoints swept since)."""
+        assert self.checkpoint_dir is not None
+        newest = self._newest_first()
+        path = self.checkpoint_dir / STATE_FILE
+        try:
+            rewritten = state_without(path.read_text("utf-8", "replace"), name)
+        except OSError:
+            rewritten = None
+        state = None if rewritten is None else parse_checkpoint_state(rewritten)
+        if state is not None and newest:
+            wanted = str(newest[0].summary.get("checkpoint"))
+            if Path(state.latest).name == wanted and not self._verify_checkpoint(newest[0]):
+                atomic_write_text(path, rewritten or "")
+                return newest[0], True
+        return self._restore_state_file(newest)
+
+
+def state_without(text: str, prefix: str) -> str | None:
+    """A CheckpointManager state file *text* with checkpoint *prefix* unlisted and the
+    newest one left named latest (None when unreadable or nothing is left)."""
+    state = parse_checkpoint_state(text)
+    if state is None:
+        return None
+    times: list[float | None] = [*state.all_times]
+    times += [None] * (len(state.all_paths) - len(times))
+    kept = [(p, t) for p, t in zip(state.all_paths, times, strict=False)
+            if Path(p).name != Path(prefix).name]  # fmt: skip
+    if not kept:
+        return None
+    lines = [f'model_checkpoint_path: "{kept[-1][0]}"']
+    lines += [f'all_model_checkpoint_paths: "{p}"' for p, _ in kept]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for _, t in kept if t is not None]
+    lines += [ln for ln in text.splitlines() if ln.startswith("last_preserved_timestamp")]
+    return "\n".join(lines) + "\n"
 
 
 def rule_fields(damage: Damage) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from test_repository_agent import save
 
 from chaoskit.dr import BackupAgent, init_repository
 from chaoskit.dr.checkpoints import FilesFormat, bundle_files
+from chaoskit.dr.first_sight import state_without
 from chaoskit.dr.manifest import (
     RULE_FIRST_SIGHT,
     RULE_MANIFEST,
@@ -28,6 +29,7 @@ from chaoskit.dr.manifest import (
 )
 from chaoskit.dr.quarantine import move_aside, quarantine_dir
 from chaoskit.dr.repository.repo import Repository
+from chaoskit.dr.repository.source import parse_checkpoint_state
 from chaoskit.journal import Journal, read_journal
 
 
@@ -200,3 +202,19 @@ def test_move_aside_moves_and_never_overwrites(tmp_path: Path) -> None:
     make_version(base, 2)
     assert move_aside(base, ["2"], to) == ["2"]
     assert len(list(to.iterdir())) == 2  # the first one kept, the second beside it
+
+
+def test_a_quarantined_checkpoint_is_unlisted_from_the_state_file() -> None:
+    text = (
+        'model_checkpoint_path: "ckpt-3"\n'
+        'all_model_checkpoint_paths: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-3"\n'
+        "all_model_checkpoint_timestamps: 100.5\nall_model_checkpoint_timestamps: 200.5\n"
+        "last_preserved_timestamp: 99.0\n"
+    )
+    rewritten = state_without(text, "ckpt-3")
+    assert rewritten is not None
+    state = parse_checkpoint_state(rewritten)
+    assert state is not None and state.latest == "ckpt-2" and state.all_paths == ("ckpt-2",)
+    assert state.all_times == (100.5,) and "last_preserved_timestamp: 99.0" in rewritten
+    assert state_without('model_checkpoint_path: "ckpt-3"\n', "ckpt-3") is None
+    assert state_without("garbage", "ckpt-3") is None
