@@ -167,7 +167,7 @@ class FirstSight:
             self._finish(damage.path, snap, intact, action="quarantine", serving_version=serving)
             return
         assert self.agent is not None and self.checkpoint_dir is not None
-        name = damage.path.name
+        name = damage.path.relative_to(self.checkpoint_dir).as_posix()
         manifest = damage.verdict.parsed
         files = [*(manifest.files if manifest else ()), f"{name}{CHECKPOINT_SUFFIX}"]
         if not self._has_state:

@@ -5,6 +5,8 @@ It is the *producer* side of the serving stack chaos experiments attack: checkpo
 against, exported versions (``base_path/<step>/``) are what the model servers load.
 The global step lives in the checkpoint, and the training data is a pure function of
 the step, so a trainer killed and restarted resumes exactly where its checkpoint was.
+Everything it writes carries a producer manifest (:mod:`chaoskit.dr.manifest`), so the
+store guard can tell damage that lands before its first backup from what was written.
 """
 
 from __future__ import annotations
