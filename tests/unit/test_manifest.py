@@ -6,13 +6,15 @@ import json
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_repository_agent import save
 
 from chaoskit.dr import BackupAgent, init_repository
-from chaoskit.dr.checkpoints import FilesFormat, bundle_files
+from chaoskit.dr.checkpoints import FilesFormat, bundle_files, checkpoint_format
 from chaoskit.dr.first_sight import state_without
+from chaoskit.dr.goldens import Goldens
 from chaoskit.dr.manifest import (
     RULE_FIRST_SIGHT,
     RULE_MANIFEST,
@@ -30,6 +32,7 @@ from chaoskit.dr.manifest import (
 from chaoskit.dr.quarantine import move_aside, quarantine_dir
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.source import parse_checkpoint_state
+from chaoskit.dr.store_guard import StoreGuard
 from chaoskit.journal import Journal, read_journal
 
 
@@ -218,3 +221,41 @@ def test_a_quarantined_checkpoint_is_unlisted_from_the_state_file() -> None:
     assert state.all_times == (100.5,) and "last_preserved_timestamp: 99.0" in rewritten
     assert state_without('model_checkpoint_path: "ckpt-3"\n', "ckpt-3") is None
     assert state_without("garbage", "ckpt-3") is None
+
+
+def guard_over(tmp_path: Path, *, repair: bool = True) -> StoreGuard:
+    base = tmp_path / "models"
+    base.mkdir(exist_ok=True)
+    stack = SimpleNamespace(
+        goldens=Goldens(base), model_base_path=base, checkpoint_dir=None, model_name="m",
+        checkpoint_format=checkpoint_format("tf"), trainer=None, backend=None,
+    )  # fmt: skip
+    repo = init_repository(tmp_path / "repo", "pw", scrypt_n=2**10)
+    return StoreGuard(repo, stack, Journal(tmp_path / "journal.jsonl"), repair=repair)
+
+
+def test_the_guard_refuses_a_version_without_the_manifest_its_producer_writes(
+    tmp_path: Path,
+) -> None:
+    """Observe mode: journaled once, at first sight, never backed up, left in place."""
+    guard = guard_over(tmp_path, repair=False)
+    make_version(guard.model_base, 1)
+    guard._backup_new_versions()
+    assert sorted(guard.versions) == [1]
+    make_version(guard.model_base, 2, manifest=False)  # e.g. its assets.extra was deleted
+    guard._backup_new_versions()
+    guard._observe(None)
+    guard._observe(None)
+    guard.journal.close()
+    events = list(read_journal(guard.journal.path))
+    [point] = [e for e in events if e["event"] == "backup.recovery_point"]
+    assert point["version"] == 1 and point["rule"] == RULE_MANIFEST
+    [detected] = [e for e in events if e["event"] == "detected"]
+    assert detected["observe"] is True and detected["rule"] == RULE_MANIFEST
+    assert detected["target"] == str(guard.model_base / "2")
+    assert detected["manifest"] == str(guard.model_base / "2" / VERSION_MANIFEST)
+    assert [s.model_version for s in guard.repo.snapshots()] == ["1"]
+    assert (guard.model_base / "2").is_dir()  # observe: a platform is to fix it
+    shutil.rmtree(guard.model_base / "2")
+    guard._backup_new_versions()
+    assert guard.refused_versions == {}  # gone: forgotten, a new export may take its number
