@@ -126,22 +126,14 @@ class FirstSight:
     def _refused(self) -> list[Damage]:
         """New content its producer's manifest refused (versions, then checkpoints)."""
         found = [
-            Damage(
-                "model-version-refused",
-                self.model_base / str(version),
-                list(verdict.problems),
-                verdict=verdict,
-            )  # fmt: skip
+            Damage("model-version-refused", self.model_base / str(version),
+                   list(verdict.problems), verdict=verdict)  # fmt: skip
             for version, verdict in sorted(self.refused_versions.items())
         ]
         if self.agent is not None and self.checkpoint_dir is not None:
             found += [
-                Damage(
-                    "checkpoint-refused",
-                    self.checkpoint_dir / name,
-                    list(verdict.problems),
-                    verdict=verdict,
-                )  # fmt: skip
+                Damage("checkpoint-refused", self.checkpoint_dir / name,
+                       list(verdict.problems), verdict=verdict)  # fmt: skip
                 for name, verdict in sorted(self.agent.refused.items())
             ]
         return found
