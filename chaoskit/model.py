@@ -226,7 +226,8 @@ def export_saved_model(
 ) -> Path:
     """Export one version atomically to ``base_path/<version>/`` and return that path.
 
-    Everything (SavedModel + canary) is written to ``base_path/.tmp-<version>-<pid>/``,
+    Everything (SavedModel + canary + the producer manifest of every file, see
+    :mod:`chaoskit.dr.manifest`) is written to ``base_path/.tmp-<version>-<pid>/``,
     fsynced, then renamed into place, so a polling server never sees half a version.
     The canary outputs come from the signature reloaded from the written files, i.e.
     exactly what a server will compute.
@@ -234,6 +235,7 @@ def export_saved_model(
     import shutil
 
     from chaoskit.atomic import atomic_write_text, fsync_dir
+    from chaoskit.dr.manifest import write_version_manifest
 
     tf = import_tensorflow()
     base = Path(base_path)
@@ -261,6 +263,8 @@ def export_saved_model(
         }
         canary_file(tmp).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(canary_file(tmp), json.dumps(canary, indent=1), durable=False)
+        write_version_manifest(tmp, int(version), int(step),
+                               canary=f"{CANARY_DIR}/{CANARY_NAME}")  # fmt: skip
         _fsync_tree(tmp)
         os.rename(tmp, final)
         fsync_dir(base)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from chaoskit.dr.manifest import CHECKPOINT_SUFFIX
 from chaoskit.dr.repository.snapshots import Snapshot
 from chaoskit.dr.repository.source import (
     STATE_FILE,
@@ -252,7 +253,8 @@ def zip_complete(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class FilesFormat(CheckpointFormat):
-    """Each file matching ``patterns`` is one checkpoint (hidden files never are)."""
+    """Each file matching ``patterns`` is one checkpoint (hidden files and producer
+    manifests, ``*.manifest.json``, never are)."""
 
     kind: ClassVar[str] = "files"
     patterns: tuple[str, ...] = ("*",)
@@ -264,6 +266,8 @@ class FilesFormat(CheckpointFormat):
             for path in directory.glob(pattern):
                 rel = path.relative_to(directory).as_posix()
                 if rel in found or any(part.startswith(".") for part in Path(rel).parts):
+                    continue
+                if rel.endswith(CHECKPOINT_SUFFIX):
                     continue
                 try:
                     st = path.stat()

@@ -19,6 +19,19 @@ own rotation deletes old checkpoints after writing a new one, so that is not dam
 while a deleted (or damaged) latest checkpoint is restored.  A stack without a
 checkpoint directory gets no backup agent and no checkpoint scanning; one without a
 trainer gets no trainer restart.
+
+New content becomes a recovery point only if it matches what its producer wrote
+(:mod:`chaoskit.dr.manifest`): damage that lands between the producer's write and the
+first backup (a stale model copied over a version just exported) would otherwise become
+the recovery point and never be seen.  A mismatch is a detection at first sight
+(``detected``, signal ``integrity``, ``rule: producer-manifest``, the manifest named) and
+is never backed up.  There is no recovery point of that version or checkpoint to
+restore, so the repair is to *quarantine* it: the version directory (or checkpoint
+files) is moved, never deleted, out of the watched directory (:mod:`chaoskit.dr.quarantine`),
+so serving falls back to the previous version (and a tf trainer's state file is put
+back to the newest recovery point), and ``model.quarantined`` / ``checkpoint.quarantined``
+journal what moved where.  Content without a manifest (a user's trainer) is trusted at
+first sight; every ``backup.recovery_point`` says which ``rule`` applied.
 """
 
 from __future__ import annotations
@@ -26,14 +39,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 from chaoskit.atomic import atomic_write_bytes, ensure_secret_file, fsync_dir
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.checkpoints import CheckpointFormat, TFFormat, from_snapshot
+from chaoskit.dr.first_sight import REFUSED, Damage, FirstSight, rule_fields
 from chaoskit.dr.inotify import Watcher
+from chaoskit.dr.manifest import Verdict
 from chaoskit.dr.recovery import confirm_steady_state
 from chaoskit.dr.repository.agent import BackupAgent
 from chaoskit.dr.repository.repo import Repository, init_repository, open_repository
@@ -42,9 +56,7 @@ from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.dr.repository.verify import verify_directory
 from chaoskit.errors import ChaosKitError
 from chaoskit.journal import Journal, JournalTail
-from chaoskit.model import version_dirs
 
-VERSION_TAG = "model-version"
 HOUSEKEEPING_SETTLE = 0.1
 """Seconds a checkpoint problem must persist to count (see ``_scan_checkpoints``)."""
 SWEEP_SETTLE = 1.0
@@ -63,17 +75,7 @@ def open_backup_repository(path: Path, *, password_file: Path | None = None) -> 
     return init_repository(path, password, scrypt_n=2**14)
 
 
-@dataclass
-class Damage:
-    """What the scanner found: which recovery point covers it and what differs."""
-
-    kind: str  # "model-version", "checkpoint-files" or "checkpoint-state"
-    path: Path
-    problems: list[str]
-    candidates: list[Snapshot] = field(default_factory=list)
-
-
-class StoreGuard(BackgroundLoop):
+class StoreGuard(FirstSight, BackgroundLoop):
     """Runs beside the stack for the whole session (a backup agent plus a scanner)."""
 
     thread_name = "chaoskit-store-guard"
@@ -106,6 +108,9 @@ class StoreGuard(BackgroundLoop):
         self.format: CheckpointFormat = stack.checkpoint_format
         self.goldens = stack.goldens
         self.versions: dict[int, Snapshot] = {}
+        self.refused_versions: dict[int, Verdict] = {}
+        """New versions that did not match their producer manifest (never backed up)."""
+        self._expects_manifests = False
         self.checkpoint_dir: Path | None = None
         self.agent: BackupAgent | None = None
         if stack.checkpoint_dir is not None:
@@ -156,24 +161,10 @@ class StoreGuard(BackgroundLoop):
             for directory in (version_dir, version_dir / "variables", version_dir / "assets.extra"):
                 self._watcher.watch(directory)
 
-    # -- recovery points ---------------------------------------------------------------
-    def _backup_new_versions(self) -> None:
-        for version, path in sorted(version_dirs(self.model_base).items()):
-            if version in self.versions or (self.versions and version < max(self.versions)):
-                continue
-            created = path.stat().st_mtime
-            snap = self.repo.backup(
-                path, tags=(VERSION_TAG,), time=created, checkpoint_step=version,
-                model_name=self.stack.model_name, model_version=str(version),
-            )  # fmt: skip
-            self.versions[version] = snap
-            self.journal.record("backup.recovery_point", snapshot=snap.id, version=version,
-                                step=version, wall_created=created)  # fmt: skip
-
     # -- scanning ------------------------------------------------------------------------
     def scan(self) -> list[Damage]:
         """Compare the live store with its manifests; one Damage per damaged unit."""
-        found = []
+        found = self._refused()
         for version in sorted(self.versions)[-self.watched_versions :]:
             path = self.model_base / str(version)
             problems = self._verify(path, self.versions[version])
@@ -285,7 +276,7 @@ class StoreGuard(BackgroundLoop):
         for damage in self.scan():
             now[f"{damage.kind}:{damage.path}"] = {
                 "service": "model-store", "signal": "integrity", "target": str(damage.path),
-                "problems": damage.problems[:20],
+                "problems": damage.problems[:20], **rule_fields(damage),
             }  # fmt: skip
         for key in now.keys() - self._observed:
             self.journal.record("detected", **now[key], observe=True)
@@ -295,7 +286,12 @@ class StoreGuard(BackgroundLoop):
     def _repair(self, damage: Damage) -> None:
         """Restore what *damage* names from its recovery point, then confirm."""
         self.journal.record("detected", service="model-store", signal="integrity",
-                            target=str(damage.path), problems=damage.problems[:20])  # fmt: skip
+                            target=str(damage.path), problems=damage.problems[:20],
+                            **rule_fields(damage))  # fmt: skip
+        if damage.kind in REFUSED:
+            self.journal.record("recovery.started", action="quarantine", target=str(damage.path))
+            self._quarantine(damage)
+            return
         self.journal.record("recovery.started", action="restore", target=str(damage.path))
         restored, intact = self.restore(damage)
         self._finish(damage.path, restored, intact)
@@ -445,9 +441,14 @@ class StoreGuard(BackgroundLoop):
             return snap, self._checkpoint_state() is not None
         return None, False
 
-    def _finish(self, target: Path, restored: Snapshot | None, intact: bool) -> None:
+    def _finish(
+        self, target: Path, restored: Snapshot | None, intact: bool, *,
+        action: str = "restore", **details: Any,
+    ) -> None:  # fmt: skip
+        """Journal the outcome: *restored* is the recovery point now live (for a
+        quarantine: what serves, or the checkpoint a trainer resumes from, instead)."""
         if restored is None:
-            self.journal.record("recovery.failed", action="restore", target=str(target),
+            self.journal.record("recovery.failed", action=action, target=str(target),
                                 reason="no recovery point restored and verified")  # fmt: skip
             return
         self.journal.record(
@@ -457,8 +458,10 @@ class StoreGuard(BackgroundLoop):
             recovery_point_created_wall=restored.time,
             recovery_point_step=restored.checkpoint_step,
             integrity=intact,
+            action=action,
+            **details,
         )
-        self.journal.record("recovered", action="restore", target=str(target))
+        self.journal.record("recovered", action=action, target=str(target))
         self._confirm()
 
     def _confirm(self) -> None:
@@ -496,3 +499,4 @@ class StoreGuard(BackgroundLoop):
                 return True
             time.sleep(0.05)
         return False
+

@@ -5,6 +5,8 @@ It is the *producer* side of the serving stack chaos experiments attack: checkpo
 against, exported versions (``base_path/<step>/``) are what the model servers load.
 The global step lives in the checkpoint, and the training data is a pure function of
 the step, so a trainer killed and restarted resumes exactly where its checkpoint was.
+Everything it writes carries a producer manifest (:mod:`chaoskit.dr.manifest`), so the
+store guard can tell damage that lands before its first backup from what was written.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 from chaoskit import model as ref
 from chaoskit.atomic import atomic_write_text, fsync_dir
+from chaoskit.dr.checkpoints import bundle_files
+from chaoskit.dr.manifest import remove_unlisted, write_checkpoint_manifest
 from chaoskit.errors import ChaosKitError
 from chaoskit.journal import Journal
 
@@ -145,17 +149,25 @@ class Trainer:
     # -- periodic work -------------------------------------------------------------
 
     def save_checkpoint(self) -> str:
+        """Save, make it durable, then write its producer manifest beside it (atomically;
+        the store guard waits for it before backing the checkpoint up) and delete the
+        manifests of the checkpoints CheckpointManager's sweep just deleted."""
         step = int(self.step.numpy())
-        self.config.checkpoint_dir.mkdir(parents=True, exist_ok=True)  # a fault may delete it
+        directory = self.config.checkpoint_dir
+        directory.mkdir(parents=True, exist_ok=True)  # a fault may delete it
         path = self.manager.save(checkpoint_number=step)
-        for name in os.listdir(self.config.checkpoint_dir):
+        for name in os.listdir(directory):
             if name.startswith(os.path.basename(path) + ".") or name == "checkpoint":
-                fd = os.open(self.config.checkpoint_dir / name, os.O_RDONLY)
+                fd = os.open(directory / name, os.O_RDONLY)
                 try:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-        fsync_dir(self.config.checkpoint_dir)
+        fsync_dir(directory)
+        prefix = os.path.basename(path)
+        write_checkpoint_manifest(directory, prefix, bundle_files(directory, prefix), step,
+                                  producer="chaoskit-trainer")  # fmt: skip
+        remove_unlisted(directory, self.manager.checkpoints)
         wall = time.time()
         self.last_checkpoint = {"step": step, "path": path, "wall": wall}
         self._record("checkpoint.saved", step=step, path=path, wall_created=wall)

@@ -10,6 +10,14 @@ is a checkpoint, ready once it has settled and its structure is whole.  Each sna
 journaled as ``backup.recovery_point`` with the checkpoint's name, step (None when the
 format does not tell it) and creation time, from which RPO is computed.  That keeps RPO
 near one checkpoint interval.
+
+A checkpoint with a producer manifest (``<name>.manifest.json``, :mod:`chaoskit.dr.manifest`)
+becomes a recovery point only if its files, and then what the backup read, match it
+(``rule: producer-manifest``); one that does not is refused (kept in ``refused`` for
+the store guard to report) and never backed up.  Once a manifest has been seen in the
+directory, a new checkpoint waits up to ``MANIFEST_GRACE`` seconds for its own (the
+trainer writes it just after the save); without one it is trusted at first sight
+(``rule: first-sight``), as is every checkpoint of a producer that writes no manifests.
 """
 
 from __future__ import annotations
@@ -20,16 +28,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chaoskit.background import BackgroundLoop
-from chaoskit.dr.checkpoints import CheckpointFormat, TFFormat, bundle_files
+from chaoskit.dr.checkpoints import Checkpoint, CheckpointFormat, TFFormat, bundle_files
+from chaoskit.dr.manifest import (
+    CHECKPOINT_SUFFIX,
+    RULE_FIRST_SIGHT,
+    Verdict,
+    vet_backed_up,
+    vet_checkpoint,
+)
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.snapshots import Snapshot
 from chaoskit.errors import ChaosKitError, ConfigError
 from chaoskit.journal import Journal
 
+MANIFEST_GRACE = 5.0
+"""Seconds a checkpoint may wait for its producer manifest (a trainer killed between
+the save and the manifest leaves none: after this it is trusted at first sight)."""
+
 
 def checkpoint_files(directory: Path, prefix: str) -> list[str]:
     """Relative names of a CheckpointManager checkpoint's ``.index`` and data shards."""
     return list(bundle_files(directory, prefix))
+
+
+def discard_snapshot(repo: Repository, snap: Snapshot) -> None:
+    """Forget a snapshot of damaged content that must not be a recovery point (a writer
+    key may not forget: it then stays in the repository, never journaled or used)."""
+    if repo.allows("forget"):
+        repo.forget(ids=[snap.id])
 
 
 class BackupAgent(BackgroundLoop):
@@ -61,6 +87,11 @@ class BackupAgent(BackgroundLoop):
         self.on_backup = on_backup
         self.snapshots: list[Snapshot] = []
         self.errors: list[str] = []
+        self.refused: dict[str, Verdict] = {}
+        """Checkpoints that did not match their producer manifest (name -> verdict)."""
+        self.expects_manifests = self.dir.is_dir() and any(
+            self.dir.glob(f"*{CHECKPOINT_SUFFIX}")
+        )
         self._done: set[str] = {
             str(s.summary.get("checkpoint"))
             for s in repo.snapshots()
@@ -72,7 +103,15 @@ class BackupAgent(BackgroundLoop):
         if not self.dir.is_dir():
             return None
         for checkpoint in self.format.candidates(self.dir):
-            if checkpoint.name in self._done or not self.format.complete(self.dir, checkpoint):
+            if checkpoint.name in self._done or checkpoint.name in self.refused:
+                continue
+            if not self.format.complete(self.dir, checkpoint):
+                continue
+            verdict = self._vet(checkpoint)
+            if verdict is None:
+                continue  # its manifest is still to come
+            if not verdict.ok:
+                self.refused[checkpoint.name] = verdict
                 continue
             snap = self.repo.backup(
                 self.dir,
@@ -82,9 +121,15 @@ class BackupAgent(BackgroundLoop):
                 time=checkpoint.wall_created,
                 checkpoint_step=checkpoint.step,
                 model_name=self.model_name,
-                summary={"checkpoint": checkpoint.name, "format": self.format.kind},
-            )
-            self._record(snap, checkpoint.name)
+                summary={"checkpoint": checkpoint.name, "format": self.format.kind,
+                         "rule": verdict.rule},
+            )  # fmt: skip
+            verdict = vet_backed_up(verdict, "checkpoint", checkpoint.name, snap.files)
+            if not verdict.ok:  # changed between the check and the backup's read
+                discard_snapshot(self.repo, snap)
+                self.refused[checkpoint.name] = verdict
+                continue
+            self._record(snap, checkpoint.name, verdict)
             self._done.add(checkpoint.name)
             self.snapshots.append(snap)
             if self.on_backup is not None:
@@ -92,7 +137,17 @@ class BackupAgent(BackgroundLoop):
             return snap
         return None
 
-    def _record(self, snap: Snapshot, prefix: str) -> None:
+    def _vet(self, checkpoint: Checkpoint) -> Verdict | None:
+        """The producer manifest's verdict; None while it may still be written."""
+        verdict = vet_checkpoint(self.dir, checkpoint.name, checkpoint.files)
+        if verdict is not None:
+            self.expects_manifests = True
+            return verdict
+        if self.expects_manifests and time.time() - checkpoint.wall_created < MANIFEST_GRACE:
+            return None
+        return Verdict(RULE_FIRST_SIGHT)
+
+    def _record(self, snap: Snapshot, prefix: str, verdict: Verdict) -> None:
         if self.journal is not None:
             self.journal.record(
                 "backup.recovery_point",
@@ -101,6 +156,8 @@ class BackupAgent(BackgroundLoop):
                 step=snap.checkpoint_step,
                 wall_created=snap.time,
                 repository=str(self.repo.root),
+                rule=verdict.rule,
+                manifest=None if verdict.manifest is None else str(verdict.manifest),
             )
 
     def run(self, *, max_backups: int | None = None, timeout: float | None = None) -> None:
