@@ -327,7 +327,8 @@ class StoreGuard(BackgroundLoop):
                 if restored is not None:
                     break
             if restored is None:
-                self._finish(self.checkpoint_dir or self.model_base, None, False)
+                self._finish(self.checkpoint_dir or self.model_base, None, False,
+                             service=self.trainer)  # fmt: skip
                 return
             self._set_aside_newer_than(restored)
         else:
@@ -340,7 +341,7 @@ class StoreGuard(BackgroundLoop):
         resumed = self._trainer_resumed_at(tail, expected, since)
         if restored is not None and self.checkpoint_dir is not None:
             intact = resumed and not self._verify_checkpoint(restored)
-            self._finish(self.checkpoint_dir, restored, intact)
+            self._finish(self.checkpoint_dir, restored, intact, service=self.trainer)
         else:
             self.journal.record("recovered", action="restart", service=self.trainer,
                                 resumed=resumed)  # fmt: skip
@@ -445,7 +446,9 @@ class StoreGuard(BackgroundLoop):
             return snap, self._checkpoint_state() is not None
         return None, False
 
-    def _finish(self, target: Path, restored: Snapshot | None, intact: bool) -> None:
+    def _finish(self, target: Path, restored: Snapshot | None, intact: bool, *,
+                service: str = "model-store") -> None:  # fmt: skip
+        """Journal the outcome; ``recovered`` names the model store or the trainer."""
         if restored is None:
             self.journal.record("recovery.failed", action="restore", target=str(target),
                                 reason="no recovery point restored and verified")  # fmt: skip
@@ -458,7 +461,7 @@ class StoreGuard(BackgroundLoop):
             recovery_point_step=restored.checkpoint_step,
             integrity=intact,
         )
-        self.journal.record("recovered", action="restore", target=str(target))
+        self.journal.record("recovered", action="restore", target=str(target), service=service)
         self._confirm()
 
     def _confirm(self) -> None:
