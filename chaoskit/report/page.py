@@ -181,8 +181,9 @@ def render_html(
     else:
         out += _summary(views)
         out.append(
-            '<p class="meta">TTD = fault to first detection; RTO = fault to the steady state '
-            "confirmed again; RPO = fault time minus the creation time of the recovery point "
+            '<p class="meta">TTD = fault to first detection; RTO = first fault until every '
+            "service a fault took down or the DR engine found failing is back and confirmed; "
+            "RPO = fault time minus the creation time of the recovery point "
             "restored. Empty (-) = not measured by this experiment.</p>"
         )
     for view in views:
