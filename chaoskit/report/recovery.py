@@ -41,6 +41,8 @@ GATEWAY_ROW = "gateway"
 """The learned detectors' row for the client path (not a service): the confirmations of
 the steady state say when it is back."""
 SELF_CONFIRMING = frozenset({"healed", "failback"})
+NOISY = frozenset({"probe", "request", "signals.window"})
+EARLY_KEPT = 200
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RecoveryTracker:
         self._confirm_since = float("-inf")
         self._confirmed = False
         self._detected: set[str] = set()
+        self._early: list[Event] = []
         self.clear_at: float | None = None
         """The clear moment that ended the last outage so far (None: not clear yet)."""
 
@@ -81,8 +84,15 @@ class RecoveryTracker:
             params = event.get("params") or {}
             if event.get("fault") in PROCESS_FAULTS and params.get("service"):
                 self.outstanding[params["service"]] = _Outstanding(since=t, down=True)
+            early, self._early = self._early, []
+            for e in sorted((e for e in early if e["t"] >= t), key=lambda e: e["t"]):
+                self.feed(e)
         elif not self.faulted:
-            return  # the steady state before the fault was confirmed by the experiment
+            # a fault's time is when it began, its event is written once it took effect:
+            # what the engine journaled meanwhile comes first in the file
+            if kind not in NOISY:
+                self._early = [*self._early[-(EARLY_KEPT - 1) :], event]
+            return
         elif kind == "detected" and service and service != GATEWAY_ROW:
             if service not in self._detected:
                 self._detected.add(service)

@@ -219,3 +219,18 @@ def test_results_files_list_every_fault_and_detection(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert "kill+latency" in (run_dir / "report.md").read_text()
     assert "serving-b:latency@0.3s x3" in (run_dir / "report.html").read_text()
+
+
+def test_what_the_engine_journaled_while_a_fault_took_effect_counts():
+    """A fault's event is written once it took effect, with the time it began: a detection
+    meanwhile precedes it in the file (as wait_recovered reads it)."""
+    events = [
+        start(routed="serving"),
+        ev(1.3, "detected", service="serving-b", signal="probe"),
+        ev(1.0, "fault.injected", fault="partition", params={"proxy": "serving-b"}),
+        ev(1.5, "steady_state.ok", phase="recovery"),
+    ]
+    tracker = RecoveryTracker(events[0])
+    for event in events[1:]:
+        tracker.feed(event)
+    assert set(tracker.outstanding) == {"serving-b"} and not tracker.clear()
