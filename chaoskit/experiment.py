@@ -28,6 +28,7 @@ from chaoskit.loadgen import LoadGenerator
 from chaoskit.model import version_dirs
 from chaoskit.objectives import Objectives
 from chaoskit.report.metrics import ExperimentResult, compute, split_experiments
+from chaoskit.report.recovery import RecoveryTracker
 from chaoskit.stack.protocol import Stack
 
 PROGRESS_EVERY = 5.0
@@ -39,7 +40,14 @@ class ExperimentFailed(AssertionError):
 
 
 class Experiment:
-    """Drives one experiment; use as a context manager or through the ``chaos`` fixture."""
+    """Drives one experiment; use as a context manager or through the ``chaos`` fixture.
+
+    An experiment is one window with a defined end: ``verify()`` or ``finish()`` closes
+    it (``experiment.finished``).  After that, ``run``, ``inject`` and ``wait_recovered``
+    raise StackError: a fault injected then would act outside any measured window, with
+    the DR engine stopped, and no result could belong to it.  Several windows in one test
+    are several experiments: the ``chaos_experiments`` fixture makes them.
+    """
 
     def __init__(
         self,
@@ -80,22 +88,27 @@ class Experiment:
         self._load: LoadGenerator | None = None
         self._monitor: Any = None
         self._learned_recoveries: list[threading.Thread] = []
-        self._last_fault_done_t = float("inf")
         self._started_t = float("inf")
         self._finished = False
+        self._tracker = RecoveryTracker()
         self.result: ExperimentResult | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> Experiment:
+        self._require_open("start")
         self._started_t = time.monotonic()
-        self.journal.record(
+        gateway = self.stack.gateway
+        started = self.journal.record(
             "experiment.started",
             name=self.name,
             budgets=self.objectives.as_dict(),
             **({} if self.declared is None else {"declared": list(self.declared)}),
             backend=self.backend,
             seed=self.seed,
+            # where clients are served from: a replica out of that path is out of harm's way
+            **({} if gateway is None else {"routed": gateway.routed}),
         )
+        self._tracker = RecoveryTracker(started)
         repaired = self.stack.ensure_running()
         if repaired:
             self.journal.record("stack.repaired", services=repaired)
@@ -204,15 +217,49 @@ class Experiment:
             "(is the trainer running? is the DR site reachable? see the service logs)"
         )
 
+    def _require_open(self, call: str) -> None:
+        """No fault, wait or run outside the window (see the class docstring)."""
+        if self._finished:
+            raise StackError(
+                f"experiment {self.name} has already finished (verify() or finish() ran), "
+                f"so {call}() would act outside any experiment window and measure nothing; "
+                "one experiment is one window: use the chaos_experiments fixture for several"
+            )
+        if call != "start" and self._started_t == float("inf"):
+            raise StackError(
+                f"experiment {self.name} was not started: {call}() needs a started "
+                "experiment (the chaos fixture, or `with chaos_experiments(...) as experiment`)"
+            )
+
     def inject(self, fault: Fault) -> Injection:
         """Apply *fault* now; the returned injection reverts when its ``with`` block ends."""
+        self._require_open("inject")
+        self._await_versions(fault)
         ctx = FaultContext(
             self.journal, seed=self.seed, stack=self.stack, annotations=self._annotations()
         )
         injection = fault.inject(ctx)
-        self._last_fault_done_t = time.monotonic()
         self._injections.append(injection)
         return injection
+
+    def _await_versions(self, fault: Fault, timeout: float = 90.0) -> None:
+        """Hold *fault* until the model store has the versions it needs, each backed up
+        (a stale-model fault needs a previous version: its absence is a precondition to
+        await, not a failure of the stack)."""
+        needed = fault.versions_needed()
+        if needed <= 1 or len(version_dirs(self.stack.model_base_path)) >= needed:
+            return
+        deadline = time.monotonic() + timeout
+        while len(version_dirs(self.stack.model_base_path)) < needed:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"experiment {self.name}: {fault.kind} needs {needed} model versions; "
+                    f"{self.stack.model_base_path} has "
+                    f"{len(version_dirs(self.stack.model_base_path))} after {timeout:g}s "
+                    "(is the trainer exporting?)"
+                )
+            time.sleep(0.1)
+        self._await_fresh_recovery_point()
 
     def _annotations(self) -> dict[str, Any]:
         """The trainer's progress at the fault, when the stack can tell it."""
@@ -253,33 +300,25 @@ class Experiment:
         return 120.0 if rto is None else max(2 * rto, rto + 30.0)
 
     def wait_recovered(self, timeout: float | None = None) -> bool:
-        """Wait until the journal shows the steady state confirmed after the latest fault.
+        """Wait until every service a fault took down and every service the DR engine
+        detected as failing is back and confirmed (the rule of
+        :mod:`chaoskit.report.recovery`, which also ends the RTO), and every service runs.
 
-        Whichever part of the DR engine recovered (restart, restore, failover), the proof
-        is its ``steady_state.ok`` event, so this watches the journal, not the engine.
+        The faults stay in force meanwhile: they revert when their ``with`` blocks end,
+        however early a first steady state was confirmed.  False if *timeout* passes.
         """
-        if not self._engines:
-            raise StackError(f"experiment {self.name} was not started")
+        self._require_open("wait_recovered")
         deadline = time.monotonic() + (self.default_timeout() if timeout is None else timeout)
-        # as the RTO is measured: a confirmation after the last fault had taken effect and
-        # after the last recovery action clients waited for
-        since = self._last_fault_done_t
-        confirmations: list[float] = []
-        started, shown, phase = time.monotonic(), time.monotonic(), "waiting for detection"
+        started, shown = time.monotonic(), time.monotonic()
         while time.monotonic() < deadline:
             for event in self._tail.new_events():
-                if event["event"] == "detected" and phase.startswith("waiting for detection"):
-                    phase = f"detected ({event.get('signal')}), recovering"
-                if event["event"] == "recovery.started" and not event.get("background"):
-                    since = max(since, event["t"])
-                    phase = f"recovering: {event.get('action')} {event.get('service') or ''}"
-                elif event["event"] == "steady_state.ok" and event.get("phase") == "recovery":
-                    confirmations.append(event["t"])
-            if any(t >= since for t in confirmations) and self._all_services_running():
+                self._tracker.feed(event)
+            if self._tracker.clear() and self._all_services_running():
                 return True
             if self.progress is not None and time.monotonic() - shown >= PROGRESS_EVERY:
                 shown = time.monotonic()
-                self.progress(f"{self.name}: {shown - started:.0f}s after the fault, {phase}")
+                waiting = ", ".join(sorted(self._tracker.outstanding)) or "a confirmation"
+                self.progress(f"{self.name}: {shown - started:.0f}s, waiting for {waiting}")
             time.sleep(0.02)
         return False
 
@@ -288,7 +327,10 @@ class Experiment:
         return all(backend.status(name) == "running" for name in self.stack.services)
 
     def run(self, fault: Fault, *, timeout: float | None = None) -> ExperimentResult:
-        """Inject, wait for recovery, revert, and verify the budgets (raises on failure)."""
+        """Inject, wait for recovery, revert, and verify the budgets (raises on failure).
+
+        Once per experiment: it ends the window (see the class docstring)."""
+        self._require_open("run")
         with self.inject(fault):
             if not self.wait_recovered(timeout):
                 # recorded while the fault is still held: a recovery that only comes with

@@ -4,8 +4,9 @@ When a replica's probes fail, the gateway is moved to a healthy replica first (s
 is back as soon as the gateway answers its canary), then the failed replica is repaired
 in the background of the client's view: restarted if its process is dead, hung or
 answering wrongly, left alone if only its link is broken (a restart cannot heal a
-network).  Once it has answered ``heal_after`` probes in a row again, the gateway moves
-back to the primary replica — unless another detector still holds it (the learned
+network).  Once it has answered ``heal_after`` probes in a row again it is ``healed``
+(journaled: nothing else confirms a replica repaired behind a failover), and the gateway
+moves back to the primary replica — unless another detector still holds it (the learned
 monitor sees degradations the probes pass, so it decides when those have healed).
 """
 
@@ -93,5 +94,7 @@ class FailoverThenRepair:
         if self._healthy_streak[service] < self.heal_after:
             return
         self._failed.discard(service)
+        # the replica's own "I am back": a repair behind a failover is confirmed by it
+        self.journal.record("healed", service=service, probes=self.heal_after)
         if service == self.gateway.primary and self.gateway.route_to(service):
             self.journal.record("failback", service=service)

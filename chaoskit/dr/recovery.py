@@ -82,8 +82,16 @@ class RestartService:
             self.journal.record("recovery.failed", action=self.name, service=service, reason=str(e))
             return False
         self.journal.record("recovered", action=self.name, service=service)
+        # behind a failover the gateway's canary is answered by another replica: wait for
+        # this one's own answer, or the engine re-detects it while its model still loads
+        # and restarts it again (a restart loop)
+        client = (
+            self.stack.direct_client(service, timeout=2.0)  # type: ignore[attr-defined]
+            if background
+            else self.client
+        )
         return confirm_steady_state(
-            self.client, self.goldens, self.journal, timeout=max(0.0, deadline - time.monotonic())
+            client, self.goldens, self.journal, timeout=max(0.0, deadline - time.monotonic())
         )
 
 

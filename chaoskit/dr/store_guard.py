@@ -48,6 +48,7 @@ from chaoskit.dr.checkpoints import CheckpointFormat, TFFormat, from_snapshot
 from chaoskit.dr.first_sight import REFUSED, Damage, FirstSight, rule_fields
 from chaoskit.dr.inotify import Watcher
 from chaoskit.dr.manifest import Verdict
+from chaoskit.dr.quarantine import move_aside, quarantine_dir
 from chaoskit.dr.recovery import confirm_steady_state
 from chaoskit.dr.repository.agent import BackupAgent
 from chaoskit.dr.repository.repo import Repository, init_repository, open_repository
@@ -323,7 +324,8 @@ class StoreGuard(FirstSight, BackgroundLoop):
                 if restored is not None:
                     break
             if restored is None:
-                self._finish(self.checkpoint_dir or self.model_base, None, False)
+                self._finish(self.checkpoint_dir or self.model_base, None, False,
+                             service=self.trainer)  # fmt: skip
                 return
             self._set_aside_newer_than(restored)
         else:
@@ -336,7 +338,7 @@ class StoreGuard(FirstSight, BackgroundLoop):
         resumed = self._trainer_resumed_at(tail, expected, since)
         if restored is not None and self.checkpoint_dir is not None:
             intact = resumed and not self._verify_checkpoint(restored)
-            self._finish(self.checkpoint_dir, restored, intact)
+            self._finish(self.checkpoint_dir, restored, intact, service=self.trainer)
         else:
             self.journal.record("recovered", action="restart", service=self.trainer,
                                 resumed=resumed)  # fmt: skip
@@ -355,14 +357,8 @@ class StoreGuard(FirstSight, BackgroundLoop):
         newer = [c for c in self.format.checkpoints(self.checkpoint_dir) if c.order > floor]
         if not newer:
             return
-        quarantine = self.checkpoint_dir.with_name(f".{self.checkpoint_dir.name}-quarantine")
-        moved = []
-        for checkpoint in newer:
-            for rel in checkpoint.files:
-                (quarantine / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.checkpoint_dir / rel, quarantine / rel)
-                moved.append(rel)
-        fsync_dir(self.checkpoint_dir)
+        quarantine = quarantine_dir(self.checkpoint_dir)
+        moved = move_aside(self.checkpoint_dir, [r for c in newer for r in c.files], quarantine)
         self.journal.record("checkpoint.quarantined", files=moved, to=str(quarantine),
                             reason=f"newer than the restored {restored.summary.get('checkpoint')}"
                             " and not verified")  # fmt: skip
@@ -443,10 +439,11 @@ class StoreGuard(FirstSight, BackgroundLoop):
 
     def _finish(
         self, target: Path, restored: Snapshot | None, intact: bool, *,
-        action: str = "restore", **details: Any,
+        action: str = "restore", service: str = "model-store", **details: Any,
     ) -> None:  # fmt: skip
         """Journal the outcome: *restored* is the recovery point now live (for a
-        quarantine: what serves, or the checkpoint a trainer resumes from, instead)."""
+        quarantine: what serves, or the checkpoint a trainer resumes from, instead);
+        ``recovered`` names the model store or the trainer."""
         if restored is None:
             self.journal.record("recovery.failed", action=action, target=str(target),
                                 reason="no recovery point restored and verified")  # fmt: skip
@@ -461,7 +458,7 @@ class StoreGuard(FirstSight, BackgroundLoop):
             action=action,
             **details,
         )
-        self.journal.record("recovered", action=action, target=str(target))
+        self.journal.record("recovered", action=action, target=str(target), service=service)
         self._confirm()
 
     def _confirm(self) -> None:

@@ -54,6 +54,11 @@ class Fault(ABC):
 
     kind: ClassVar[str] = "fault"
 
+    def versions_needed(self) -> int:
+        """Model versions the store must hold before this fault can act (a precondition
+        the experiment awaits, rather than leaving it to timing)."""
+        return 1
+
     @abstractmethod
     def _inject(self, ctx: FaultContext) -> Changes:
         """Cause the disruption; return what changed and how to undo it."""

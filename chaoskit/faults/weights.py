@@ -194,6 +194,9 @@ class StaleModel(Fault):
             raise FaultError(f"stale-model: source {self.source!r} is not 'previous' "
                              "or a version number")  # fmt: skip
 
+    def versions_needed(self) -> int:
+        return 2 if self.source == "previous" else 1
+
     def _inject(self, ctx: FaultContext) -> Changes:
         path = resolve_target(ctx.stack, self.target)
         versions = version_dirs(ctx.stack.model_base_path)

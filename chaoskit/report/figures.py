@@ -79,7 +79,8 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
         axes.append(fig.add_subplot(grid[3], sharex=ax_s))
         _rpo_panel(axes[-1], rpo)
     verdict = result.verdict.upper()
-    title = _plain(f"{result.name}\nfault: {result.fault or 'none'}  -  verdict: {verdict}")
+    faults = result.faults or result.fault or "none"
+    title = _plain(f"{result.name}\nfault: {faults}  -  verdict: {verdict}")
     ax_s.set_title(title, fontsize=10, loc="left", color=FAULT if verdict == "FAIL" else "black")
 
     _latency(ax_l, events, origin)
@@ -90,6 +91,7 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
             ax.axvspan(x0, x1, color=FAULT, alpha=0.07, lw=0)
         for x, color, style, width in marks["lines"]:
             ax.axvline(x, color=color, ls=style, lw=width)
+    _labels(ax_l, marks["labels"], result)
     ax_s.set_xlim(x_min, x_max)
     _objectives_strip(ax_s, result, fault is not None, x_min, x_max)
     for ax in axes[:-1]:
@@ -201,7 +203,7 @@ def _marks(
     fault gets a thin line; the moments that define TTD and RTO (taken from the computed
     result, so figure and table can never disagree) get a thick one.
     """
-    marks: dict[str, list[Any]] = {"window": [], "lines": []}
+    marks: dict[str, list[Any]] = {"window": [], "lines": [], "labels": []}
     if fault is None:
         return marks
     reverted_used: set[int] = set()
@@ -217,6 +219,7 @@ def _marks(
             reverted_used.add(reverted)
             end = events[reverted]["t"] - origin
         marks["window"].append((injected["t"] - origin, end))
+        marks["labels"].append((injected["t"] - origin, str(injected.get("fault"))))
     kinds = {"fault.injected": (FAULT, "-"), "detected": (DETECTED, "-"),
              "recovery.started": (RECOVERY, ":")}  # fmt: skip
     for e in events:
@@ -224,13 +227,28 @@ def _marks(
             continue
         if e["event"] in kinds:
             marks["lines"].append((e["t"] - origin, *kinds[e["event"]], 1.0))
-        elif e["event"] == "steady_state.ok" and e.get("phase") == "recovery":
+        elif e["event"] in ("healed", "failback") or (
+            e["event"] == "steady_state.ok" and e.get("phase") == "recovery"
+        ):  # a confirmation: of the stack, or of one replica by its own probes
             marks["lines"].append((e["t"] - origin, RECOVERED, "-", 1.0))
     if result.ttd_s is not None and math.isfinite(result.ttd_s):
         marks["lines"].append((result.ttd_s, DETECTED, "-", 2.2))
     if result.rto_s is not None and math.isfinite(result.rto_s):
         marks["lines"].append((result.rto_s, RECOVERED, "-", 2.2))
     return marks
+
+
+def _labels(ax: Axes, windows: list[tuple[float, str]], result: ExperimentResult) -> None:
+    """Name each fault window (at its start, top) and each service and signal detected
+    (at its first detection, bottom): a detection of another service than the faulted
+    one shows where it happened."""
+    where = ax.get_xaxis_transform()  # x in seconds, y in axes fractions
+    for i, (x, kind) in enumerate(windows):
+        ax.text(x, 0.97 - 0.09 * i, f" {_plain(kind)}", transform=where, va="top",
+                fontsize=7.5, color=FAULT)  # fmt: skip
+    for i, d in enumerate(result.detections):
+        ax.text(d["after_s"], 0.03 + 0.09 * i, f" {_plain(d['service'])}:{_plain(d['signal'])}",
+                transform=where, va="bottom", fontsize=7.5, color=DETECTED)  # fmt: skip
 
 
 def _objectives_strip(

@@ -3,9 +3,12 @@
 For each experiment window (experiment.started .. experiment.finished):
 TTD  = first ``detected`` after the first ``fault.injected`` − fault time (its signal is
        ``detected_by``; ``ttd_learned_s`` is the same for the learned detectors alone);
-RTO  = first ``steady_state.ok`` (phase recovery) after the last ``fault.injected`` and
-       the last foreground ``recovery.started`` − the first fault's time: service restored
-       *and confirmed*; ``background`` repairs behind a failover are not part of it;
+       ``per_fault`` gives TTD and ``detected_by`` of every fault of the window, and
+       ``detections`` every service and signal the DR engine detected after the fault;
+RTO  = the first moment after the last ``fault.injected`` when every service a fault
+       took down and every service detected as failing is back and confirmed, and the
+       steady state was confirmed after the last foreground recovery action (the rule is
+       in :mod:`chaoskit.report.recovery`) − the first fault's time;
 RPO  = fault wall time − creation time of the recovery point restored (``restore.done``);
        without a restore, if the DR site was cut off (``detected`` naming ``dr-site``): the
        worst age of the DR site's newest recovery point from the fault until the DR site
@@ -28,12 +31,14 @@ from typing import Any
 from chaoskit.durations import format_duration
 from chaoskit.journal import Event
 from chaoskit.objectives import NAMES
+from chaoskit.report.recovery import recovered_at
 
 COLUMNS = (
-    "name", "fault", "ttd_s", "detected_by", "ttd_learned_s", "rto_s", "recovered_by", "rpo_s",
-    "rpo_steps",
+    "name", "fault", "faults", "ttd_s", "detected_by", "ttd_learned_s", "rto_s", "recovered_by",
+    "rpo_s", "rpo_steps",
     "failed_requests", "wrong_predictions", "integrity", "verdict", "reasons", "ttd_budget_s",
     "rto_budget_s", "rpo_budget_s", "backend", "seed", "started_wall", "duration_s",
+    "detections",
 )  # fmt: skip
 COLUMN_DTYPES = {
     "rpo_steps": "Int64", "failed_requests": "Int64", "wrong_predictions": "Int64",
@@ -47,6 +52,9 @@ nullable, so an unmeasured value stays an empty cell and a count stays an intege
 class ExperimentResult:
     name: str
     fault: str | None = None
+    """The first fault's kind (``faults`` lists them all)."""
+    faults: str | None = None
+    """Every fault of the window, in injection order, kinds joined with ``+``."""
     ttd_s: float | None = None
     detected_by: str | None = None
     ttd_learned_s: float | None = None
@@ -67,11 +75,26 @@ class ExperimentResult:
     seed: int | None = None
     started_wall: float | None = None
     duration_s: float | None = None
+    per_fault: list[dict[str, Any]] = field(default_factory=list)
+    """Per fault: kind, target, ttd_s and detected_by (its first detection)."""
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    """Per detected service and signal: first detection after the first fault
+    (``after_s``) and how often it was detected."""
 
     def row(self) -> dict[str, Any]:
         row = asdict(self)
         row["reasons"] = "; ".join(self.reasons)
+        row["detections"] = detections_text(self.detections) or None
         return {k: row[k] for k in COLUMNS}
+
+
+def detections_text(detections: list[dict[str, Any]]) -> str:
+    """``serving:probe@0.1s; serving-b:latency@0.31s x4``: the compact form of results.csv."""
+    parts = []
+    for d in detections:
+        count = f" x{d['count']}" if d.get("count", 1) > 1 else ""
+        parts.append(f"{d['service']}:{d['signal']}@{d['after_s']:g}s{count}")
+    return "; ".join(parts)
 
 
 def split_experiments(events: Iterable[Event]) -> list[tuple[Event, list[Event]]]:
@@ -126,32 +149,28 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
         reasons.append("no fault was injected")
     else:
         result.fault = fault.get("fault")
+        injected = [e for e in events if e["event"] == "fault.injected"]
+        result.faults = "+".join(str(e.get("fault")) for e in injected)
+        result.per_fault = _per_fault(injected, events)
+        result.detections = _detections(fault, events)
         detected = first_event(events, "detected", fault["t"])
-        # restored and confirmed: the first confirmation after the last fault and after the
-        # last recovery action the service waited for (not repairs behind a failover)
-        since = max(
-            e["t"]
-            for e in events
-            if e["event"] == "fault.injected"
-            or (e["event"] == "recovery.started" and not e.get("background"))
-        )
-        recovered = first_event(events, "steady_state.ok", since, phase="recovery")
+        recovered_t = recovered_at(start, events)
         if first_event(events, "experiment.unrecovered", fault["t"]) is not None:
-            recovered = None  # chaos.run gave up with the fault held: what came after the
-            # revert is the revert's doing, not a recovery
+            recovered_t = None  # chaos.run gave up with the fault held: what came after
+            # the revert is the revert's doing, not a recovery
         if detected is not None:
             result.ttd_s = round(detected["t"] - fault["t"], 4)
             result.detected_by = detected.get("signal")
         learned = first_event(events, "detected", fault["t"], signal="learned")
         if learned is not None:
             result.ttd_learned_s = round(learned["t"] - fault["t"], 4)
-        if recovered is not None:
-            result.rto_s = round(recovered["t"] - fault["t"], 4)
-            result.recovered_by = _recovered_by(events, fault["t"], recovered["t"])
+        if recovered_t is not None:
+            result.rto_s = round(recovered_t - fault["t"], 4)
+            result.recovered_by = _recovered_by(events, fault["t"], recovered_t)
         _rpo(result, fault, events)
         if detected is None:
             reasons.append("the fault was never detected")
-        if recovered is None:
+        if recovered_t is None:
             gave_up = first_event(events, "recovery.failed", fault["t"])
             why = f" ({gave_up['reason']})" if gave_up is not None and gave_up.get("reason") else ""
             reasons.append(f"the steady state was never restored{why}")
@@ -194,6 +213,50 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
         reasons.append(f"steady state violated after the experiment: {after.get('reason')}")
     result.verdict = "pass" if not reasons else "fail"
     return result
+
+
+def fault_service(fault: Event) -> str | None:
+    """The service a fault acts on (its ``service``, or the ``proxy`` named after it)."""
+    params = fault.get("params") or {}
+    return params.get("service") or params.get("proxy")
+
+
+def _per_fault(injected: list[Event], events: list[Event]) -> list[dict[str, Any]]:
+    """TTD and detected_by of each fault: its first detection of the service it acts on;
+    for a fault without one (storage: the model store or the trainer notices), the first
+    detection after it of a service no other fault of the window acts on."""
+    services = {fault_service(f) for f in injected} - {None}
+    rows = []
+    for fault in injected:
+        own = fault_service(fault)
+        detected = next(
+            (e for e in events if e["event"] == "detected" and e["t"] >= fault["t"]
+             and (e.get("service") == own if own else e.get("service") not in services)),
+            None,
+        )  # fmt: skip
+        params = fault.get("params") or {}
+        rows.append({
+            "kind": fault.get("fault"),
+            "target": own or params.get("target"),
+            "ttd_s": None if detected is None else round(detected["t"] - fault["t"], 4),
+            "detected_by": None if detected is None else detected.get("signal"),
+        })  # fmt: skip
+    return rows
+
+
+def _detections(fault: Event, events: list[Event]) -> list[dict[str, Any]]:
+    """Every (service, signal) detected after the first fault, in order of first detection."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in events:
+        if e["event"] != "detected" or e["t"] < fault["t"]:
+            continue
+        key = (str(e.get("service")), str(e.get("signal")))
+        if key in found:
+            found[key]["count"] += 1
+        else:
+            found[key] = {"service": key[0], "signal": key[1],
+                          "after_s": round(e["t"] - fault["t"], 4), "count": 1}  # fmt: skip
+    return list(found.values())
 
 
 MAX_ERROR_TEXT = 500

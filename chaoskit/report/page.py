@@ -15,7 +15,7 @@ from html import escape
 
 from chaoskit.durations import format_duration
 from chaoskit.journal import Event
-from chaoskit.report.metrics import ExperimentResult
+from chaoskit.report.metrics import ExperimentResult, detections_text
 
 NOISY = frozenset({"probe", "request"})
 MAX_KEY_EVENTS = 80
@@ -105,7 +105,7 @@ def _summary(views: list[ExperimentView]) -> list[str]:
         rows.append(
             "<tr>"
             f'<td><a href="#{view.anchor}">{_breakable(r.name)}</a></td>'
-            f"<td>{escape(r.fault or '-')}</td>"
+            f"<td>{escape(r.faults or r.fault or '-')}</td>"
             f'<td class="num">{_measure(r.ttd_s, r.ttd_budget_s)}</td>'
             f"<td>{escape(r.detected_by or '-')}</td>"
             f'<td class="num">{_measure(r.rto_s, r.rto_budget_s)}</td>'
@@ -181,8 +181,9 @@ def render_html(
     else:
         out += _summary(views)
         out.append(
-            '<p class="meta">TTD = fault to first detection; RTO = fault to the steady state '
-            "confirmed again; RPO = fault time minus the creation time of the recovery point "
+            '<p class="meta">TTD = fault to first detection; RTO = first fault until every '
+            "service a fault took down or the DR engine found failing is back and confirmed; "
+            "RPO = fault time minus the creation time of the recovery point "
             "restored. Empty (-) = not measured by this experiment.</p>"
         )
     for view in views:
@@ -191,6 +192,9 @@ def render_html(
         if r.reasons:
             out.append('<div class="reasons">' + "<br>".join(escape(x) for x in r.reasons))
             out.append("</div>")
+        if r.detections:  # every service the DR engine found failing, not only the faulted
+            out.append(f'<p class="meta">detected (service:signal@after the fault): '
+                       f"{escape(detections_text(r.detections))}</p>")  # fmt: skip
         if view.timeline_png is not None:
             out.append(_img(view.timeline_png, f"timeline of {r.name}", "timeline"))
         else:

@@ -46,7 +46,7 @@ def summary_rows(results: list[ExperimentResult]) -> list[tuple[str, ...]]:
     return [
         (
             r.name,
-            r.fault or "-",
+            r.faults or r.fault or "-",
             format_duration(r.ttd_s),
             format_duration(r.rto_s),
             format_duration(r.rpo_s),
@@ -97,6 +97,9 @@ def write_run_report(run_dir: Path) -> list[ExperimentResult]:
             value = getattr(result, column)
             if value is not None and math.isinf(value):
                 record[column] = "inf"
+        record["faults"] = result.faults  # the CSV's text forms, as lists here
+        record["detections"] = result.detections
+        record["per_fault"] = result.per_fault
     atomic_write_text(run_dir / "results.json", json.dumps(records, indent=2) + "\n")
     atomic_write_text(run_dir / "report.md", _markdown(run_dir.name, results))
     history = None

@@ -113,7 +113,8 @@ def _write_experiment(
         )
     if rto is not None:
         if ttd is not None:
-            timeline.append((fault_t + rto - 0.3, "recovered", {"action": "restart"}))
+            recovered: dict[str, object] = {"action": "restart", "service": "serving"}
+            timeline.append((fault_t + rto - 0.3, "recovered", recovered))
         if exp.rpo is not None:
             restore: dict[str, object] = {
                 "recovery_point_created_wall": BASE_WALL + fault_t - BASE_T - exp.rpo,

@@ -34,7 +34,10 @@ def test_fails_back_after_heal_after_healthy_probes(tmp_path: Path) -> None:
     assert action.gateway.routed == "serving-b"
     action.observe("serving", True)
     assert action.gateway.routed == "serving"
-    assert [e["event"] for e in read_journal(tmp_path / "j.jsonl")] == ["failback"]
+    events = read_journal(tmp_path / "j.jsonl")
+    assert [(e["event"], e["service"]) for e in events] == [
+        ("healed", "serving"), ("failback", "serving")
+    ]
 
 
 def test_a_held_replica_is_not_failed_back_until_released(tmp_path: Path) -> None:
@@ -46,4 +49,16 @@ def test_a_held_replica_is_not_failed_back_until_released(tmp_path: Path) -> Non
     action.release("serving")
     for _ in range(3):
         action.observe("serving", True)
+    assert action.gateway.routed == "serving"
+
+
+def test_a_standby_repaired_behind_a_failover_says_it_healed(tmp_path: Path) -> None:
+    """No failback for a standby: ``healed`` is the only event that confirms it is back."""
+    action = failover(tmp_path)
+    action._failed = {"serving-b"}
+    action.gateway.routed = "serving"
+    for _ in range(3):
+        action.observe("serving-b", True)
+    events = read_journal(tmp_path / "j.jsonl")
+    assert [(e["event"], e["service"]) for e in events] == [("healed", "serving-b")]
     assert action.gateway.routed == "serving"

@@ -5,6 +5,7 @@ that raises or will not stop), never a mock."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -266,12 +267,14 @@ class StubbornLoop(ProbeLoop):
 
 
 def new_experiment(tmp_path: Path) -> Experiment:
-    """An experiment that was never started: finish has only faults and loops to undo.
+    """An experiment marked started, without loops: finish has faults and loops to undo.
     (The stack is never touched then, so a namespace of the attributes read stands in.)"""
     stack = SimpleNamespace(dr_config=DRConfig(), client=lambda: None, goldens=None,
                             gateway=None, trainer_step=lambda: None)  # fmt: skip
     journal = Journal(tmp_path / "j.jsonl")
-    return Experiment("exp", stack, journal, Objectives())  # type: ignore[arg-type]
+    experiment = Experiment("exp", stack, journal, Objectives())  # type: ignore[arg-type]
+    experiment._started_t = time.monotonic()  # as start() marks it, without a stack to start
+    return experiment
 
 
 def test_a_finish_whose_revert_failed_is_completed_by_the_next_call(tmp_path: Path) -> None:
