@@ -185,7 +185,8 @@ class DockerBackend:
                 f"{labels.get(engine.OWNER)}); choose another project name"
             )
 
-    def _ensure_image(self, image: str) -> None:
+    def ensure_image(self, image: str) -> None:
+        """BackendError naming *image* when the engine does not have it (and may not pull)."""
         import docker.errors
 
         if image in self._checked_images:
@@ -216,7 +217,7 @@ class DockerBackend:
                     from chaoskit.stack.docker_image import ensure_image
 
                     image = ensure_image(self.client)
-                self._ensure_image(image)
+                self.ensure_image(image)
                 svc = _Service(spec, allocate_ports(spec.name, spec.ports), image)
                 self._services[spec.name] = svc
             self._ensure_network()
@@ -261,7 +262,8 @@ class DockerBackend:
         spec, api = svc.spec, self.client.api
         name = f"{self.project}-{spec.name}"
         self._claim_name(name)
-        command = spec.render(self._values(svc))
+        # no arguments: the image's own command (a user's image, e.g. TF Serving's)
+        command: list[str] | None = spec.render(self._values(svc)) or None
         if self.python and command and command[0] == sys.executable:
             command[0] = self.python
         env = {"TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
@@ -283,7 +285,7 @@ class DockerBackend:
                 command,
                 name=name,
                 environment=env,
-                working_dir=spec.cwd or "/tmp",
+                working_dir=spec.cwd or ("/tmp" if self._hostenv(svc) else None),
                 user=f"{os.getuid()}:{os.getgid()}",
                 ports=list(svc.ports.values()),
                 labels=engine.labels_for(self.project, spec.name),

@@ -50,8 +50,8 @@ class ServiceSpec:
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"service name {self.name!r} must be letters, digits, - or _")
-        if not self.command:
-            raise ConfigError(f"service {self.name!r} has no command")
+        if not self.command and self.image is None:
+            raise ConfigError(f"service {self.name!r} has no command (and no image to run)")
         for port_name, port in self.ports.items():
             if not isinstance(port, int) or not 0 <= port <= 65535:
                 raise ConfigError(

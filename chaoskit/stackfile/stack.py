@@ -23,7 +23,7 @@ from chaoskit.canary import auto_canary, check_canary, read_canary_file, signatu
 from chaoskit.dr.checkpoints import checkpoint_format
 from chaoskit.dr.engine import DRConfig
 from chaoskit.dr.recorded_goldens import RecordedGoldens
-from chaoskit.errors import ConfigError, StackError
+from chaoskit.errors import ChaosKitError, ConfigError, StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.objectives import Objectives
 from chaoskit.stack.backend import Backend
@@ -69,7 +69,11 @@ def make_file_backend(file: StackFile, name: str, run_dir: Path, data_dir: Path,
                             if a.compose_service else None)  # fmt: skip
         targets.append(AttachTarget(name_, container=a.container, label=label,
                                     ports=dict(service.ports)))  # fmt: skip
-    return DockerAttachBackend(targets)
+    try:
+        return DockerAttachBackend(targets)
+    except ChaosKitError as e:  # a name or label that matches nothing, or several
+        service = next((t.service for t in targets if repr(t.service) in str(e)), "?")
+        raise ConfigError(f"{where}: services.{service}.attach: {e}") from e
 
 
 class FileStack(GatewayedStack):
@@ -168,6 +172,8 @@ class FileStack(GatewayedStack):
         if service.attach is not None:
             raise ConfigError(f"{key}.attach: attached containers need the Docker backend "
                               "(--chaos-backend docker)")  # fmt: skip
+        if self.backend.name == "docker" and service.docker is not None:
+            return self._image_spec(instance, key, service)
         if service.command is None:
             raise ConfigError(
                 f"{key}: no command for the {self.backend.name} backend "
@@ -191,6 +197,28 @@ class FileStack(GatewayedStack):
             name=instance, command=command, ports=ports, env=env, readiness=readiness,
             stop_timeout=service.stop_timeout, cwd=str(self.stack_dir),
         )  # fmt: skip
+
+    def _image_spec(self, instance: str, key: str, service: Service) -> ServiceSpec:
+        """A service in an image of the user's (already in the local engine): its command
+        is the image's own unless ``docker.command`` gives arguments."""
+        d = service.docker
+        assert d is not None
+        command = tuple(part.format_map(self._values) for part in d.command or ())
+        env = {JOURNAL_ENV: str(self.journal_path), **service.env}
+        return ServiceSpec(
+            name=instance, command=command, ports=service.ports, env=env, image=d.image,
+            readiness=self._readiness(service), stop_timeout=service.stop_timeout,
+        )  # fmt: skip
+
+    def _check_images(self) -> None:
+        """Every image the services name is in the local engine, before any starts."""
+        check = getattr(self.backend, "ensure_image", None)
+        for name, spec in self.specs.items():
+            if spec.image is not None and check is not None:
+                try:
+                    check(spec.image)
+                except ChaosKitError as e:
+                    raise ConfigError(f"{self.where}: services.{name}.docker.image: {e}") from e
 
     def _readiness(self, service: Service) -> Readiness:
         r = service.readiness
@@ -218,6 +246,7 @@ class FileStack(GatewayedStack):
         if self.dr_site is not None:
             ensure_secret_file(self.dr_site_token_file)
         try:
+            self._check_images()
             self._start_services()
             self._settle_canary()
         except BaseException:
