@@ -64,3 +64,22 @@ def ensure_secret_file(path: str | os.PathLike[str], nbytes: int = 32) -> str:
         f.flush()
         os.fsync(f.fileno())
     return target.read_text().strip()
+
+
+_RENAME_EXCHANGE = 2  # renameat2 flag (linux/fs.h)
+
+
+def exchange_paths(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Atomically swap two paths (Linux renameat2); False when the system cannot.
+
+    A restore swaps a verified copy into place with it; a stale-model fault swaps an
+    older version's files in; either way no reader ever sees a half-moved directory.
+    """
+    import ctypes
+
+    func = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if func is None:
+        return False
+    at_fdcwd = -100
+    rc = func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return bool(rc == 0)

@@ -14,8 +14,8 @@ from chaoskit.dr.repository.repo import (
 from chaoskit.dr.repository.restore import RestoreResult
 from chaoskit.dr.repository.retention import RetentionPolicy, apply_policy
 from chaoskit.dr.repository.snapshots import FileEntry, Snapshot
-from chaoskit.dr.repository.tfbundle import BundleIndex, TensorEntry, read_bundle_index
 from chaoskit.dr.repository.verify import VerifyReport
+from chaoskit.tfbundle import BundleIndex, TensorEntry, read_bundle_index
 
 __all__ = [
     "FORMAT_VERSION",

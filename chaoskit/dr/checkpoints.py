@@ -43,8 +43,8 @@ from chaoskit.dr.repository.source import (
     parse_checkpoint_state,
     step_of_prefix,
 )
-from chaoskit.dr.repository.tfbundle import bundle_complete, read_bundle_index
 from chaoskit.errors import ConfigError, IntegrityError
+from chaoskit.tfbundle import bundle_complete, read_bundle_index
 
 SETTLE = 0.5
 """Seconds a ``keras`` / ``files`` checkpoint must stay unchanged to count as written."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from chaoskit.dr.repository.tfbundle import _varint, crc32c
+from chaoskit.tfbundle import crc32c, read_varint
 
 PROG = "chaoskit-reweight"
 NUMPY_DTYPES = {1: "<f4", 2: "<f8", 19: "<f2"}
@@ -55,8 +55,8 @@ def mask(crc: int) -> int:
 
 
 def _block_handle(buf: bytes, pos: int) -> tuple[int, int, int]:
-    offset, pos = _varint(buf, pos)
-    size, pos = _varint(buf, pos)
+    offset, pos = read_varint(buf, pos)
+    size, pos = read_varint(buf, pos)
     return offset, size, pos
 
 
@@ -73,9 +73,9 @@ def _entries(data: bytes, offset: int, size: int) -> list[tuple[bytes, int, int]
     limit = offset + size - 4 - 4 * restarts
     out, key, pos = [], b"", offset
     while pos < limit:
-        shared, pos = _varint(data, pos)
-        unshared, pos = _varint(data, pos)
-        vlen, pos = _varint(data, pos)
+        shared, pos = read_varint(data, pos)
+        unshared, pos = read_varint(data, pos)
+        vlen, pos = read_varint(data, pos)
         key = key[:shared] + data[pos : pos + unshared]
         pos += unshared
         out.append((key, pos, pos + vlen))
@@ -103,17 +103,17 @@ def _entry_fields(value: bytes) -> dict[int, tuple[int, int]]:
     fields: dict[int, tuple[int, int]] = {}
     pos = 0
     while pos < len(value):
-        tag, pos = _varint(value, pos)
+        tag, pos = read_varint(value, pos)
         number, wire = tag >> 3, tag & 7
         if wire == 0:
             start = pos
-            number_value, pos = _varint(value, pos)
+            number_value, pos = read_varint(value, pos)
             fields[number] = (number_value, start)
         elif wire == 5:
             fields[number] = (struct.unpack_from("<I", value, pos)[0], pos)
             pos += 4
         elif wire == 2:
-            length, pos = _varint(value, pos)
+            length, pos = read_varint(value, pos)
             pos += length
         elif wire == 1:
             pos += 8

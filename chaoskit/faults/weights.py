@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from chaoskit.atomic import fsync_dir
-from chaoskit.dr.repository.restore import _exchange
-from chaoskit.dr.repository.tfbundle import TensorEntry, read_bundle_index
+from chaoskit.atomic import exchange_paths, fsync_dir
 from chaoskit.errors import FaultError, IntegrityError
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.faults.reweight import ReweightError, rewrite
 from chaoskit.faults.storage import _quarantine, restore_file, sha256_file
 from chaoskit.faults.targets import resolve_target
 from chaoskit.model import version_dirs
+from chaoskit.tfbundle import TensorEntry, read_bundle_index
 
 FLOAT_DTYPES = {1: "float32", 2: "float64", 19: "float16"}
 """TensorFlow DataType enum values of the float tensors a weight fault may change."""
@@ -163,7 +162,7 @@ def _manifest(root: Path) -> dict[str, str | None]:
 
 def _swap(a: Path, b: Path) -> None:
     """Exchange two directories atomically (renameat2); two renames where unsupported."""
-    if _exchange(a, b):
+    if exchange_paths(a, b):
         fsync_dir(a.parent)
         fsync_dir(b.parent)
         return

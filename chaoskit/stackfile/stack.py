@@ -72,8 +72,8 @@ def make_file_backend(file: StackFile, name: str, run_dir: Path, data_dir: Path,
     try:
         return DockerAttachBackend(targets)
     except ChaosKitError as e:  # a name or label that matches nothing, or several
-        service = next((t.service for t in targets if repr(t.service) in str(e)), "?")
-        raise ConfigError(f"{where}: services.{service}.attach: {e}") from e
+        named = next((t.service for t in targets if repr(t.service) in str(e)), "?")
+        raise ConfigError(f"{where}: services.{named}.attach: {e}") from e
 
 
 class FileStack(GatewayedStack):

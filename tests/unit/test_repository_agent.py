@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_repository_tfbundle import write_index
+from test_tfbundle import write_index
 
 from chaoskit.dr import BackupAgent, init_repository
 from chaoskit.dr.repository.repo import Repository

@@ -18,15 +18,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from test_repository_tfbundle import _block, _field, _varint, _with_trailer
+from test_tfbundle import _block, _field, _varint, _with_trailer
 
-from chaoskit.dr.repository.tfbundle import crc32c, read_bundle_index
 from chaoskit.errors import FaultError
 from chaoskit.faults.base import FaultContext
 from chaoskit.faults.reweight import mask
 from chaoskit.faults.storage import BitFlip
 from chaoskit.faults.weights import SilentWeightChange, StaleModel
 from chaoskit.journal import Journal, read_journal
+from chaoskit.tfbundle import crc32c, read_bundle_index
 
 KERNEL, BIAS, ZEROS, STEP = "dense/kernel", "dense/bias", "dense/zeros", "step"
 DATA = "variables/variables.data-00000-of-00001"

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaoskit.dr.repository.tfbundle import (
+from chaoskit.errors import IntegrityError
+from chaoskit.tfbundle import (
     BundleIndex,
     data_shard_of,
     read_bundle_index,
     tensor_spans,
 )
-from chaoskit.errors import IntegrityError
 
 FIXED_CHUNK = 1 << 20
 MAX_TENSOR_PIECE = 4 << 20

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaoskit.atomic import fsync_dir
+from chaoskit.atomic import exchange_paths, fsync_dir
 from chaoskit.dr.repository.crypto import Buffer, Cipher
 from chaoskit.dr.repository.index import Index
 from chaoskit.dr.repository.packs import pack_cipher, pack_path, start_writeback
@@ -25,8 +25,6 @@ from chaoskit.dr.repository.progress import Progress
 from chaoskit.dr.repository.repo import Repository
 from chaoskit.dr.repository.snapshots import FileEntry, Snapshot
 from chaoskit.errors import ConfigError, IntegrityError, RepositoryError
-
-_RENAME_EXCHANGE = 2
 
 
 @dataclass
@@ -82,22 +80,10 @@ class PackReader:
         self._fds.clear()
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2); False when unsupported."""
-    import ctypes  # only here: restore is the one user
-
-    func = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if func is None:
-        return False
-    at_fdcwd = -100
-    rc = func(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
-    return rc == 0
-
-
 def swap_into_place(staged: Path, target: Path) -> None:
     """Make *staged* the *target*; the old target (if any) is deleted afterwards."""
     if target.exists() or target.is_symlink():
-        if _exchange(staged, target):
+        if exchange_paths(staged, target):
             fsync_dir(target.parent)
             shutil.rmtree(staged, ignore_errors=True)
             return

@@ -16,12 +16,12 @@ import pytest
 
 from chaoskit.dr import init_repository
 from chaoskit.dr.repository.chunker import MAX_TENSOR_PIECE, Chunker
-from chaoskit.dr.repository.tfbundle import (
+from chaoskit.errors import IntegrityError
+from chaoskit.tfbundle import (
     bundle_complete,
     crc32c,
     read_bundle_index,
 )
-from chaoskit.errors import IntegrityError
 
 
 def _varint(n: int) -> bytes:

@@ -7,6 +7,8 @@ key is a tensor name whose value is a ``BundleEntryProto`` (dtype, shape, shard_
 offset, size, crc32c).  Knowing each tensor's byte range lets the chunker cut the
 ``.data-*`` shards at tensor boundaries, so an unchanged tensor dedups exactly.
 Importing TensorFlow to learn this would cost seconds and ~600 MB on every backup.
+The backup repository's chunker and the weight faults (which rewrite tensors and their
+checksums in place) both read the format through this one module.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _unmask(masked: int) -> int:
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(buf):
@@ -95,15 +97,15 @@ def _parse_shape(buf: bytes) -> tuple[int, ...]:
     dims: list[int] = []
     pos = 0
     while pos < len(buf):
-        tag, pos = _varint(buf, pos)
+        tag, pos = read_varint(buf, pos)
         if tag >> 3 == 2 and tag & 7 == 2:  # repeated Dim dim
-            length, pos = _varint(buf, pos)
+            length, pos = read_varint(buf, pos)
             dim, end = buf[pos : pos + length], pos + length
             size, dpos = 0, 0
             while dpos < len(dim):
-                dtag, dpos = _varint(dim, dpos)
+                dtag, dpos = read_varint(dim, dpos)
                 if dtag & 7 == 0:
-                    value, dpos = _varint(dim, dpos)
+                    value, dpos = read_varint(dim, dpos)
                     if dtag >> 3 == 1:
                         size = value
                 else:
@@ -117,11 +119,11 @@ def _parse_shape(buf: bytes) -> tuple[int, ...]:
 
 def _skip(buf: bytes, pos: int, wire: int) -> int:
     if wire == 0:
-        return _varint(buf, pos)[1]
+        return read_varint(buf, pos)[1]
     if wire == 1:
         return pos + 8
     if wire == 2:
-        length, pos = _varint(buf, pos)
+        length, pos = read_varint(buf, pos)
         return pos + length
     if wire == 5:
         return pos + 4
@@ -133,15 +135,15 @@ def _parse_fields(buf: bytes) -> dict[int, int | bytes]:
     fields: dict[int, int | bytes] = {}
     pos = 0
     while pos < len(buf):
-        tag, pos = _varint(buf, pos)
+        tag, pos = read_varint(buf, pos)
         number, wire = tag >> 3, tag & 7
         if wire == 0:
-            fields[number], pos = _varint(buf, pos)
+            fields[number], pos = read_varint(buf, pos)
         elif wire == 5:
             fields[number] = struct.unpack_from("<I", buf, pos)[0]
             pos += 4
         elif wire == 2:
-            length, pos = _varint(buf, pos)
+            length, pos = read_varint(buf, pos)
             fields[number] = buf[pos : pos + length]
             pos += length
         else:
@@ -175,9 +177,9 @@ def _block_entries(block: bytes) -> list[tuple[bytes, bytes]]:
     key = b""
     pos = 0
     while pos < limit:
-        shared, pos = _varint(block, pos)
-        unshared, pos = _varint(block, pos)
-        vlen, pos = _varint(block, pos)
+        shared, pos = read_varint(block, pos)
+        unshared, pos = read_varint(block, pos)
+        vlen, pos = read_varint(block, pos)
         if shared > len(key) or pos + unshared + vlen > limit:
             raise IntegrityError("tensor bundle index: entry overruns its block")
         key = key[:shared] + block[pos : pos + unshared]
@@ -196,14 +198,14 @@ def read_bundle_index(path: str | Path) -> BundleIndex:
     (magic,) = struct.unpack_from("<Q", footer, 40)
     if magic != _MAGIC:
         raise IntegrityError(f"{path}: bad magic number, not a tensor bundle index")
-    pos = _varint(footer, _varint(footer, 0)[1])[1]  # skip the metaindex handle
-    index_offset, pos = _varint(footer, pos)
-    index_size, _ = _varint(footer, pos)
+    pos = read_varint(footer, read_varint(footer, 0)[1])[1]  # skip the metaindex handle
+    index_offset, pos = read_varint(footer, pos)
+    index_size, _ = read_varint(footer, pos)
     num_shards = 1
     entries: list[TensorEntry] = []
     for _, handle in _block_entries(_read_block(data, index_offset, index_size)):
-        block_offset, hpos = _varint(handle, 0)
-        block_size, _ = _varint(handle, hpos)
+        block_offset, hpos = read_varint(handle, 0)
+        block_size, _ = read_varint(handle, hpos)
         for key, value in _block_entries(_read_block(data, block_offset, block_size)):
             fields = _parse_fields(value)
             if key == b"":
