@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chaoskit.dr.learned import LearnedMonitor
-from chaoskit.dr.signals import SignalSampler, percentile
-from chaoskit.dr.store_guard import StoreGuard, open_backup_repository
+from chaoskit.dr.learned.monitor import LearnedMonitor
+from chaoskit.dr.learned.signals import SignalSampler, percentile
+from chaoskit.dr.protect.store_guard import StoreGuard, open_backup_repository
 from chaoskit.experiment import Experiment
 from chaoskit.faults import BitFlip, Fault, HangService, KillService, Latency, Partition
 from chaoskit.journal import Event, Journal, JournalTail, read_journal

@@ -33,7 +33,7 @@ import time
 from math import nan
 from pathlib import Path
 
-from chaoskit.dr.store_guard import StoreGuard, open_backup_repository
+from chaoskit.dr.protect.store_guard import StoreGuard, open_backup_repository
 from chaoskit.errors import ChaosKitError
 from chaoskit.experiment import Experiment
 from chaoskit.faults.service import KillService

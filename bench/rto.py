@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from chaoskit.dr.engine import DRConfig
-from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.steady_state import check_steady_state
+from chaoskit.dr.online.engine import DRConfig
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.online.steady_state import check_steady_state
 from chaoskit.experiment import Experiment
 from chaoskit.faults.service import KillService
 from chaoskit.journal import Journal

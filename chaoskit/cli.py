@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from chaoskit.errors import ChaosKitError
 
 _COMMANDS: dict[str, str] = {
-    "backup": "chaoskit.dr.backup_cli",
+    "backup": "chaoskit.dr.protect.backup_cli",
     "proxy": "chaoskit.proxy.cli",
     "report": "chaoskit.report.cli",
     "gate": "chaoskit.report.cli",

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from chaoskit.dr.engine import DRConfig, DREngine
-from chaoskit.dr.failover import FailoverThenRepair
-from chaoskit.dr.recovery import (
+from chaoskit.dr.online.engine import DRConfig, DREngine
+from chaoskit.dr.online.failover import FailoverThenRepair
+from chaoskit.dr.online.recovery import (
     ObservePlatform,
     RecoveryAction,
     RestartService,
@@ -151,8 +151,8 @@ class Experiment:
         alert.  A replica it flags is failed over like one the probes flag, and failed
         back only once it looks normal to the monitor again: probes pass a replica that
         is merely slower than usual, so they cannot tell when that has healed."""
-        from chaoskit.dr.learned import LearnedMonitor
-        from chaoskit.dr.signals import SignalSampler
+        from chaoskit.dr.learned.monitor import LearnedMonitor
+        from chaoskit.dr.learned.signals import SignalSampler
 
         hold, release = getattr(recovery, "hold", None), getattr(recovery, "release", None)
 

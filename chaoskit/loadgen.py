@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 from chaoskit.background import BackgroundLoop
-from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.probe import probe_predict
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.online.probe import probe_predict
 from chaoskit.errors import ConfigError
 from chaoskit.journal import Journal
 from chaoskit.serving.client import ServingClient

@@ -227,7 +227,7 @@ def export_saved_model(
     """Export one version atomically to ``base_path/<version>/`` and return that path.
 
     Everything (SavedModel + canary + the producer manifest of every file, see
-    :mod:`chaoskit.dr.manifest`) is written to ``base_path/.tmp-<version>-<pid>/``,
+    :mod:`chaoskit.dr.protect.manifest`) is written to ``base_path/.tmp-<version>-<pid>/``,
     fsynced, then renamed into place, so a polling server never sees half a version.
     The canary outputs come from the signature reloaded from the written files, i.e.
     exactly what a server will compute.
@@ -235,7 +235,7 @@ def export_saved_model(
     import shutil
 
     from chaoskit.atomic import atomic_write_text, fsync_dir
-    from chaoskit.dr.manifest import write_version_manifest
+    from chaoskit.dr.protect.manifest import write_version_manifest
 
     tf = import_tensorflow()
     base = Path(base_path)

@@ -1,20 +1,22 @@
-"""The DR engine: recovery points (backup repository, backup agent) and recovery."""
+"""The DR engine, in three subsystems: :mod:`.online` (probes, detectors, recovery),
+:mod:`.learned` (learned detectors) and :mod:`.protect` (store guard, backup repository,
+DR site).  This package re-exports the backup repository's public API."""
 
 from __future__ import annotations
 
-from chaoskit.dr.repository.agent import BackupAgent
-from chaoskit.dr.repository.check import CheckReport, Problem
-from chaoskit.dr.repository.prune import ForgetResult, PruneStats
-from chaoskit.dr.repository.repo import (
+from chaoskit.dr.protect.repository.agent import BackupAgent
+from chaoskit.dr.protect.repository.check import CheckReport, Problem
+from chaoskit.dr.protect.repository.prune import ForgetResult, PruneStats
+from chaoskit.dr.protect.repository.repo import (
     FORMAT_VERSION,
     Repository,
     init_repository,
     open_repository,
 )
-from chaoskit.dr.repository.restore import RestoreResult
-from chaoskit.dr.repository.retention import RetentionPolicy, apply_policy
-from chaoskit.dr.repository.snapshots import FileEntry, Snapshot
-from chaoskit.dr.repository.verify import VerifyReport
+from chaoskit.dr.protect.repository.restore import RestoreResult
+from chaoskit.dr.protect.repository.retention import RetentionPolicy, apply_policy
+from chaoskit.dr.protect.repository.snapshots import FileEntry, Snapshot
+from chaoskit.dr.protect.repository.verify import VerifyReport
 from chaoskit.tfbundle import BundleIndex, TensorEntry, read_bundle_index
 
 __all__ = [

@@ -29,8 +29,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from chaoskit.dr.checkpoints import TFFormat
-from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
+from chaoskit.dr.protect.checkpoints import TFFormat
+from chaoskit.dr.protect.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.errors import FaultError
 from chaoskit.model import version_dirs
 from chaoskit.stack.protocol import within

@@ -12,8 +12,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from chaoskit.dr.engine import DRConfig
-from chaoskit.dr.goldens import Goldens
+from chaoskit.dr.online.engine import DRConfig
+from chaoskit.dr.online.goldens import Goldens
 from chaoskit.errors import ConfigError, StackError
 from chaoskit.objectives import Objectives
 from chaoskit.serving.client import ServingClient

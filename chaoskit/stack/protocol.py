@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from chaoskit.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from chaoskit.dr.engine import DRConfig
-    from chaoskit.dr.goldens import Goldens
+    from chaoskit.dr.online.engine import DRConfig
+    from chaoskit.dr.online.goldens import Goldens
     from chaoskit.objectives import Objectives
     from chaoskit.serving.client import ServingClient
     from chaoskit.stack.backend import Backend

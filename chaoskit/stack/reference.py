@@ -4,7 +4,7 @@ behind a gateway proxy, and a DR site.
 The trainer writes checkpoints and SavedModel versions to the data directory; each
 serving replica polls the model base path.  Clients reach serving through the gateway
 (a Toxiproxy proxy), each replica through a proxy of its own where network faults act;
-the DR site (an append-only store for the backup repository, :mod:`chaoskit.dr.site`)
+the DR site (an append-only store for the backup repository, :mod:`chaoskit.dr.protect.site`)
 is reached through the ``dr-site`` proxy.  All services append their events to the
 run's journal.
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaoskit.atomic import ensure_secret_file
-from chaoskit.dr.checkpoints import checkpoint_format
-from chaoskit.dr.engine import DRConfig
-from chaoskit.dr.goldens import Goldens
+from chaoskit.dr.online.engine import DRConfig
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.protect.checkpoints import checkpoint_format
 from chaoskit.errors import StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.objectives import Objectives
@@ -137,7 +137,7 @@ class ReferenceStack(GatewayedStack):
         return ServiceSpec(
             name=DR_SITE,
             command=(
-                sys.executable, "-m", "chaoskit.dr.site", "--root", str(self.dr_site_root),
+                sys.executable, "-m", "chaoskit.dr.protect.site", "--root", str(self.dr_site_root),
                 "--token-file", str(self.dr_site_token_file), "--host", "{bind_host}",
                 "--port", "{port_http}",
             ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from chaoskit.dr.repository.source import STATE_FILE, parse_checkpoint_state
+from chaoskit.dr.protect.repository.source import STATE_FILE, parse_checkpoint_state
 
 
 def newest_step(status_file: Path | None, checkpoint_dir: Path | None) -> int | None:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from chaoskit.atomic import atomic_write_text, ensure_secret_file
 from chaoskit.canary import auto_canary, check_canary, read_canary_file, signature_inputs
-from chaoskit.dr.checkpoints import checkpoint_format
-from chaoskit.dr.engine import DRConfig
-from chaoskit.dr.recorded_goldens import RecordedGoldens
+from chaoskit.dr.online.engine import DRConfig
+from chaoskit.dr.online.recorded_goldens import RecordedGoldens
+from chaoskit.dr.protect.checkpoints import checkpoint_format
 from chaoskit.errors import ChaosKitError, ConfigError, StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.objectives import Objectives

@@ -5,7 +5,7 @@ It is the *producer* side of the serving stack chaos experiments attack: checkpo
 against, exported versions (``base_path/<step>/``) are what the model servers load.
 The global step lives in the checkpoint, and the training data is a pure function of
 the step, so a trainer killed and restarted resumes exactly where its checkpoint was.
-Everything it writes carries a producer manifest (:mod:`chaoskit.dr.manifest`), so the
+Everything it writes carries a producer manifest (:mod:`chaoskit.dr.protect.manifest`), so the
 store guard can tell damage that lands before its first backup from what was written.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 from chaoskit import model as ref
 from chaoskit.atomic import atomic_write_text, fsync_dir
-from chaoskit.dr.checkpoints import bundle_files
-from chaoskit.dr.manifest import remove_unlisted, write_checkpoint_manifest
+from chaoskit.dr.protect.checkpoints import bundle_files
+from chaoskit.dr.protect.manifest import remove_unlisted, write_checkpoint_manifest
 from chaoskit.errors import ChaosKitError
 from chaoskit.journal import Journal
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import init_repository, open_repository
-from chaoskit.dr.repository.repo import Repository
+from chaoskit.dr.protect.repository.repo import Repository
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

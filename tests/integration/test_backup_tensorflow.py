@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from chaoskit.dr import open_repository, read_bundle_index
-from chaoskit.dr.repository.repo import init_repository
-from chaoskit.dr.repository.source import read_checkpoint_state
+from chaoskit.dr.protect.repository.repo import init_repository
+from chaoskit.dr.protect.repository.source import read_checkpoint_state
 from chaoskit.journal import read_journal
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -180,7 +180,7 @@ def test_kill_is_a_crash_to_the_engine_so_a_restart_policy_acts(docker_client, t
 def test_signals_read_cpu_and_memory_of_a_container_process_tree(backend, tmp_path):
     from types import SimpleNamespace
 
-    from chaoskit.dr.signals import SignalSampler
+    from chaoskit.dr.learned.signals import SignalSampler
 
     backend.start(http_spec())
     stack = SimpleNamespace(backend=backend, replicas=["web"])

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from docker_support import docker_client, engine_or_skip  # noqa: F401
 
-from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.steady_state import check_steady_state
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.online.steady_state import check_steady_state
 from chaoskit.journal import read_journal
 from chaoskit.stack.docker import DockerBackend
 from chaoskit.stack.docker_engine import managed_objects

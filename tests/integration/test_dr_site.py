@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chaoskit.dr import init_repository, open_repository
-from chaoskit.dr.replication import Replicator, SiteClient
-from chaoskit.dr.repository.repo import Repository
-from chaoskit.dr.site import SiteServer, repository_files
+from chaoskit.dr.protect.replication import Replicator, SiteClient
+from chaoskit.dr.protect.repository.repo import Repository
+from chaoskit.dr.protect.site import SiteServer, repository_files
 from chaoskit.errors import PermissionDeniedError, ReplicationError
 from chaoskit.journal import Journal, read_journal
 from chaoskit.proxy.client import ToxiproxyAPI

@@ -18,10 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from chaoskit.dr.checkpoints import checkpoint_format
-from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.repository.repo import init_repository
-from chaoskit.dr.store_guard import HOUSEKEEPING_SETTLE, StoreGuard
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.protect.checkpoints import checkpoint_format
+from chaoskit.dr.protect.repository.repo import init_repository
+from chaoskit.dr.protect.store_guard import HOUSEKEEPING_SETTLE, StoreGuard
 from chaoskit.faults.base import FaultContext
 from chaoskit.faults.storage import BitFlip, DeleteFile, Truncate
 from chaoskit.journal import Journal, read_journal

@@ -23,19 +23,19 @@ from typing import Any
 import pytest
 from test_serving import Server, install
 
-from chaoskit.dr.checkpoints import bundle_files, checkpoint_format
-from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.manifest import (
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.protect.checkpoints import bundle_files, checkpoint_format
+from chaoskit.dr.protect.manifest import (
     RULE_MANIFEST,
     VERSION_MANIFEST,
     checkpoint_manifest_path,
     vet_checkpoint,
     vet_version,
 )
-from chaoskit.dr.quarantine import quarantine_dir
-from chaoskit.dr.repository.repo import Repository, init_repository
-from chaoskit.dr.repository.source import STATE_FILE
-from chaoskit.dr.store_guard import StoreGuard
+from chaoskit.dr.protect.quarantine import quarantine_dir
+from chaoskit.dr.protect.repository.repo import Repository, init_repository
+from chaoskit.dr.protect.repository.source import STATE_FILE
+from chaoskit.dr.protect.store_guard import StoreGuard
 from chaoskit.faults.base import FaultContext
 from chaoskit.faults.weights import StaleModel
 from chaoskit.journal import Journal, read_journal

@@ -19,12 +19,12 @@ from types import SimpleNamespace
 import pytest
 
 from chaoskit.atomic import atomic_write_text
-from chaoskit.dr.checkpoints import checkpoint_format
-from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.repository.agent import checkpoint_files
-from chaoskit.dr.repository.repo import init_repository
-from chaoskit.dr.repository.source import STATE_FILE
-from chaoskit.dr.store_guard import SWEEP_SETTLE, StoreGuard
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.protect.checkpoints import checkpoint_format
+from chaoskit.dr.protect.repository.agent import checkpoint_files
+from chaoskit.dr.protect.repository.repo import init_repository
+from chaoskit.dr.protect.repository.source import STATE_FILE
+from chaoskit.dr.protect.store_guard import SWEEP_SETTLE, StoreGuard
 from chaoskit.journal import Journal
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from chaoskit.dr.checkpoints import checkpoint_format
-from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.repository.repo import init_repository
-from chaoskit.dr.store_guard import StoreGuard
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.protect.checkpoints import checkpoint_format
+from chaoskit.dr.protect.repository.repo import init_repository
+from chaoskit.dr.protect.store_guard import StoreGuard
 from chaoskit.journal import Journal, JournalTail
 from chaoskit.serving.client import ServingClient
 from chaoskit.stack.ports import free_port

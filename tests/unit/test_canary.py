@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chaoskit.canary import auto_canary, check_canary, read_canary_file, signature_inputs
-from chaoskit.dr.goldens import max_abs_error
+from chaoskit.dr.online.goldens import max_abs_error
 from chaoskit.errors import ConfigError
 
 METADATA = {"metadata": {"signature_def": {"signature_def": {"serving_default": {

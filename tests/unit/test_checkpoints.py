@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_repository_agent import save
 
-from chaoskit.dr.checkpoints import (
+from chaoskit.dr.protect.checkpoints import (
     Checkpoint,
     FilesFormat,
     KerasFormat,

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from chaoskit.dr.detector import ConsecutiveFailureDetector
-from chaoskit.dr.goldens import Goldens, max_abs_error
+from chaoskit.dr.online.detector import ConsecutiveFailureDetector
+from chaoskit.dr.online.goldens import Goldens, max_abs_error
 from chaoskit.errors import ConfigError
 
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from chaoskit.dr.engine import DRConfig, DREngine
-from chaoskit.dr.goldens import Goldens
+from chaoskit.dr.online.engine import DRConfig, DREngine
+from chaoskit.dr.online.goldens import Goldens
 from chaoskit.journal import Journal, read_journal
 from chaoskit.serving.client import ServingClient
 from chaoskit.waiting import wait_until

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from chaoskit.dr.failover import FailoverThenRepair
+from chaoskit.dr.online.failover import FailoverThenRepair
 from chaoskit.journal import Journal, read_journal
 
 

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from chaoskit.dr.inotify import Watcher
+from chaoskit.dr.protect.inotify import Watcher
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux only")
 

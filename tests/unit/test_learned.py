@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from chaoskit.dr.learned import (
+from chaoskit.dr.learned.monitor import (
     Baseline,
     IsolationForestDetector,
     KMeansDetector,
     LearnedMonitor,
     ServiceDetector,
 )
-from chaoskit.dr.signals import Row
+from chaoskit.dr.learned.signals import Row
 from chaoskit.errors import ConfigError
 from chaoskit.journal import Journal, read_journal
 
@@ -100,7 +100,7 @@ def test_isolation_forest_scores_like_sklearn_inside_the_baseline_range() -> Non
     import numpy as np
     from sklearn.ensemble import IsolationForest
 
-    from chaoskit.dr.learned import _augment
+    from chaoskit.dr.learned.monitor import _augment
 
     rng = np.random.default_rng(0)
     z_rows = rng.normal(size=(40, 5))

@@ -12,10 +12,10 @@ import pytest
 from test_repository_agent import save
 
 from chaoskit.dr import BackupAgent, init_repository
-from chaoskit.dr.checkpoints import FilesFormat, bundle_files, checkpoint_format
-from chaoskit.dr.first_sight import state_without
-from chaoskit.dr.goldens import Goldens
-from chaoskit.dr.manifest import (
+from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.protect.checkpoints import FilesFormat, bundle_files, checkpoint_format
+from chaoskit.dr.protect.first_sight import state_without
+from chaoskit.dr.protect.manifest import (
     RULE_FIRST_SIGHT,
     RULE_MANIFEST,
     VERSION_MANIFEST,
@@ -29,10 +29,10 @@ from chaoskit.dr.manifest import (
     write_checkpoint_manifest,
     write_version_manifest,
 )
-from chaoskit.dr.quarantine import move_aside, quarantine_dir
-from chaoskit.dr.repository.repo import Repository
-from chaoskit.dr.repository.source import parse_checkpoint_state
-from chaoskit.dr.store_guard import StoreGuard
+from chaoskit.dr.protect.quarantine import move_aside, quarantine_dir
+from chaoskit.dr.protect.repository.repo import Repository
+from chaoskit.dr.protect.repository.source import parse_checkpoint_state
+from chaoskit.dr.protect.store_guard import StoreGuard
 from chaoskit.journal import Journal, read_journal
 
 

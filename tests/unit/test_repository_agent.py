@@ -10,7 +10,7 @@ import pytest
 from test_tfbundle import write_index
 
 from chaoskit.dr import BackupAgent, init_repository
-from chaoskit.dr.repository.repo import Repository
+from chaoskit.dr.protect.repository.repo import Repository
 from chaoskit.errors import ConfigError
 from chaoskit.journal import Journal, read_journal
 
@@ -100,7 +100,7 @@ def test_keras_files_are_backed_up_each_with_its_step_once_settled(
 ) -> None:
     from test_checkpoints import OLD, write_h5
 
-    from chaoskit.dr.checkpoints import KerasFormat
+    from chaoskit.dr.protect.checkpoints import KerasFormat
 
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()

@@ -94,7 +94,7 @@ def test_forget_keys_and_errors(
 def test_progress_line_shows_bytes_files_rate_only_when_enabled() -> None:
     import io
 
-    from chaoskit.dr.repository.progress import Progress
+    from chaoskit.dr.protect.repository.progress import Progress
 
     stream = io.StringIO()
     progress = Progress("backup", 3 << 20, 2, enabled=True, stream=stream)
@@ -114,8 +114,8 @@ def test_roles_on_the_command_line(
 ) -> None:
     """key add --role, key list shows roles, and a refused operation is one line naming
     key, role and operation, exit code 2, nothing written."""
-    from chaoskit.dr.backup_cli import ROLES
-    from chaoskit.dr.repository.roles import ROLES as REPOSITORY_ROLES
+    from chaoskit.dr.protect.backup_cli import ROLES
+    from chaoskit.dr.protect.repository.roles import ROLES as REPOSITORY_ROLES
 
     assert ROLES == REPOSITORY_ROLES
     repo = str(env / "repo")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import init_repository, open_repository
-from chaoskit.dr.repository.repo import Repository
+from chaoskit.dr.protect.repository.repo import Repository
 from chaoskit.errors import ConfigError, IntegrityError, RepositoryError
 
 PW = "correct horse"
@@ -244,7 +244,7 @@ def test_file_removed_after_the_scan_is_skipped_with_warning(
     repo: Repository, tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CheckpointManager deletes old checkpoints while a backup may be running."""
-    from chaoskit.dr.repository import backup as backup_module
+    from chaoskit.dr.protect.repository import backup as backup_module
 
     real_scan = backup_module.scan
 

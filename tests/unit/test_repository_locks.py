@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import init_repository
-from chaoskit.dr.repository.locks import Lock, list_locks
-from chaoskit.dr.repository.repo import Repository
+from chaoskit.dr.protect.repository.locks import Lock, list_locks
+from chaoskit.dr.protect.repository.repo import Repository
 from chaoskit.errors import RepositoryError
 
 

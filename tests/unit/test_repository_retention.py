@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import RetentionPolicy, apply_policy, init_repository
-from chaoskit.dr.repository.packs import list_packs
-from chaoskit.dr.repository.snapshots import Snapshot
+from chaoskit.dr.protect.repository.packs import list_packs
+from chaoskit.dr.protect.repository.snapshots import Snapshot
 from chaoskit.errors import ConfigError
 
 HOUR = 3600.0

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import init_repository, open_repository
-from chaoskit.dr.repository import keys as keyfiles
-from chaoskit.dr.repository.crypto import unwrap
-from chaoskit.dr.repository.index import list_index_files
-from chaoskit.dr.repository.keyring import MAGIC, unframe
-from chaoskit.dr.repository.packs import list_packs
-from chaoskit.dr.repository.repo import Repository
-from chaoskit.dr.repository.retention import RetentionPolicy
-from chaoskit.dr.repository.snapshots import load_snapshot
+from chaoskit.dr.protect.repository import keys as keyfiles
+from chaoskit.dr.protect.repository.crypto import unwrap
+from chaoskit.dr.protect.repository.index import list_index_files
+from chaoskit.dr.protect.repository.keyring import MAGIC, unframe
+from chaoskit.dr.protect.repository.packs import list_packs
+from chaoskit.dr.protect.repository.repo import Repository
+from chaoskit.dr.protect.repository.retention import RetentionPolicy
+from chaoskit.dr.protect.repository.snapshots import load_snapshot
 from chaoskit.errors import ConfigError, IntegrityError, PermissionDeniedError
 
 ADMIN, WRITER, READER, OPERATOR = "admin pw", "writer pw", "reader pw", "operator pw"

@@ -28,7 +28,7 @@ from hypothesis.stateful import (
 )
 
 from chaoskit.dr import RetentionPolicy, init_repository, open_repository
-from chaoskit.dr.repository.packs import list_packs
+from chaoskit.dr.protect.repository.packs import list_packs
 from chaoskit.errors import IntegrityError
 
 BIG = [os.urandom(1_200_000), os.urandom(600_000)]  # multi-chunk files that dedup

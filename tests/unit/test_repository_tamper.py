@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import init_repository, open_repository
-from chaoskit.dr.repository.packs import list_packs
-from chaoskit.dr.repository.repo import Repository
-from chaoskit.dr.repository.snapshots import Snapshot
+from chaoskit.dr.protect.repository.packs import list_packs
+from chaoskit.dr.protect.repository.repo import Repository
+from chaoskit.dr.protect.repository.snapshots import Snapshot
 from chaoskit.errors import IntegrityError, RepositoryError
 
 PW = "pw"

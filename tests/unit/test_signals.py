@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chaoskit.dr.signals import (
+from chaoskit.dr.learned.signals import (
     GATEWAY_ROW,
     Window,
     canary_error,
@@ -96,7 +96,7 @@ def test_process_tree_holds_the_root_and_all_descendants() -> None:
     import subprocess
     import time
 
-    from chaoskit.dr.signals import process_tree
+    from chaoskit.dr.learned.signals import process_tree
 
     root = subprocess.Popen(["sh", "-c", "sleep 30 & (sleep 30 & wait) & wait"])
     try:

@@ -159,7 +159,7 @@ def test_bad_mode_fails_at_construction():
 
 
 def test_checkpoint_latest_follows_the_stack_format(store, tmp_path):
-    from chaoskit.dr.checkpoints import checkpoint_format
+    from chaoskit.dr.protect.checkpoints import checkpoint_format
     from chaoskit.faults.targets import resolve_target
 
     assert resolve_target(store, "checkpoint:latest").name == "ckpt-40.data-00000-of-00001"

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import pytest
 
 from chaoskit.background import BackgroundLoop
-from chaoskit.dr.engine import DRConfig, DREngine
+from chaoskit.dr.online.engine import DRConfig, DREngine
 from chaoskit.errors import FaultError, JournalError, StackError
 from chaoskit.experiment import Experiment
 from chaoskit.faults.base import Changes, Fault, FaultContext

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import init_repository
-from chaoskit.dr.repository.chunker import MAX_TENSOR_PIECE, Chunker
+from chaoskit.dr.protect.repository.chunker import MAX_TENSOR_PIECE, Chunker
 from chaoskit.errors import IntegrityError
 from chaoskit.tfbundle import (
     bundle_complete,
@@ -175,7 +175,7 @@ def test_backup_path_does_not_import_tensorflow(tmp_path: Path) -> None:
         "import sys; from chaoskit.dr import init_repository;"
         f"r = init_repository({str(tmp_path / 'r')!r}, 'pw', scrypt_n=2**10);"
         f"r.backup({str(tmp_path / 'src')!r}); r.restore('latest', {str(tmp_path / 'out')!r});"
-        "import chaoskit.dr.backup_cli;"
+        "import chaoskit.dr.protect.backup_cli;"
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     )
     (tmp_path / "src").mkdir()
