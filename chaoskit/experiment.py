@@ -262,9 +262,29 @@ class Experiment:
         self._await_fresh_recovery_point()
 
     def _annotations(self) -> dict[str, Any]:
-        """The trainer's progress at the fault, when the stack can tell it."""
+        """The newest state at the fault, against which RPO is measured: the trainer's
+        step, the newest checkpoint and the newest model version (step, creation time)."""
+        notes: dict[str, Any] = {}
         step = self.stack.trainer_step()
-        return {} if step is None else {"trainer_step": step}
+        if step is not None:
+            notes["trainer_step"] = step
+        if self.stack.checkpoint_dir is not None:
+            try:
+                latest = self.stack.checkpoint_format.latest(self.stack.checkpoint_dir)
+            except (OSError, ChaosKitError):
+                latest = None
+            if latest is not None:
+                notes["newest_checkpoint"] = {"name": latest.name, "step": latest.step,
+                                              "created_wall": latest.wall_created}  # fmt: skip
+        versions = version_dirs(self.stack.model_base_path)
+        if versions:
+            newest = max(versions)
+            try:
+                created = versions[newest].stat().st_mtime
+            except OSError:
+                created = None
+            notes["newest_version"] = {"version": newest, "created_wall": created}
+        return notes
 
     def wait_for(
         self, event: str, *, count: int = 1, since: float | None = None, timeout: float = 60.0,

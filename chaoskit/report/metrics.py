@@ -323,20 +323,50 @@ def _recovered_by(events: list[Event], since: float, until: float) -> str | None
 
 
 def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
-    """Fill RPO and integrity from restore events, when the experiment restored data, or
-    from the DR site's replication when the fault cut it off."""
+    """RPO: the data lost, i.e. the newest state that existed before the fault minus the
+    state the stack resumed from (or could resume from), in wall seconds and in steps.
+
+    - restored checkpoint: the trainer's state at the fault minus the restored one
+      (seconds: fault time - its creation; steps: step at the fault - its step);
+    - trainer resumed without a restore: step at the fault - the step it resumed at
+      (seconds: fault time - the creation of the checkpoint it resumed from);
+    - restored model version: the newest version at the fault minus the one now serving
+      (0 when the damaged version itself was restored);
+    - DR site cut off: the worst window during which losing the primary would have lost
+      data, measured until the DR site caught up inside the experiment.
+    The worst of these that apply is the RPO; none apply: no data was at risk (empty).
+    """
+    seconds: list[float] = []
     restore = first_event(events, "restore.done", fault["t"])
-    if restore is None:
-        result.rpo_s = _dr_site_outage_rpo(fault, events)
-        return
-    created = restore.get("recovery_point_created_wall")
-    if created is not None:
-        result.rpo_s = round(fault["wall"] - float(created), 3)
     step_at_fault = fault.get("trainer_step")
-    if step_at_fault is not None and restore.get("recovery_point_step") is not None:
-        result.rpo_steps = int(step_at_fault) - int(restore["recovery_point_step"])
-    if "integrity" in restore:
-        result.integrity = bool(restore["integrity"])
+    if restore is not None:
+        if "integrity" in restore:
+            result.integrity = bool(restore["integrity"])
+        created, step = restore.get("recovery_point_created_wall"), restore.get(
+            "recovery_point_step")
+        if restore.get("kind") == "model-version":
+            newest = fault.get("newest_version") or {}
+            if newest.get("created_wall") is not None and created is not None:
+                seconds.append(max(0.0, float(newest["created_wall"]) - float(created)))
+            if newest.get("version") is not None and step is not None:
+                result.rpo_steps = max(0, int(newest["version"]) - int(step))
+        else:
+            if created is not None:
+                seconds.append(fault["wall"] - float(created))
+            if step_at_fault is not None and step is not None:
+                result.rpo_steps = int(step_at_fault) - int(step)
+    resumed = first_event(events, "trainer.started", fault["t"])
+    if restore is None and resumed is not None and resumed.get("step") is not None:
+        if step_at_fault is not None:
+            result.rpo_steps = max(0, int(step_at_fault) - int(resumed["step"]))
+        newest = fault.get("newest_checkpoint") or {}
+        if newest.get("step") == resumed["step"] and newest.get("created_wall") is not None:
+            seconds.append(fault["wall"] - float(newest["created_wall"]))
+    outage = _dr_site_outage_rpo(fault, events)
+    if outage is not None:
+        seconds.append(outage)
+    if seconds:
+        result.rpo_s = round(max(seconds), 3)
 
 
 def results_from_events(events: Iterable[Event]) -> list[ExperimentResult]:

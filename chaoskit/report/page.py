@@ -183,8 +183,13 @@ def render_html(
         out.append(
             '<p class="meta">TTD = fault to first detection; RTO = first fault until every '
             "service a fault took down or the DR engine found failing is back and confirmed; "
-            "RPO = fault time minus the creation time of the recovery point "
-            "restored. Empty (-) = not measured by this experiment.</p>"
+            "RPO = data lost: the newest state that existed before the fault minus the "
+            "state the stack resumed from (a restored checkpoint: fault time minus its "
+            "creation, steps at the fault minus its step; a trainer resumed without a "
+            "restore: the steps it lost; a restored model version: the newest version "
+            "minus the one serving again, 0 when the damaged version itself was restored; "
+            "a DR site cut off: the worst moment until it caught up), the worst of those "
+            "that apply. Empty (-) = no data was at risk in this experiment.</p>"
         )
     for view in views:
         r = view.result

@@ -18,6 +18,7 @@ from chaoskit.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from chaoskit.dr.online.engine import DRConfig
     from chaoskit.dr.online.goldens import Goldens
+    from chaoskit.dr.protect.checkpoints import CheckpointFormat
     from chaoskit.objectives import Objectives
     from chaoskit.serving.client import ServingClient
     from chaoskit.stack.backend import Backend
@@ -44,6 +45,8 @@ class Stack(Protocol):
     """The SavedModel versions, in TF Serving's layout (``<base>/<int version>/``)."""
     checkpoint_dir: Path | None
     """The trainer's checkpoints; None for a stack without them."""
+    checkpoint_format: CheckpointFormat
+    """How checkpoints lie in ``checkpoint_dir`` (tf, keras, files)."""
     replicas: list[str]
     """Service names of the serving replicas; the first is the primary."""
     trainer: str | None

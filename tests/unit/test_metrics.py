@@ -193,3 +193,58 @@ def test_a_recovery_that_only_came_with_the_revert_is_no_recovery():
     [r] = results_from_events(events)
     assert r.rto_s is None and r.verdict == "fail"
     assert "the steady state was never restored" in r.reasons
+
+
+def rpo_journal(fault_fields, *after_fault):
+    """A window whose fault carries *fault_fields* and is followed by *after_fault*."""
+    return [
+        ev(10.0, "experiment.started", name="exp", budgets={}, backend="process", seed=7),
+        ev(11.0, "fault.injected", fault="bit-flip", **fault_fields),
+        *after_fault,
+        ev(15.0, "steady_state.ok", phase="recovery"),
+        ev(16.0, "fault.reverted"),
+        ev(16.5, "experiment.finished", name="exp", outcome="passed"),
+    ]
+
+
+WALL = 1_700_000_011  # the fault's wall time in these journals
+
+
+def test_rpo_of_a_restored_checkpoint_is_the_trainer_state_at_the_fault_minus_it():
+    [r] = results_from_events(rpo_journal(
+        {"trainer_step": 500},
+        ev(12.0, "restore.done", kind="checkpoint-files", recovery_point_step=480,
+           recovery_point_created_wall=WALL - 0.3, integrity=True),
+    ))  # fmt: skip
+    assert r.rpo_steps == 20 and math.isclose(r.rpo_s, 0.3)
+
+
+def test_rpo_of_a_trainer_that_resumed_without_a_restore():
+    [r] = results_from_events(rpo_journal(
+        {"trainer_step": 161, "newest_checkpoint": {"step": 160, "created_wall": WALL - 0.2}},
+        ev(13.0, "trainer.started", step=160),
+    ))  # fmt: skip
+    assert r.rpo_steps == 1 and math.isclose(r.rpo_s, 0.2)
+
+
+def test_rpo_of_a_restored_model_version_counts_only_versions_lost():
+    newest = {"newest_version": {"version": 200, "created_wall": WALL - 7.8}}
+    [same] = results_from_events(rpo_journal(newest, ev(
+        12.0, "restore.done", kind="model-version", recovery_point_step=200,
+        recovery_point_created_wall=WALL - 7.8, integrity=True)))  # fmt: skip
+    assert same.rpo_s == 0.0 and same.rpo_steps == 0  # the damaged version itself is back
+    [older] = results_from_events(rpo_journal(newest, ev(
+        12.0, "restore.done", kind="model-version", action="quarantine",
+        recovery_point_step=0, recovery_point_created_wall=WALL - 17.8, integrity=True)))
+    assert math.isclose(older.rpo_s, 10.0) and older.rpo_steps == 200
+
+
+def test_rpo_is_the_worst_of_what_applies():
+    """A DR site cut off (worst 6.5 s) while the trainer lost one step of 0.2 s: 6.5 s."""
+    events = dr_site_journal()
+    fault = next(e for e in events if e["event"] == "fault.injected")
+    fault.update(trainer_step=161,
+                 newest_checkpoint={"step": 160, "created_wall": fault["wall"] - 0.2})
+    events.insert(events.index(fault) + 1, ev(fault["t"] + 0.5, "trainer.started", step=160))
+    [r] = results_from_events(events)
+    assert r.rpo_steps == 1 and math.isclose(r.rpo_s, 6.5)

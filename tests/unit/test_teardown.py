@@ -270,7 +270,8 @@ def new_experiment(tmp_path: Path) -> Experiment:
     """An experiment marked started, without loops: finish has faults and loops to undo.
     (The stack is never touched then, so a namespace of the attributes read stands in.)"""
     stack = SimpleNamespace(dr_config=DRConfig(), client=lambda: None, goldens=None,
-                            gateway=None, trainer_step=lambda: None)  # fmt: skip
+                            gateway=None, trainer_step=lambda: None, checkpoint_dir=None,
+                            model_base_path=tmp_path / "models")  # fmt: skip
     journal = Journal(tmp_path / "j.jsonl")
     experiment = Experiment("exp", stack, journal, Objectives())  # type: ignore[arg-type]
     experiment._started_t = time.monotonic()  # as start() marks it, without a stack to start

@@ -156,7 +156,8 @@ class FirstSight:
                 return
             snap = self.versions[serving]
             intact = not self._verify(present[serving], snap)
-            self._finish(damage.path, snap, intact, action="quarantine", serving_version=serving)
+            self._finish(damage.path, snap, intact, action="quarantine", serving_version=serving,
+                         kind="model-version")  # fmt: skip
             return
         assert self.agent is not None and self.checkpoint_dir is not None
         name = damage.path.relative_to(self.checkpoint_dir).as_posix()
@@ -178,7 +179,7 @@ class FirstSight:
         else:
             restored = self._newest_first()[0]
             intact = not self._verify_checkpoint(restored)
-        self._finish(damage.path, restored, intact, action="quarantine")
+        self._finish(damage.path, restored, intact, action="quarantine", kind="checkpoint-files")
 
     def _unlist(self, name: str) -> tuple[Snapshot | None, bool]:
         """tf: rewrite the live state file without *name*, when that makes the newest

@@ -296,7 +296,7 @@ class StoreGuard(FirstSight, BackgroundLoop):
             return
         self.journal.record("recovery.started", action="restore", target=str(damage.path))
         restored, intact = self.restore(damage)
-        self._finish(damage.path, restored, intact)
+        self._finish(damage.path, restored, intact, kind=damage.kind)
 
     def restore(self, damage: Damage) -> tuple[Snapshot | None, bool]:
         """Put back what *damage* names: (the recovery point used, whether it verifies)."""
@@ -339,7 +339,8 @@ class StoreGuard(FirstSight, BackgroundLoop):
         resumed = self._trainer_resumed_at(tail, expected, since)
         if restored is not None and self.checkpoint_dir is not None:
             intact = resumed and not self._verify_checkpoint(restored)
-            self._finish(self.checkpoint_dir, restored, intact, service=self.trainer)
+            self._finish(self.checkpoint_dir, restored, intact, service=self.trainer,
+                         kind="checkpoint-files")  # fmt: skip
         else:
             self.journal.record("recovered", action="restart", service=self.trainer,
                                 resumed=resumed)  # fmt: skip
