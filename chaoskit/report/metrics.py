@@ -346,10 +346,14 @@ def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
             "recovery_point_step")
         if restore.get("kind") == "model-version":
             newest = fault.get("newest_version") or {}
-            if newest.get("created_wall") is not None and created is not None:
-                seconds.append(max(0.0, float(newest["created_wall"]) - float(created)))
-            if newest.get("version") is not None and step is not None:
-                result.rpo_steps = max(0, int(newest["version"]) - int(step))
+            if newest.get("version") is not None and newest.get("version") == step:
+                seconds.append(0.0)  # the damaged version itself is back: nothing lost
+                result.rpo_steps = 0
+            else:  # an older version serves again: the versions in between are lost
+                if newest.get("created_wall") is not None and created is not None:
+                    seconds.append(max(0.0, float(newest["created_wall"]) - float(created)))
+                if newest.get("version") is not None and step is not None:
+                    result.rpo_steps = max(0, int(newest["version"]) - int(step))
         else:
             if created is not None:
                 seconds.append(fault["wall"] - float(created))
