@@ -144,6 +144,9 @@ class ProxyServer:
         for _ in range(3):  # transports closed by those tasks release their sockets
             loop.run_until_complete(asyncio.sleep(0))
         loop.run_until_complete(loop.shutdown_asyncgens())
+        # the default executor's worker threads (name resolution) would otherwise live on
+        # until the executor happened to be garbage-collected
+        loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
 
     def stop(self) -> None:

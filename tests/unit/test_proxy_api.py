@@ -60,7 +60,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(server: ProxyServe
 
 
 def test_stop_frees_ports_and_threads(echo: LoopbackServer) -> None:
-    before = threading.active_count()
+    before = set(threading.enumerate())  # other tests' threads may end meanwhile: compare sets
     srv = ProxyServer(port=0).start()
     listen = srv.create_proxy("svc", echo.address)["listen"]
     host, port = listen.rsplit(":", 1)
@@ -69,7 +69,8 @@ def test_stop_frees_ports_and_threads(echo: LoopbackServer) -> None:
     srv.stop()  # idempotent
     assert client.recv(1) == b""  # the proxied connection was closed
     client.close()
-    assert threading.active_count() == before
+    left = [t.name for t in set(threading.enumerate()) - before]
+    assert left == [], f"threads the proxy server left running: {left}"
     for address in ((host, int(port)), ("127.0.0.1", srv.port)):
         with socket.socket() as again:
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
