@@ -12,6 +12,7 @@ died before its revert left in the targets' network namespaces.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from signal import SIGKILL
@@ -184,10 +185,20 @@ class DockerAttachBackend:
                 if info["State"].get("Paused"):
                     # a frozen init keeps a SIGKILL pending until it is thawed
                     api.unpause(info["Id"])
+                started_at = info["State"].get("StartedAt")
                 if info["State"].get("Running") and not signal_init(info, SIGKILL):
                     api.kill(info["Id"])
-                api.wait(info["Id"], timeout=30, condition="not-running")
-                api.start(info["Id"])
+                # the user's restart policy may start it again first: then it is running
+                # with a new StartedAt, and a wait for "not-running" would block
+                deadline = time.monotonic() + 30
+                state = api.inspect_container(info["Id"])["State"]
+                while state.get("Running") and state.get("StartedAt") == started_at:
+                    if time.monotonic() > deadline:
+                        raise BackendError(f"attached service {service!r} did not stop")
+                    time.sleep(0.05)
+                    state = api.inspect_container(info["Id"])["State"]
+                if not state.get("Running"):
+                    api.start(info["Id"])
             self._paused.discard(service)
         self._wait_ready(service)
 
