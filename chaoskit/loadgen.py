@@ -2,7 +2,8 @@
 
 Each answer is classified: failed (error status or no answer), correct (equals the
 golden outputs of some exported version) or wrong (200 but matching no golden) — the
-raw material for failed_requests and wrong_predictions.
+raw material for failed_requests and wrong_predictions.  An answer the gateway got
+through a retry names the replica whose try failed (``retried``: retried_requests).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class LoadGenerator(BackgroundLoop):
                 latency_s=round(result.latency_s, 6),
                 status=result.status,
                 error=result.error,
+                **({} if result.retried is None else {"retried": result.retried}),
             )
             next_call = max(next_call + period, time.monotonic())
             self._stop.wait(next_call - time.monotonic())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from chaoskit.faults.network import Bandwidth, ResetPeer
+from chaoskit.suite import assert_requests_kept
 
 FAULTS = {
     "bandwidth-1KBps": Bandwidth(proxy="serving", rate_kbps=1),
@@ -24,5 +25,6 @@ FAULTS = {
 def test_degraded_replica_link_fails_over(chaos, fault):
     result = chaos.run(fault)
     assert result.wrong_predictions == 0
+    assert_requests_kept(chaos.stack, result, allowed=0)  # the gateway retries elsewhere
     gateway = chaos.stack.gateway
     assert gateway.routed == gateway.primary, "the gateway did not fail back after the heal"

@@ -13,7 +13,8 @@ RPO  = fault wall time − creation time of the recovery point restored (``resto
        without a restore, if the DR site was cut off (``detected`` naming ``dr-site``): the
        worst age of the DR site's newest recovery point from the fault until the DR site
        caught up — what losing the primary site at the worst moment would have cost;
-failed_requests / wrong_predictions = ``request`` events that failed / answered wrongly.
+failed_requests / wrong_predictions = ``request`` events that failed / answered wrongly;
+retried_requests = ``request`` events the gateway answered through a retry (``retried``).
 An experiment whose code raised has an ``experiment.error`` (name, type, message): its
 first reason is that exception, so a failed experiment's report says what went wrong.
 A background loop that died inside the window (``<loop>.crashed``: loop, type, message;
@@ -35,13 +36,13 @@ from chaoskit.report.recovery import recovered_at
 
 COLUMNS = (
     "name", "fault", "faults", "ttd_s", "detected_by", "ttd_learned_s", "rto_s", "recovered_by",
-    "rpo_s", "rpo_steps",
-    "failed_requests", "wrong_predictions", "integrity", "verdict", "reasons", "ttd_budget_s",
-    "rto_budget_s", "rpo_budget_s", "backend", "seed", "started_wall", "duration_s",
-    "detections",
+    "rpo_s", "rpo_steps", "failed_requests", "retried_requests", "wrong_predictions",
+    "integrity", "verdict", "reasons", "ttd_budget_s", "rto_budget_s", "rpo_budget_s",
+    "backend", "seed", "started_wall", "duration_s", "detections",
 )  # fmt: skip
 COLUMN_DTYPES = {
-    "rpo_steps": "Int64", "failed_requests": "Int64", "wrong_predictions": "Int64",
+    "rpo_steps": "Int64", "failed_requests": "Int64", "retried_requests": "Int64",
+    "wrong_predictions": "Int64",
     "seed": "Int64", "integrity": "boolean",
 }  # fmt: skip
 """pandas types of the columns that are not floats or text, in results and history alike:
@@ -64,6 +65,7 @@ class ExperimentResult:
     rpo_s: float | None = None
     rpo_steps: int | None = None
     failed_requests: int | None = None
+    retried_requests: int | None = None
     wrong_predictions: int | None = None
     integrity: bool | None = None
     verdict: str = "fail"
@@ -140,6 +142,7 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
     requests = [e for e in events if e["event"] == "request"]
     if requests:
         result.failed_requests = sum(1 for e in requests if not e.get("ok"))
+        result.retried_requests = sum(1 for e in requests if e.get("retried"))
         result.wrong_predictions = sum(
             1 for e in requests if e.get("ok") and e.get("correct") is False
         )

@@ -95,7 +95,8 @@ def _summary(views: list[ExperimentView]) -> list[str]:
     head = (
         "<tr><th>experiment</th><th>fault</th><th>TTD / budget</th><th>detected by</th>"
         "<th>RTO / budget</th><th>recovered by</th>"
-        "<th>RPO / budget</th><th>failed req.</th><th>wrong pred.</th><th>integrity</th>"
+        "<th>RPO / budget</th><th>failed req.</th><th>retried req.</th><th>wrong pred.</th>"
+        "<th>integrity</th>"
         "<th>verdict</th><th>reasons</th></tr>"
     )
     rows = ['<div class="wide"><table class="summary">', head]
@@ -112,6 +113,7 @@ def _summary(views: list[ExperimentView]) -> list[str]:
             f"<td>{escape(r.recovered_by or '-')}</td>"
             f'<td class="num">{_measure(r.rpo_s, r.rpo_budget_s)}</td>'
             f'<td class="num">{_count(r.failed_requests)}</td>'
+            f'<td class="num">{_count(r.retried_requests)}</td>'
             f'<td class="num">{_count(r.wrong_predictions)}</td>'
             f"<td>{integrity[r.integrity]}</td>"
             f"<td>{_badge(r.verdict)}</td>"

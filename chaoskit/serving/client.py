@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import http.client
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 
 @dataclass(frozen=True)
 class Response:
-    """One HTTP answer: status code and decoded JSON body (or ``{"error": text}``)."""
+    """One HTTP answer: status code, decoded JSON body (or ``{"error": text}``), and its
+    headers (names lower-cased)."""
 
     status: int
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -70,7 +72,8 @@ class ServingClient:
                 decoded = {"error": f"unexpected JSON body: {raw[:200]!r}"}
         except ValueError:
             decoded = {"error": raw[:500].decode("utf-8", "replace")}
-        return Response(answer.status, decoded)
+        headers = {k.lower(): v for k, v in answer.getheaders()}
+        return Response(answer.status, decoded, headers)
 
     def status(
         self,

@@ -1,12 +1,12 @@
-"""The gateway: Toxiproxy proxies in front of the serving replicas.
+"""The gateway: an HTTP router in front of the serving replicas' Toxiproxy proxies.
 
-Clients reach serving through the ``gateway`` proxy; each replica is reached through a
-proxy named after it (``serving``, ``serving-b``), which is where network faults act;
-other links (``dr-site``: the backup agent to the DR site) get a proxy of their own.
-Failover re-points the gateway's upstream at another replica's proxy (Toxiproxy drops
-the gateway's open connections when its upstream changes).  The proxies live in the
-embedded Toxiproxy-compatible server, or in a real toxiproxy-server when
-``$TOXIPROXY_URL`` names one.
+Clients reach serving through the router (:mod:`chaoskit.stack.router`), which sends
+each request to the routed replica and retries an idempotent one on another; each
+replica is reached through a proxy named after it (``serving``, ``serving-b``), which is
+where network faults act; other links (``dr-site``: the backup agent to the DR site) get
+a proxy of their own.  Failover routes to another replica and takes the failed one out
+of rotation.  The proxies live in the embedded Toxiproxy-compatible server, or in a real
+toxiproxy-server when ``$TOXIPROXY_URL`` names one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import threading
 
 from chaoskit.errors import ProxyError, StackError
 from chaoskit.proxy.client import TOXIPROXY_URL_ENV, ToxiproxyAPI
+from chaoskit.stack.router import Router
 
 GATEWAY = "gateway"
 
@@ -26,7 +27,7 @@ def _host_port(listen: str) -> tuple[str, int]:
 
 
 class Gateway:
-    """Owns the gateway and replica proxies; remembers which replica the gateway uses."""
+    """Owns the router and the replica proxies; remembers which replica the gateway uses."""
 
     def __init__(
         self,
@@ -52,17 +53,16 @@ class Gateway:
         self._lock = threading.Lock()
         self._listen: dict[str, str] = {}
         self._links: dict[str, str] = {}
+        self._router: Router | None = None
         try:
             for name, (host, port) in replicas.items():
                 self._listen[name] = self._create(name, host, port)
             for name, (host, port) in (links or {}).items():
                 self._links[name] = self._create(name, host, port)
-            self._delete_if_present(GATEWAY)
-            made = self.api.create_proxy(GATEWAY, self._listen[self.primary], "127.0.0.1:0")
-            self._gateway_listen = made["listen"]
         except ProxyError:
             self.close()
             raise
+        self._router = Router({r: _host_port(listen) for r, listen in self._listen.items()})
         self.routed = self.primary
 
     def _create(self, name: str, host: str, port: int) -> str:
@@ -80,7 +80,8 @@ class Gateway:
 
     def endpoint(self) -> tuple[str, int]:
         """Where clients connect."""
-        return _host_port(self._gateway_listen)
+        assert self._router is not None, "the gateway is closed"
+        return self._router.endpoint
 
     def replica_endpoint(self, replica: str) -> tuple[str, int]:
         """The replica as the gateway reaches it: through its (fault-injectable) proxy."""
@@ -95,17 +96,32 @@ class Gateway:
         with self._lock:
             if replica == self.routed:
                 return False
-            self.api.update_proxy(GATEWAY, upstream=self._listen[replica])
+            assert self._router is not None, "the gateway is closed"
+            self._router.route_to(replica)
             self.routed = replica
             return True
 
+    def take_out(self, replica: str) -> None:
+        """Out of rotation (found failing): the router retries no request there."""
+        if self._router is not None:
+            self._router.take_out(replica)
+
+    def put_back(self, replica: str) -> None:
+        """Back in rotation (healed)."""
+        if self._router is not None:
+            self._router.put_back(replica)
+
     def close(self) -> None:
-        """Remove the proxies (an external server keeps running) or stop the embedded one."""
+        """Stop the router; remove the proxies (an external server keeps running) or stop
+        the embedded one."""
+        if self._router is not None:
+            self._router.close()
+            self._router = None
         if self._server is not None:
             self._server.stop()
             self._server = None
             return
-        for name in [GATEWAY, *self._listen, *self._links]:
+        for name in [*self._listen, *self._links]:
             try:
                 self._delete_if_present(name)
             except ProxyError:

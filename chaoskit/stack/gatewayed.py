@@ -134,8 +134,11 @@ class GatewayedStack:
             if self.backend.status(name) != "running":
                 self.backend.restart(name)
                 repaired.append(name)
-        if self.gateway is not None and self.gateway.route_to(self.gateway.primary):
-            repaired.append(GATEWAY)
+        if self.gateway is not None:
+            for replica in self.replicas:
+                self.gateway.put_back(replica)
+            if self.gateway.route_to(self.gateway.primary):
+                repaired.append(GATEWAY)
         return repaired
 
     def close(self) -> None:

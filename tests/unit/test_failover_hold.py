@@ -10,10 +10,17 @@ from chaoskit.journal import Journal, read_journal
 
 
 class FakeGateway:
-    """Stands in for the Toxiproxy gateway (outside the logic under test)."""
+    """Stands in for the gateway (outside the logic under test)."""
 
     def __init__(self) -> None:
         self.primary, self.routed, self.replicas = "serving", "serving-b", ["serving", "serving-b"]
+        self.out = {"serving"}  # out of rotation, as after a failover away from serving
+
+    def take_out(self, replica: str) -> None:
+        self.out.add(replica)
+
+    def put_back(self, replica: str) -> None:
+        self.out.discard(replica)
 
     def route_to(self, replica: str) -> bool:
         moved, self.routed = replica != self.routed, replica
@@ -32,8 +39,10 @@ def test_fails_back_after_heal_after_healthy_probes(tmp_path: Path) -> None:
     for _ in range(2):
         action.observe("serving", True)
     assert action.gateway.routed == "serving-b"
+    assert action.gateway.out == {"serving"}, "back in rotation before it healed"
     action.observe("serving", True)
     assert action.gateway.routed == "serving"
+    assert action.gateway.out == set()
     events = read_journal(tmp_path / "j.jsonl")
     assert [(e["event"], e["service"]) for e in events] == [
         ("healed", "serving"), ("failback", "serving")

@@ -18,6 +18,7 @@ def kill_journal(budgets, *, detected=True, recovered=True, outcome="passed"):
         ev(10.2, "request", ok=True, correct=True),
         ev(11.0, "fault.injected", fault="kill", trainer_step=500),
         ev(11.05, "request", ok=False, correct=None),
+        ev(11.07, "request", ok=True, correct=True, retried="serving"),
         ev(11.1, "request", ok=True, correct=False),
     ]
     if detected:
@@ -34,6 +35,7 @@ def test_ttd_rto_and_request_counts_come_from_event_times():
     assert r.fault == "kill"
     assert math.isclose(r.ttd_s, 0.2) and math.isclose(r.rto_s, 4.5)
     assert r.failed_requests == 1 and r.wrong_predictions == 1
+    assert r.retried_requests == 1  # answered through the gateway's retry: not failed
     assert r.rpo_s is None and r.integrity is None  # not measured: empty, not zero
     assert r.verdict == "fail" and r.reasons == ["1 wrong predictions were served"]
 

@@ -288,7 +288,7 @@ def test_results_and_history_agree_on_integer_columns(tmp_path: Path) -> None:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         return frame.to_dict("records")
 
-    integers = ("rpo_steps", "failed_requests", "wrong_predictions", "seed")
+    integers = ("rpo_steps", "failed_requests", "retried_requests", "wrong_predictions", "seed")
     rows = cells(second / "results.csv") + cells(first / "results.csv")
     history = cells(tmp_path / "history.csv")
     assert len(history) == 4

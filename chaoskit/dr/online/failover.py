@@ -1,6 +1,7 @@
 """Failover between serving replicas, then repair, then failback.
 
-When a replica's probes fail, the gateway is moved to a healthy replica first (service
+When a replica's probes fail, it is taken out of the gateway's rotation (no client
+request is retried there) and the gateway is moved to a healthy replica first (service
 is back as soon as the gateway answers its canary), then the failed replica is repaired
 in the background of the client's view: restarted if its process is dead, hung or
 answering wrongly, left alone if only its link is broken (a restart cannot heal a
@@ -49,6 +50,7 @@ class FailoverThenRepair:
     def _run(self, service: str) -> bool:
         self._failed.add(service)
         self._healthy_streak[service] = 0
+        self.gateway.take_out(service)  # no client retry goes there until it has healed
         confirmed = True
         if self.gateway.routed == service:
             others = [r for r in self.gateway.replicas if r != service and r not in self._failed]
@@ -94,6 +96,7 @@ class FailoverThenRepair:
         if self._healthy_streak[service] < self.heal_after:
             return
         self._failed.discard(service)
+        self.gateway.put_back(service)
         # the replica's own "I am back": a repair behind a failover is confirmed by it
         self.journal.record("healed", service=service, probes=self.heal_after)
         if service == self.gateway.primary and self.gateway.route_to(service):

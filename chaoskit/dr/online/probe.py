@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from chaoskit.serving.client import ServingClient
+from chaoskit.stack.router import RETRIED_HEADER
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,8 @@ class ProbeResult:
     status: int | None
     error: str | None
     predictions: object = None
+    retried: str | None = None
+    """The replica whose try failed, when the gateway answered through a retry."""
 
 
 def probe_predict(
@@ -27,12 +30,14 @@ def probe_predict(
     except OSError as e:
         return ProbeResult(False, time.monotonic() - start, None, _short(e))
     latency = time.monotonic() - start
+    retried = answer.headers.get(RETRIED_HEADER.lower())
     if not answer.ok:
-        return ProbeResult(False, latency, answer.status, str(answer.body.get("error", ""))[:200])
+        error = str(answer.body.get("error", ""))[:200]
+        return ProbeResult(False, latency, answer.status, error, retried=retried)
     predictions = answer.body.get("predictions")
     if not isinstance(predictions, list) or len(predictions) != len(instances):
-        return ProbeResult(False, latency, answer.status, "malformed predictions")
-    return ProbeResult(True, latency, answer.status, None, predictions)
+        return ProbeResult(False, latency, answer.status, "malformed predictions", retried=retried)
+    return ProbeResult(True, latency, answer.status, None, predictions, retried)
 
 
 def _short(error: BaseException) -> str:
