@@ -31,7 +31,9 @@ from chaoskit.report.metrics import (
 if TYPE_CHECKING:
     import pandas as pd
 
-SUMMARY_HEADERS = ("experiment", "fault", "TTD", "RTO", "RPO", "failed req", "verdict")
+SUMMARY_HEADERS = (
+    "experiment", "fault", "TTD", "RTO", "RPO", "failed req", "retried", "verdict",
+)  # fmt: skip
 
 
 def results_frame(results: list[ExperimentResult]) -> pd.DataFrame:
@@ -51,6 +53,7 @@ def summary_rows(results: list[ExperimentResult]) -> list[tuple[str, ...]]:
             format_duration(r.rto_s),
             format_duration(r.rpo_s),
             "-" if r.failed_requests is None else str(r.failed_requests),
+            "-" if r.retried_requests is None else str(r.retried_requests),
             r.verdict.upper(),
         )
         for r in results

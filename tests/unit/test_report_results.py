@@ -65,7 +65,7 @@ def test_results_files_hold_measured_values_and_leave_unmeasured_empty(run: Path
     assert records[1]["integrity"] is True
     md = (run / "report.md").read_text()
     assert "2 of 3 experiments passed" in md and "the fault was never detected" in md
-    assert f"| {KILL.name} | kill | 320ms | 4.21s | - | 84 | PASS |" in md  # RPO: not measured
+    assert f"| {KILL.name} | kill | 320ms | 4.21s | - | 84 | 0 | PASS |" in md  # RPO: not measured
 
 
 def test_html_is_self_contained_with_one_decodable_timeline_per_experiment(run: Path) -> None:
