@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: experiments test gate lint clean
+.PHONY: experiments test gate flakes lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 ## Fail (exit 1) when the latest run breached these budgets; for CI pipelines.
 gate: $(STAMP)
 	$(VENV)/bin/chaoskit gate reports/latest --ttd 2s --rto 30s --rpo 5m
+
+## Run `make experiments` RUNS times (default 10; BACKEND=docker for Docker) and print
+## each experiment's pass count; exit 1 if any run failed.
+flakes: $(STAMP)
+	$(PY) bench/flakes.py --runs $(or $(RUNS),10) --backend $(or $(BACKEND),process)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check chaoskit tests experiments bench
