@@ -16,6 +16,7 @@ from chaoskit.errors import ChaosKitError
 
 _COMMANDS: dict[str, str] = {
     "backup": "chaoskit.dr.protect.backup_cli",
+    "audit": "chaoskit.dr.protect.audit_cli",
     "proxy": "chaoskit.proxy.cli",
     "report": "chaoskit.report.cli",
     "gate": "chaoskit.report.cli",

@@ -10,6 +10,7 @@ import pytest
 
 from chaoskit.cli import main
 from chaoskit.dr import init_repository
+from chaoskit.dr.protect.repository.audit import read_log
 
 
 @pytest.fixture
@@ -134,7 +135,10 @@ def test_roles_on_the_command_line(
     as_writer = ("--repo", repo, "--password-file", str(env / "writer"))
     code, out, _ = run(capsys, "run", *as_writer, str(env / "src"))
     assert code == 0 and "snapshot" in out
-    files = sorted(p for p in (env / "repo").rglob("*"))
+    def stored() -> list[Path]:
+        return sorted(p for p in (env / "repo").rglob("*") if p.parent.name != "audit")
+
+    files = stored()
     refused = [
         ("snapshots", ["snapshots", *as_writer]),
         ("restore", ["restore", *as_writer, "latest", "--target", str(env / "out")]),
@@ -158,7 +162,9 @@ def test_roles_on_the_command_line(
         (line,) = err.splitlines()
         assert line.startswith("chaoskit: refused: key ") and "Traceback" not in err
         assert f"has role {role}, which may not {operation} " in line, line
-        assert sorted(p for p in (env / "repo").rglob("*")) == files, argv
+        assert stored() == files, argv  # nothing written but the refusal's audit entry
+        last = read_log(env / "repo")[-1]
+        assert (last["op"], last["outcome"], last["role"]) == (operation, "refused", role)
     assert not (env / "out").exists()
     code, out, _ = run(capsys, "restore", *as_reader, "latest", "--target", str(env / "out"))
     assert code == 0 and (env / "out" / "a").read_bytes() == (env / "src" / "a").read_bytes()

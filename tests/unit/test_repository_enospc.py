@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import init_repository
+from chaoskit.dr.protect.repository.audit import read_log
 from chaoskit.errors import RepositoryError
 
 
@@ -33,10 +34,11 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 
 def snapshot_of_tree(root: Path) -> dict[str, bytes]:
+    """Every stored file but the audit log (which records the failures)."""
     return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.parent.name != "audit"
     }
 
 
@@ -51,6 +53,9 @@ def test_enospc_during_backup_leaves_repository_unchanged(small_fs: Path, tmp_pa
     with pytest.raises(RepositoryError, match="no space left on device .* repository unchanged"):
         repo.backup(src)
     assert snapshot_of_tree(repo.root) == before
+    last = read_log(repo.root)[-1]
+    assert (last["op"], last["outcome"]) == ("backup", "failed")
+    assert "no space left on device" in last["details"]["error"]
     assert repo.check(read_data=True).ok
     assert len(repo.snapshots()) == 1
 

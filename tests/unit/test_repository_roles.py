@@ -17,6 +17,7 @@ import pytest
 
 from chaoskit.dr import init_repository, open_repository
 from chaoskit.dr.protect.repository import keys as keyfiles
+from chaoskit.dr.protect.repository.audit import read_log, verify_log
 from chaoskit.dr.protect.repository.crypto import unwrap
 from chaoskit.dr.protect.repository.index import list_index_files
 from chaoskit.dr.protect.repository.keyring import MAGIC, unframe
@@ -42,8 +43,16 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 
 def listing(root: Path) -> dict[str, bytes]:
-    """Every file of a repository (locks and temporary files included), with content."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Every file of a repository (locks and temporary files included), with content; not
+    the audit log, which records the refusals (:func:`assert_refusal_audited`)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and p.parent.name != "audit"}  # fmt: skip
+
+
+def assert_refusal_audited(repo: Repository, operation: str) -> None:
+    last = read_log(repo.root)[-1]
+    assert (last["op"], last["outcome"], last["key"]) == (operation, "refused", repo.key_id)
+    assert verify_log(repo.root).ok
 
 
 @pytest.fixture
@@ -114,6 +123,7 @@ def test_writer_is_refused_with_one_message_and_nothing_written(
         "(a writer key may add snapshots only)"
     )
     assert listing(admin.root) == before
+    assert_refusal_audited(writer, operation)
     assert not (tmp_path / "out").exists()
 
 
@@ -147,6 +157,7 @@ def test_reader_and_operator_roles(
         ):
             calls[operation]()
         assert listing(admin.root) == before, operation
+        assert_refusal_audited(repo, operation)
     for operation in sorted(allowed):
         calls[operation]()
 

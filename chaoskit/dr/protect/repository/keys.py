@@ -133,9 +133,10 @@ def _signed_body(doc: dict[str, object]) -> bytes:
 
 def write_key_file(
     keys_dir: Path, repo_id: str, grant: Grant | MasterKey, password: bytes, *, scrypt_n: int
-) -> str:
+) -> tuple[str, bytes]:
     """Wrap *grant* (a master key: an admin key) under *password* into a new key file;
-    return its id."""
+    return its id and its password-derived secret (what the key's audit signature is
+    derived from, see :mod:`chaoskit.dr.protect.repository.audit`)."""
     if isinstance(grant, MasterKey):
         grant = Grant.of(grant)
     if not password:
@@ -159,7 +160,7 @@ def write_key_file(
     }
     if grant.role != "admin":
         doc["version"] = 2
-    return _write_doc(keys_dir, doc, grant.mac_key)
+    return _write_doc(keys_dir, doc, grant.mac_key), kek
 
 
 def _write_doc(keys_dir: Path, doc: dict[str, object], mac_key: bytes) -> str:
@@ -180,7 +181,9 @@ def _load_doc(path: Path) -> dict[str, object]:
     return doc
 
 
-def _try_key(doc: dict[str, object], repo_id: str, password: bytes) -> Grant | None:
+def _try_key(
+    doc: dict[str, object], repo_id: str, password: bytes
+) -> tuple[Grant, bytes] | None:
     try:
         salt = base64.b64decode(str(doc["salt"]), validate=True)
         data = base64.b64decode(str(doc["data"]), validate=True)
@@ -197,7 +200,7 @@ def _try_key(doc: dict[str, object], repo_id: str, password: bytes) -> Grant | N
     if raw is None:
         return None
     try:
-        return Grant.from_payload(raw)
+        return Grant.from_payload(raw), kek
     except IntegrityError:
         return None
 
@@ -213,8 +216,9 @@ def key_ids(keys_dir: Path) -> list[str]:
         return []
 
 
-def open_key(keys_dir: Path, repo_id: str, password: bytes) -> tuple[Grant, str]:
-    """Find the key file *password* opens; return what it grants and that file's id."""
+def open_key(keys_dir: Path, repo_id: str, password: bytes) -> tuple[Grant, str, bytes]:
+    """Find the key file *password* opens; return what it grants, that file's id and its
+    password-derived secret."""
     ids = key_ids(keys_dir)
     if not ids:
         raise RepositoryError(f"no key files in {keys_dir}: the repository cannot be opened")
@@ -227,12 +231,13 @@ def open_key(keys_dir: Path, repo_id: str, password: bytes) -> tuple[Grant, str]
             continue
         if _is_recipient(doc):
             continue
-        grant = _try_key(doc, repo_id, password)
-        if grant is None:
+        opened = _try_key(doc, repo_id, password)
+        if opened is None:
             continue
+        grant, secret = opened
         if not _mac_ok(doc, grant.mac_key):
             warnings.warn(f"key file {key_id} opened but its MAC does not match", stacklevel=2)
-        return grant, key_id
+        return grant, key_id, secret
     hint = f" (unreadable key files: {', '.join(damaged)})" if damaged else ""
     raise RepositoryError(
         f"wrong password (or damaged key file): none of the {len(ids)} key file(s) in "

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from chaoskit.atomic import atomic_write_bytes
 from chaoskit.dr.protect.repository import keys as keyfiles
+from chaoskit.dr.protect.repository.audit import AuditLog, public_text, signing_key
 from chaoskit.dr.protect.repository.crypto import Cipher, MasterKey
 from chaoskit.dr.protect.repository.index import Index, load_index
 from chaoskit.dr.protect.repository.keyring import KeyRing
@@ -27,7 +28,7 @@ from chaoskit.dr.protect.repository.locks import STALE_AFTER, Lock
 from chaoskit.dr.protect.repository.packs import list_packs, read_header
 from chaoskit.dr.protect.repository.roles import ALLOWED, check_role, require
 from chaoskit.dr.protect.repository.snapshots import Snapshot, load_snapshot, resolve, snapshot_ids
-from chaoskit.errors import IntegrityError, RepositoryError
+from chaoskit.errors import IntegrityError, PermissionDeniedError, RepositoryError
 
 if TYPE_CHECKING:
     from chaoskit.dr.protect.repository.check import CheckReport
@@ -54,6 +55,32 @@ def _translating_os_errors(func: _F) -> _F:
             raise RepositoryError(f"{func.__name__} on repository {self.root} failed: {e}") from e
 
     return wrapper  # type: ignore[return-value]
+
+
+def _audited(operation: str, details: Callable[[Any], dict[str, Any]] | None = None) -> Any:
+    """Append the operation's outcome (ok, refused or failed) to the audit log."""
+
+    def decorate(func: _F) -> _F:
+        @functools.wraps(func)
+        def wrapper(self: Repository, *args: Any, **kwargs: Any) -> Any:
+            try:
+                result = func(self, *args, **kwargs)
+            except PermissionDeniedError:
+                raise  # audited by require()
+            except BaseException as e:
+                self.audit(operation, "failed", error=f"{type(e).__name__}: {e}"[:300])
+                raise
+            self.audit(operation, "ok", **(details(result) if details else {}))
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _snapshot_details(snap: Snapshot) -> dict[str, Any]:
+    return {"snapshot": snap.id, "source": snap.source, "step": snap.checkpoint_step,
+            "model_version": snap.model_version}  # fmt: skip
 
 
 def _config_body(config: dict[str, Any]) -> bytes:
@@ -99,7 +126,9 @@ def init_repository(
     repo_id = os.urandom(16).hex()
     for sub in ("data", "index", "snapshots", "keys", "locks"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    key_id = keyfiles.write_key_file(root / "keys", repo_id, master, pw, scrypt_n=scrypt_n)
+    key_id, secret = keyfiles.write_key_file(
+        root / "keys", repo_id, master, pw, scrypt_n=scrypt_n
+    )
     config: dict[str, Any] = {
         "version": FORMAT_VERSION,
         "id": repo_id,
@@ -109,7 +138,10 @@ def init_repository(
     }
     config["mac"] = Cipher(master).mac(_config_body(config))
     atomic_write_bytes(root / "config", json.dumps(config, indent=1).encode())
-    return Repository(root, config, master, key_id)
+    repo = Repository(root, config, master, key_id, secret)
+    repo.audit("init", "ok", repository=repo_id, new_key=key_id, role="admin",
+               signer=public_text(repo.audit_log.signer))  # fmt: skip
+    return repo
 
 
 def open_repository(path: str | os.PathLike[str], password: str | bytes) -> Repository:
@@ -119,8 +151,8 @@ def open_repository(path: str | os.PathLike[str], password: str | bytes) -> Repo
     root = Path(path)
     config = _read_config(root)
     pw = password.encode() if isinstance(password, str) else password
-    grant, key_id = keyfiles.open_key(root / "keys", str(config.get("id")), pw)
-    repo = Repository(root, config, grant, key_id)
+    grant, key_id, secret = keyfiles.open_key(root / "keys", str(config.get("id")), pw)
+    repo = Repository(root, config, grant, key_id, secret)
     try:
         repo.cipher.verify_mac(_config_body(config), str(config.get("mac")), what="config")
     except IntegrityError as e:
@@ -138,6 +170,7 @@ class Repository:
         config: dict[str, Any],
         grant: keyfiles.Grant | MasterKey,
         key_id: str,
+        key_secret: bytes,
     ):
         if isinstance(grant, MasterKey):
             grant = keyfiles.Grant.of(grant)
@@ -159,14 +192,29 @@ class Repository:
         self.keys_dir = root / "keys"
         self.locks_dir = root / "locks"
         self.stale_lock_after = STALE_AFTER
+        self.audit_log = AuditLog(root, signing_key(key_secret), key_id, self.role)
+
+    def audit(self, operation: str, outcome: str, **details: Any) -> None:
+        """Append to the audit log; a log that cannot be written (a read-only DR-site
+        mount) is warned about, it does not undo the operation."""
+        try:
+            self.audit_log.append(operation, outcome, **details)
+        except OSError as e:
+            warnings.warn(f"repository {self.root}: audit entry for {operation} not "
+                          f"written ({e})", stacklevel=3)  # fmt: skip
 
     @property
     def id(self) -> str:
         return str(self.config["id"])
 
     def require(self, operation: str) -> None:
-        """PermissionDeniedError (naming key, role and operation) unless the role allows it."""
-        require(self.role, self.key_id, operation)
+        """PermissionDeniedError (naming key, role and operation) unless the role allows
+        it; a refusal is audited."""
+        try:
+            require(self.role, self.key_id, operation)
+        except PermissionDeniedError as e:
+            self.audit(operation, "refused", reason=str(e))
+            raise
 
     def allows(self, operation: str) -> bool:
         """Whether this key's role may run *operation* (e.g. ``"snapshots"``)."""
@@ -241,6 +289,7 @@ class Repository:
         return resolve(self.snapshots(), ref)
 
     # -- operations (implemented in their own modules) -------------------------------
+    @_audited("backup", _snapshot_details)
     @_translating_os_errors
     def backup(self, source: str | os.PathLike[str], **kwargs: Any) -> Snapshot:
         self.require("backup")
@@ -248,6 +297,8 @@ class Repository:
 
         return run_backup(self, Path(source), **kwargs)
 
+    @_audited("restore", lambda r: {"snapshot": r.snapshot.id, "target": str(r.target),
+                                    "files": r.files, "failures": len(r.failures)})  # fmt: skip
     @_translating_os_errors
     def restore(
         self, ref: str, target: str | os.PathLike[str], *, progress: Progress | None = None
@@ -257,6 +308,8 @@ class Repository:
 
         return run_restore(self, ref, Path(target), progress=progress)
 
+    @_audited("verify", lambda r: {"snapshot": r.snapshot.id, "source": str(r.source),
+                                   "ok": r.ok})  # fmt: skip
     @_translating_os_errors
     def verify(self, source: str | os.PathLike[str], ref: str = "latest") -> VerifyReport:
         self.require("verify")
@@ -264,6 +317,8 @@ class Repository:
 
         return verify_directory(self, Path(source), ref)
 
+    @_audited("check", lambda r: {"ok": r.ok, "problems": len(r.problems),
+                                  "bytes_read": r.bytes_read})  # fmt: skip
     @_translating_os_errors
     def check(self, *, read_data: bool = False, progress: Progress | None = None) -> CheckReport:
         self.require("check")
@@ -271,6 +326,8 @@ class Repository:
 
         return run_check(self, read_data=read_data, progress=progress)
 
+    @_audited("forget", lambda r: {"removed": [s.id for s in r.removed],
+                                   "kept": len(r.kept), "pruned": r.prune is not None})  # fmt: skip
     @_translating_os_errors
     def forget(
         self,
@@ -288,6 +345,8 @@ class Repository:
             self, policy or RetentionPolicy(), ids=tuple(ids), prune=prune, dry_run=dry_run
         )
 
+    @_audited("prune", lambda r: {"packs_deleted": r.packs_deleted,
+                                  "bytes_freed": r.bytes_freed})  # fmt: skip
     @_translating_os_errors
     def prune(self) -> PruneStats:
         self.require("prune")
@@ -309,9 +368,14 @@ class Repository:
         else:
             assert self.master is not None  # admin keys hold it
             grant = keyfiles.Grant.of(self.master, role)
-        return self._write_key(grant, password, scrypt_n)
+        key_id, secret = self._write_key(grant, password, scrypt_n)
+        self.audit("key add", "ok", new_key=key_id, role=role,
+                   signer=public_text(signing_key(secret)))  # fmt: skip
+        return key_id
 
-    def _write_key(self, grant: keyfiles.Grant, password: str | bytes, scrypt_n: int | None) -> str:
+    def _write_key(
+        self, grant: keyfiles.Grant, password: str | bytes, scrypt_n: int | None
+    ) -> tuple[str, bytes]:
         pw = password.encode() if isinstance(password, str) else password
         n = scrypt_n or keyfiles.DEFAULT_SCRYPT_N
         return keyfiles.write_key_file(self.keys_dir, self.id, grant, pw, scrypt_n=n)
@@ -331,16 +395,23 @@ class Repository:
     @_translating_os_errors
     def remove_key(self, key_id: str) -> str:
         self.require("key remove")
-        return keyfiles.remove_key(self.keys_dir, key_id, self.key_id)
+        removed = keyfiles.remove_key(self.keys_dir, key_id, self.key_id)
+        self.audit("key remove", "ok", removed_key=removed)
+        return removed
 
     @_translating_os_errors
     def change_password(self, new_password: str | bytes, *, scrypt_n: int | None = None) -> str:
         """Write a key file for the new password (same role), then remove the current one."""
         self.require("key passwd")
         old = self.key_id
-        self.key_id = self._write_key(self.grant, new_password, scrypt_n)
-        keyfiles.remove_key(self.keys_dir, old, self.key_id)
-        return self.key_id
+        new, secret = self._write_key(self.grant, new_password, scrypt_n)
+        keyfiles.remove_key(self.keys_dir, old, new)
+        # signed by the old key, which introduces the new one and leaves the log with it
+        self.audit("key passwd", "ok", new_key=new, removed_key=old,
+                   signer=public_text(signing_key(secret)))  # fmt: skip
+        self.key_id = new
+        self.audit_log = AuditLog(self.root, signing_key(secret), new, self.role)
+        return new
 
 
 def find_parent(snapshots: Sequence[Snapshot], hostname: str, source: str) -> Snapshot | None:
