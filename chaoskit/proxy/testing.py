@@ -71,6 +71,16 @@ class LoopbackServer:
                 self._conns.discard(conn)
             conn.close()
 
+    def wait_connections_closed(self, timeout: float = 5.0) -> bool:
+        """Wait until every connection accepted so far was closed by its peer and its
+        handler thread ended; False if one is still open after *timeout*."""
+        with self._lock:
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+        return not any(t.is_alive() for t in threads)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -69,6 +69,9 @@ def test_stop_frees_ports_and_threads(echo: LoopbackServer) -> None:
     srv.stop()  # idempotent
     assert client.recv(1) == b""  # the proxied connection was closed
     client.close()
+    # ... and its upstream side: the echo server's handler saw the close and ended (its
+    # thread is the fixture's, not the proxy's, but it ends only after the proxy closed)
+    assert echo.wait_connections_closed(), "the proxy left its upstream connection open"
     left = [t.name for t in set(threading.enumerate()) - before]
     assert left == [], f"threads the proxy server left running: {left}"
     for address in ((host, int(port)), ("127.0.0.1", srv.port)):
