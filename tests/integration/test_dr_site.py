@@ -26,6 +26,7 @@ from chaoskit.dr import init_repository, open_repository
 from chaoskit.dr.protect.replication import Replicator, SiteClient
 from chaoskit.dr.protect.repository.repo import Repository
 from chaoskit.dr.protect.site import SiteServer, repository_files
+from chaoskit.dr.protect.witness import WITNESS_DIR
 from chaoskit.errors import PermissionDeniedError, ReplicationError
 from chaoskit.journal import Journal, read_journal
 from chaoskit.proxy.client import ToxiproxyAPI
@@ -200,7 +201,8 @@ def test_site_refuses_what_could_damage_the_offsite_copy(site):
     assert _request(site, "DELETE", f"/files/{name}", **auth)[0] == 501
     assert (site.root / name).read_bytes() == data
     assert _request(site, "GET", "/files", **auth) == (200, json.dumps([name]).encode())
-    assert not [p for p in site.root.rglob("*") if p.name.startswith(".")], "temp file left"
+    assert not [p for p in site.root.rglob("*") if p.name.startswith(".") and
+                p.relative_to(site.root).parts[0] != WITNESS_DIR], "temp file left"
 
 
 def test_wrong_token_is_a_clear_replication_error(repo, site):
@@ -402,5 +404,6 @@ def test_garbage_requests_get_an_http_answer_and_write_nothing(garbage_site, req
         assert status in ANSWERS, answer
         if status != 200:
             assert json.loads(body)["status"] == status, answer
-    assert not [p for p in garbage_site.root.rglob("*") if p.is_file()]
+    assert not [p for p in garbage_site.root.rglob("*")
+                if p.is_file() and p.relative_to(garbage_site.root).parts[0] != WITNESS_DIR]
     assert _request(garbage_site, "GET", "/health") == (200, b'{"status":"ok"}')

@@ -27,16 +27,46 @@ def _repo(args: argparse.Namespace) -> Path:
     return root
 
 
+def _site_checkpoint(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The DR site's witness checkpoint: from its directory, or over HTTP(S) with a token."""
+    if args.site is None:
+        return None
+    from chaoskit.dr.protect.witness import load_checkpoint
+
+    if Path(args.site).is_dir():
+        return load_checkpoint(Path(args.site))
+    from chaoskit.dr.protect.backup_cli import _site_endpoint
+    from chaoskit.dr.protect.replication import SiteClient
+    from chaoskit.dr.protect.site import read_token
+
+    if args.token_file is None:
+        raise ConfigError(f"--site {args.site} is an address: it needs --token-file")
+    try:
+        token = read_token(Path(args.token_file))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"token file {args.token_file}: {e}") from e
+    return SiteClient(_site_endpoint(args.site), token).witness()
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from chaoskit.dr.protect.repository.audit import verify_log
+    from chaoskit.dr.protect.witness import compare_with_witness
 
     root = _repo(args)
     verdict = verify_log(root)
     if not verdict.ok:
         print(f"audit log of {root}: BROKEN: {verdict.problem}", file=sys.stderr)
         return 1
+    checkpoint = _site_checkpoint(args)
+    if checkpoint is not None:
+        problem = compare_with_witness(root, checkpoint, pinned=args.site_key)
+        if problem is not None:
+            print(f"audit log of {root}: BROKEN: {problem}", file=sys.stderr)
+            return 1
+    witnessed = "" if checkpoint is None else (
+        f"; the DR site witnessed the first {checkpoint['length']}")
     print(f"audit log of {root}: {verdict.entries} entries, chain and signatures intact, "
-          f"head {verdict.head[:16]}")  # fmt: skip
+          f"head {verdict.head[:16]}{witnessed}")  # fmt: skip
     return 0
 
 
@@ -80,6 +110,11 @@ def register(subparsers: Any) -> None:
     )  # fmt: skip
     sub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     p = sub.add_parser("verify", parents=[common], help="check the chain and every signature")
+    p.add_argument("--site", metavar="DIR|HOST:PORT",
+                   help="also compare with what the DR site witnessed")  # fmt: skip
+    p.add_argument("--token-file", metavar="FILE", help="the DR site's token (--site address)")
+    p.add_argument("--site-key", metavar="BASE64",
+                   help="the DR site's witness key to pin (else the one it names)")  # fmt: skip
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("show", parents=[common], help="list entries")
     p.add_argument("--op", help="only this operation, e.g. backup, restore, 'key add'")

@@ -32,7 +32,7 @@ from chaoskit.dr.protect.site import FILES, repository_files
 from chaoskit.errors import ChaosKitError, ReplicationError
 
 SERVICE = "dr-site"
-_ORDER = ("config", "keys/", "data/", "index/", "snapshots/")
+_ORDER = ("config", "keys/", "data/", "index/", "snapshots/", "audit/")
 
 
 def _rank(path: str) -> int:
@@ -92,6 +92,10 @@ class SiteClient:
 
     def list(self) -> set[str]:
         return set(json.loads(self._request("GET", FILES)))
+
+    def witness(self) -> dict[str, Any]:
+        """The site's signed checkpoint of the audit log it holds."""
+        return dict(json.loads(self._request("GET", "/audit/witness")))
 
     def put(self, path: str, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()

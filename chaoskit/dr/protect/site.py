@@ -17,7 +17,9 @@ client that sends nothing for ``--timeout`` seconds is disconnected.
 
 ``GET /health`` (no token) · ``GET /files`` (JSON list of paths) ·
 ``GET /files/<path>`` · ``PUT /files/<path>`` with ``X-Content-SHA256``: 201 when
-stored, 200 when the same bytes are already there, 409 when other bytes are.
+stored, 200 when the same bytes are already there, 409 when other bytes are ·
+``GET /audit/witness``: the site's signed checkpoint of the audit log it holds
+(:mod:`chaoskit.dr.protect.witness`).
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from chaoskit.atomic import atomic_write_bytes
+from chaoskit.dr.protect.witness import Witness
 
 FILES = "/files"
+WITNESS = "/audit/witness"
 _NAME = r"[0-9a-f]{8,64}"
 ALLOWED_PATH = re.compile(
     rf"config|keys/{_NAME}|index/{_NAME}|snapshots/{_NAME}|data/[0-9a-f]{{2}}/{_NAME}"
+    r"|audit/\d{12}\.json"
 )
 """The repository files the DR site accepts: nothing else can be written through it."""
 MAX_BODY = 256 << 20
@@ -202,6 +207,9 @@ class SiteHandler(BaseHTTPRequestHandler):
         if self.path == FILES:
             self._answer(HTTPStatus.OK, json.dumps(repository_files(self.server.root)).encode())
             return
+        if self.path == WITNESS:
+            self._answer(HTTPStatus.OK, json.dumps(self.server.witness.checkpoint()).encode())
+            return
         rel = self._path()
         if rel is None:
             return
@@ -262,6 +270,8 @@ class SiteHandler(BaseHTTPRequestHandler):
                 return
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(target, data)
+        if rel.startswith("audit/"):
+            self.server.witness.observe()
         self._answer(HTTPStatus.CREATED, b'{"stored":true}')
 
 
@@ -288,6 +298,7 @@ class SiteServer(ThreadingHTTPServer):
         self.idle_timeout = timeout
         self.write_lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
+        self.witness = Witness(root)
         super().__init__((host, port), SiteHandler)
 
 

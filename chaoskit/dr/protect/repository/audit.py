@@ -167,39 +167,52 @@ def _verify_signature(entry: dict[str, Any]) -> bool:
     return True
 
 
-def verify_entries(entries: Iterable[dict[str, Any]]) -> Verdict:
-    """Check the chain (seq, prev), every signature, and that each signer was introduced
-    by an earlier entry (the first entry's signer is the log's root of trust)."""
-    verdict = Verdict()
-    trusted: dict[str, str] = {}  # key id -> signer
-    expected_prev, expected_seq = GENESIS, 0
-    for entry in entries:
-        seq = entry.get("seq")
+class ChainVerifier:
+    """Checks entries one at a time, in order: the chain (seq, prev), the signature, and
+    that the signer was introduced by an earlier entry (the first entry's signer is the
+    log's root of trust).  Incremental, so a witness can follow a growing log."""
 
-        def bad(problem: str, seq: Any = seq) -> Verdict:
-            verdict.problem, verdict.bad_seq = f"audit entry {seq}: {problem}", seq
-            return verdict
+    def __init__(self) -> None:
+        self.verdict = Verdict()
+        self._trusted: dict[str, str] = {}  # key id -> signer
 
-        if seq != expected_seq:
-            return bad(f"expected entry {expected_seq} here (entries missing or reordered)")
-        if entry.get("prev") != expected_prev:
-            return bad("its prev hash does not match the entry before it (rewritten or forged)")
-        if not _verify_signature(entry):
-            return bad("its signature does not verify (the entry was changed after signing)")
+    def add(self, entry: dict[str, Any]) -> bool:
+        """Check the next entry; False (and ``verdict.problem`` set) at the first bad one."""
+        verdict = self.verdict
+        if not verdict.ok:
+            return False
+        seq, expected = entry.get("seq"), verdict.entries
+        problem = None
         key, signer = str(entry.get("key")), str(entry.get("signer"))
+        if seq != expected:
+            problem = f"expected entry {expected} here (entries missing or reordered)"
+        elif entry.get("prev") != verdict.head:
+            problem = "its prev hash does not match the entry before it (rewritten or forged)"
+        elif not _verify_signature(entry):
+            problem = "its signature does not verify (the entry was changed after signing)"
+        elif seq != 0 and self._trusted.get(key) != signer:
+            problem = f"signed by key {key[:8]}, which no earlier entry introduced"
+        if problem is not None:
+            verdict.problem, verdict.bad_seq = f"audit entry {seq}: {problem}", seq
+            return False
         if seq == 0:
-            trusted[key] = signer
-        elif trusted.get(key) != signer:
-            return bad(f"signed by key {key[:8]}, which no earlier entry introduced")
+            self._trusted[key] = signer
         details = entry.get("details") or {}
         if entry.get("outcome") == "ok" and entry.get("op") in INTRODUCING:
             if details.get("new_key") and details.get("signer"):
-                trusted[str(details["new_key"])] = str(details["signer"])
+                self._trusted[str(details["new_key"])] = str(details["signer"])
         if entry.get("outcome") == "ok" and entry.get("op") in ("key remove", "key passwd"):
-            trusted.pop(str(details.get("removed_key")), None)
-        expected_prev, expected_seq = entry_hash(entry), expected_seq + 1
-        verdict.entries, verdict.head = expected_seq, expected_prev
-    return verdict
+            self._trusted.pop(str(details.get("removed_key")), None)
+        verdict.entries, verdict.head = expected + 1, entry_hash(entry)
+        return True
+
+
+def verify_entries(entries: Iterable[dict[str, Any]]) -> Verdict:
+    verifier = ChainVerifier()
+    for entry in entries:
+        if not verifier.add(entry):
+            break
+    return verifier.verdict
 
 
 def read_log(repo_root: Path) -> list[dict[str, Any]]:
