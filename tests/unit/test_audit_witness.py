@@ -132,3 +132,31 @@ def test_audit_verify_with_the_site(
     assert "truncated or rolled back" in err and "Traceback" not in err
     assert main(["audit", "verify", "--repo", str(repo.root), "--site", address]) == 1
     assert "needs --token-file" in capsys.readouterr().err
+
+
+def test_the_site_audits_every_refused_request(
+    repo: Repository, site: SiteServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import http.client
+
+    def ask(method: str, path: str, token: bytes | None) -> int:
+        conn = http.client.HTTPConnection(*site.server_address[:2], timeout=5)
+        headers = {} if token is None else {"Authorization": f"Bearer {token.decode()}"}
+        conn.request(method, path, body=b"x" if method == "PUT" else None, headers=headers)
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    assert ask("GET", "/files", None) == 401
+    assert ask("GET", "/files", b"guessed") == 401
+    assert ask("PUT", "/files/../../etc/passwd", TOKEN) == 404
+    assert ask("GET", "/files", TOKEN) == 200  # allowed: not in the refusals' log
+    refusals = read_log(site.root / ".witness")
+    assert [(e["details"]["status"], e["details"]["path"]) for e in refusals] == [
+        (401, "/files"), (401, "/files"), (404, "/files/../../etc/passwd"),
+    ]  # fmt: skip
+    assert refusals[1]["details"]["reason"] == "wrong bearer token"
+    assert main(["audit", "show", "--site", str(site.root), "--outcome", "refused"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "3 entries"
+    assert main(["audit", "verify", "--repo", str(repo.root), "--site", str(site.root)]) == 0
+    assert "3 refused requests, chain and signatures intact" in capsys.readouterr().out

@@ -50,7 +50,7 @@ def _site_checkpoint(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from chaoskit.dr.protect.repository.audit import verify_log
-    from chaoskit.dr.protect.witness import compare_with_witness
+    from chaoskit.dr.protect.witness import WITNESS_DIR, compare_with_witness
 
     root = _repo(args)
     verdict = verify_log(root)
@@ -63,6 +63,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"audit log of {root}: BROKEN: {problem}", file=sys.stderr)
             return 1
+    if args.site is not None and Path(args.site).is_dir():
+        access = verify_log(Path(args.site) / WITNESS_DIR)
+        if access.entries and not access.ok:
+            print(f"DR site access log of {args.site}: BROKEN: {access.problem}", file=sys.stderr)
+            return 1
+        print(f"DR site access log of {args.site}: {access.entries} refused requests, "
+              "chain and signatures intact")  # fmt: skip
     witnessed = "" if checkpoint is None else (
         f"; the DR site witnessed the first {checkpoint['length']}")
     print(f"audit log of {root}: {verdict.entries} entries, chain and signatures intact, "
@@ -81,10 +88,12 @@ def _matches(entry: dict[str, Any], args: argparse.Namespace, since: float | Non
 
 def cmd_show(args: argparse.Namespace) -> int:
     from chaoskit.dr.protect.repository.audit import read_log
+    from chaoskit.dr.protect.witness import WITNESS_DIR
     from chaoskit.durations import parse_duration
 
     since = None if args.since is None else time.time() - parse_duration(args.since, what="--since")
-    entries = [e for e in read_log(_repo(args)) if _matches(e, args, since)]
+    root = Path(args.site) / WITNESS_DIR if args.site else _repo(args)
+    entries = [e for e in read_log(root) if _matches(e, args, since)]
     if args.json:
         print(json.dumps(entries, indent=1))
         return 0
@@ -122,4 +131,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--key", help="only entries by this key (id or prefix)")
     p.add_argument("--since", metavar="DURATION", help="only the last DURATION, e.g. 1h")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--site", metavar="DIR", help="the DR site's access log instead (refusals)")
     p.set_defaults(func=cmd_show)

@@ -127,9 +127,18 @@ class SiteHandler(BaseHTTPRequestHandler):
             if len(self.rfile.read(drain)) != drain:
                 self.close_connection = True
 
+    def _audit_refusal(self, status: int, message: str) -> None:
+        try:
+            self.server.witness.refused(str(getattr(self, "command", None) or "?"),
+                                        str(getattr(self, "path", None) or "?"), status,
+                                        message, self.client_address[0])  # fmt: skip
+        except OSError as e:
+            self.log_error("refusal not audited: %s", e)
+
     def _error(
         self, status: int, message: str, *, refused_body: bool = False, **headers: str
     ) -> None:
+        self._audit_refusal(status, message)
         body = json.dumps({"error": message, "status": status}).encode()
         self._answer(status, body, refused_body=refused_body, headers=headers)
 
@@ -140,6 +149,7 @@ class SiteHandler(BaseHTTPRequestHandler):
         if self.request_version == "HTTP/0.9":  # unknown yet, or a request line that bad
             self.request_version = "HTTP/1.0"
         self.close_connection = True
+        self._audit_refusal(code, message or HTTPStatus(code).phrase)
         body = json.dumps({"error": message or HTTPStatus(code).phrase, "status": code}).encode()
         self._answer(code, body, close=True)
 

@@ -8,6 +8,11 @@ checkpoint, the length and head hash of the longest valid prefix, with a key of 
 own that never leaves the site (``.witness/key``, 0600).  ``chaoskit audit verify
 --site`` compares the primary's log with that checkpoint: a primary whose log is
 shorter, or whose entry at the checkpoint hashes differently, was cut back or rewritten.
+
+The site also keeps an access log of its own, in the same signed-chain form
+(``.witness/audit/``, signed with the site key): every refused request (bad or missing
+token, a path that is no repository file, an overwrite, an oversized body, garbage),
+with method, path, status, reason and client address.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from chaoskit.atomic import atomic_write_bytes, ensure_secret_file
 from chaoskit.dr.protect.repository.audit import (
     AUDIT_DIR,
+    AuditLog,
     ChainVerifier,
     _canonical,
     entry_name,
@@ -52,7 +58,16 @@ class Witness:
         self.key = Ed25519PrivateKey.from_private_bytes(seed)
         self.verifier = ChainVerifier()
         self._lock = threading.Lock()
+        self.access_log = AuditLog(self.dir, self.key, "dr-site", "site")
+        self._access_lock = threading.Lock()
         self.observe()
+
+    def refused(self, method: str, path: str, status: int, reason: str, client: str) -> None:
+        """Audit one refused request (the path cut short: it is the client's text)."""
+        with self._access_lock:
+            self.access_log.append("site request", "refused", method=method[:16],
+                                   path=path[:200], status=status, reason=reason[:200],
+                                   client=client)  # fmt: skip
 
     def observe(self) -> dict[str, Any]:
         """Check every stored entry after the witnessed prefix; re-sign if it grew."""
