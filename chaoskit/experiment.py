@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.engine import DRConfig, DREngine
 from chaoskit.dr.online.failover import FailoverThenRepair
 from chaoskit.dr.online.recovery import (
@@ -65,6 +66,7 @@ class Experiment:
         progress: Callable[[str], None] | None = None,
         learned_baseline: float | None = None,
         declared: tuple[str, ...] | None = None,
+        session_loops: Sequence[BackgroundLoop] = (),
     ) -> None:
         self.name = name
         self.stack = stack
@@ -81,6 +83,8 @@ class Experiment:
         self.declared = declared
         """Budgets the experiment set itself (None: all of them); the others are defaults."""
         """Seconds of steady state the learned detectors train on; None: no learned detection."""
+        self.session_loops = list(session_loops)
+        """Loops that outlive experiments (store guard, replicator): checked at start."""
         self.client = stack.client()
         self.goldens = stack.goldens
         self._injections: list[Injection] = []
@@ -96,6 +100,13 @@ class Experiment:
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> Experiment:
         self._require_open("start")
+        for loop in self.session_loops:
+            if loop.crashed is not None:
+                raise StackError(
+                    f"experiment {self.name}: the {loop.loop_label} died before it started "
+                    f"({type(loop.crashed).__name__}: {loop.crashed}); without it nothing "
+                    "would guard this experiment (its crash is in the journal)"
+                )
         self._started_t = time.monotonic()
         gateway = self.stack.gateway
         started = self.journal.record(
@@ -325,7 +336,9 @@ class Experiment:
         :mod:`chaoskit.report.recovery`, which also ends the RTO), and every service runs.
 
         The faults stay in force meanwhile: they revert when their ``with`` blocks end,
-        however early a first steady state was confirmed.  False if *timeout* passes.
+        however early a first steady state was confirmed.  False if *timeout* passes, or
+        at once when a background loop crashed (``<loop>.crashed``: nothing left to wait
+        for; the crash fails the experiment).
         """
         self._require_open("wait_recovered")
         deadline = time.monotonic() + (self.default_timeout() if timeout is None else timeout)
@@ -333,6 +346,8 @@ class Experiment:
         while time.monotonic() < deadline:
             for event in self._tail.new_events():
                 self._tracker.feed(event)
+                if str(event["event"]).endswith(".crashed"):
+                    return False  # a loop detection or recovery needs is gone: no waiting
             if self._tracker.clear() and self._all_services_running():
                 return True
             if self.progress is not None and time.monotonic() - shown >= PROGRESS_EVERY:
@@ -352,10 +367,11 @@ class Experiment:
         Once per experiment: it ends the window (see the class docstring)."""
         self._require_open("run")
         with self.inject(fault):
+            waiting = time.monotonic()
             if not self.wait_recovered(timeout):
                 # recorded while the fault is still held: a recovery that only comes with
                 # the revert is the revert's doing, not the stack's
-                waited = self.default_timeout() if timeout is None else timeout
+                waited = round(time.monotonic() - waiting, 3)
                 self.journal.record("experiment.unrecovered", name=self.name, waited_s=waited)
         return self.verify()
 

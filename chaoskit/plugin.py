@@ -45,6 +45,9 @@ class RunState:
     cleanups: list[Callable[[], None]] = field(default_factory=list)
     """Idempotent stoppers of what runs (experiments, guard, stack), newest last."""
     results: list[Any] = field(default_factory=list)
+    session_loops: list[Any] = field(default_factory=list)
+    """The loops that live for the whole run (store guard, replicator): one that died
+    between experiments fails the next experiment instead of leaving it unguarded."""
     cleanup_failures: list[str] = field(default_factory=list)
     """``<cleanup>: <Type>: <message>`` of every cleanup that raised, for the summary."""
 
@@ -357,11 +360,13 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
     guard = StoreGuard(repo, stack, state.journal, repair=stack.recovery == "chaoskit")
     state.cleanups.append(guard.stop)
     guard.start()
+    state.session_loops.append(guard)
     if stack.dr_site is not None:
         site = SiteClient(stack.dr_site_endpoint, read_token(stack.dr_site_token_file))
         replicator = Replicator(guard.repo, site, state.journal)
         state.cleanups.append(replicator.stop)
         replicator.start()
+        state.session_loops.append(replicator)
 
 
 def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed: int) -> Any:
@@ -381,6 +386,7 @@ def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed:
         progress=_progress_writer(request.config),
         learned_baseline=_learned_baseline(item),
         declared=_declared(item),
+        session_loops=state.session_loops,
     )
 
 

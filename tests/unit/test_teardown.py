@@ -189,6 +189,45 @@ def test_a_crash_inside_an_experiment_fails_it_naming_the_loop(tmp_path: Path) -
     assert after.verdict == "pass"  # outside its window, the crash is not the next one's
 
 
+def test_a_session_loop_that_died_between_experiments_fails_the_next_one(
+    tmp_path: Path,
+) -> None:
+    """The store guard outlives experiments: its crash between two falls in no window, so
+    the next experiment refuses to start unguarded instead of passing without it."""
+    journal = Journal(tmp_path / "j.jsonl")
+
+    class StoreGuardStandIn(ProbeLoop):
+        loop_label = "store guard"
+
+    guard = StoreGuardStandIn(journal, OSError("inotify watch limit reached")).start()
+    wait_until(lambda: not guard.running, timeout=10, what="the loop to crash")
+    experiment = Experiment("exp", SimpleNamespace(dr_config=DRConfig(), client=lambda: None,
+                            goldens=None), journal, Objectives(),
+                            session_loops=[guard])  # type: ignore[arg-type]  # fmt: skip
+    with pytest.raises(StackError, match=r"the store guard died before it started "
+                                         r"\(OSError: inotify watch limit reached\)"):
+        experiment.start()
+    assert events_named(journal.path, "experiment.started") == []
+
+
+def test_waiting_for_recovery_ends_when_a_loop_crashed(tmp_path: Path) -> None:
+    """No recovery can come once the DR engine is dead: waiting out the timeout would only
+    delay the failure (the crash fails the experiment by itself)."""
+    from chaoskit.journal import JournalTail
+    from chaoskit.report.recovery import RecoveryTracker
+
+    experiment = new_experiment(tmp_path)
+    started = experiment.journal.record("experiment.started", name="exp", budgets={})
+    experiment._tracker, experiment._tail = RecoveryTracker(started), JournalTail(
+        experiment.journal.path)  # fmt: skip
+    experiment.journal.record("fault.injected", fault="kill", target="serving")
+    experiment.journal.record("dr_engine.crashed", loop="DR engine", type="ValueError",
+                              message="boom")  # fmt: skip
+    waited = time.monotonic()
+    assert experiment.wait_recovered(timeout=600) is False
+    assert time.monotonic() - waited < 60, "waited for a recovery that could not come"
+
+
 # -- RunState.run_cleanups --------------------------------------------------------------
 def test_every_cleanup_runs_and_each_failure_is_journaled(tmp_path: Path) -> None:
     state = RunState(backend="process", report_dir=tmp_path, seed=1, defaults=Objectives())
