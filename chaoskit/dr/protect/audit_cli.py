@@ -45,7 +45,9 @@ def _site_checkpoint(args: argparse.Namespace) -> dict[str, Any] | None:
         token = read_token(Path(args.token_file))
     except (OSError, ValueError) as e:
         raise ConfigError(f"token file {args.token_file}: {e}") from e
-    return SiteClient(_site_endpoint(args.site), token).witness()
+    from chaoskit.dr.protect.backup_cli import _pin
+
+    return SiteClient(_site_endpoint(args.site), token, tls_pin=_pin(args)).witness()
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -122,6 +124,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--site", metavar="DIR|HOST:PORT",
                    help="also compare with what the DR site witnessed")  # fmt: skip
     p.add_argument("--token-file", metavar="FILE", help="the DR site's token (--site address)")
+    p.add_argument("--tls-pin", metavar="sha256:HEX", help="speak HTTPS; the site's cert pin")
     p.add_argument("--site-key", metavar="BASE64",
                    help="the DR site's witness key to pin (else the one it names)")  # fmt: skip
     p.set_defaults(func=cmd_verify)

@@ -297,6 +297,12 @@ def _site_endpoint(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _pin(args: argparse.Namespace) -> str | None:
+    from chaoskit.dr.protect.site_tls import check_pin
+
+    return None if args.tls_pin is None else check_pin(args.tls_pin)
+
+
 def cmd_replicate(args: argparse.Namespace) -> int:
     """Ship the repository to a DR site: once, or on and on with --watch."""
     from chaoskit.dr.protect.replication import Replicator, SiteClient
@@ -310,7 +316,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--token-file {args.token_file}: {e}") from e
     repo = _open(args)
     journal = Journal(args.journal, source="replicator") if args.journal else None
-    replicator = Replicator(repo, SiteClient(endpoint, token), journal or _NullJournal())
+    site = SiteClient(endpoint, token, tls_pin=_pin(args))
+    replicator = Replicator(repo, site, journal or _NullJournal())
     if not args.watch:
         shipped = replicator.sync_once()
         print(f"shipped {shipped} files; the DR site holds every snapshot", flush=True)
@@ -336,13 +343,26 @@ def cmd_site(args: argparse.Namespace) -> int:
     """Run a DR site (what ``replicate`` ships to)."""
     from chaoskit.dr.protect.site import main
 
-    limits = [
+    if args.root is None or args.token_file is None:
+        raise ConfigError("backup site needs --root and --token-file")
+    options = [
         f"--{name.replace('_', '-')}={value}"
-        for name in ("max_body", "timeout")
+        for name in ("max_body", "timeout", "tls_cert", "tls_key")
         if (value := getattr(args, name)) is not None
     ]  # else the site's defaults
     return main(["--root", str(args.root), "--token-file", str(args.token_file),
-                 "--host", args.host, "--port", str(args.port), *limits])  # fmt: skip
+                 "--host", args.host, "--port", str(args.port), *options])  # fmt: skip
+
+
+def cmd_site_cert(args: argparse.Namespace) -> int:
+    """Make the DR site's TLS certificate; print the fingerprint clients pin."""
+    from chaoskit.dr.protect.site_tls import make_certificate
+
+    cert, key, pin = make_certificate(args.out, args.host or ["127.0.0.1", "localhost"])
+    print(f"certificate {cert}\nkey         {key} (0600)\npin         {pin}")
+    print(f"serve with: chaoskit backup site --tls-cert {cert} --tls-key {key} ...")
+    print(f"clients:    --tls-pin {pin}")
+    return 0
 
 
 def _refusal_exits_2(func: Any) -> Any:
@@ -429,10 +449,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--token-file", required=True, metavar="FILE", help="its bearer token")
     p.add_argument("--watch", action="store_true", help="keep shipping new snapshots")
     p.add_argument("--journal", help="journal to record replication and outages in")
+    p.add_argument("--tls-pin", metavar="sha256:HEX", help="speak HTTPS; the site's cert pin")
     p = sub.add_parser("site", help="run a DR site", description="Run a DR site.")
     p.set_defaults(func=cmd_site)
-    p.add_argument("--root", required=True, type=Path, help="directory to store into")
-    p.add_argument("--token-file", required=True, type=Path, help="bearer token clients need")
+    p.add_argument("--root", type=Path, help="directory to store into")
+    p.add_argument("--token-file", type=Path, help="bearer token clients need")
+    p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate")
+    p.add_argument("--tls-key", type=Path, help="... and this private key")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8475)
     p.add_argument(
@@ -441,6 +464,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="drop a connection silent this long (60)"
     )
+    site_sub = p.add_subparsers(dest="site_command", metavar="COMMAND")
+    cert = site_sub.add_parser("cert", help="make the site's TLS certificate and key",
+                               description=cmd_site_cert.__doc__)  # fmt: skip
+    cert.add_argument("--out", type=Path, required=True, help="directory for site.crt/site.key")
+    cert.add_argument("--host", action="append",
+                      help="a host name or address clients use (repeatable)")  # fmt: skip
+    cert.set_defaults(func=cmd_site_cert)
 
     key = sub.add_parser("key", help="manage key files (passwords)")
     ksub = key.add_subparsers(dest="key_command", metavar="COMMAND", required=True)

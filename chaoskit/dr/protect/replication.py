@@ -60,8 +60,12 @@ class SiteClient:
         *,
         probe_timeout: float = 0.5,
         timeout: float = 2.0,
+        tls_pin: str | None = None,
     ) -> None:
+        """*tls_pin*: speak HTTPS and require the site's certificate to have this
+        fingerprint (``sha256:<hex>``, from ``chaoskit backup site cert``)."""
         self._endpoint = endpoint
+        self.tls_pin = tls_pin
         self.token = token
         self.probe_timeout = probe_timeout
         self.timeout = timeout
@@ -72,7 +76,13 @@ class SiteClient:
     ) -> bytes:  # fmt: skip
         endpoint = self._endpoint() if callable(self._endpoint) else self._endpoint
         where = f"DR site {endpoint[0]}:{endpoint[1]}: {method} {path}"
-        conn = http.client.HTTPConnection(*endpoint, timeout=timeout or self.timeout)
+        wait = timeout or self.timeout
+        if self.tls_pin is None:
+            conn = http.client.HTTPConnection(*endpoint, timeout=wait)
+        else:
+            from chaoskit.dr.protect.site_tls import PinnedHTTPSConnection
+
+            conn = PinnedHTTPSConnection(*endpoint, self.tls_pin, timeout=wait)
         try:
             conn.request(method, path, body=body, headers={
                 "Authorization": f"Bearer {self.token.decode()}", **(headers or {})})  # fmt: skip

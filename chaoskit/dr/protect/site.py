@@ -31,6 +31,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 from http import HTTPStatus
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from chaoskit.atomic import atomic_write_bytes
 from chaoskit.dr.protect.witness import Witness
+from chaoskit.errors import ConfigError
 
 FILES = "/files"
 WITNESS = "/audit/witness"
@@ -92,8 +94,21 @@ class SiteHandler(BaseHTTPRequestHandler):
             super().log_request(code, size)
 
     def setup(self) -> None:
+        self.handshake_failed: str | None = None
+        if isinstance(self.request, ssl.SSLSocket):  # in this thread, not the accept loop
+            self.request.settimeout(self.server.idle_timeout)
+            try:
+                self.request.do_handshake()
+            except (ssl.SSLError, OSError) as e:
+                self.handshake_failed = f"TLS handshake failed: {e}"
         super().setup()
         self.connection.settimeout(self.server.idle_timeout)  # a silent client is dropped
+
+    def handle(self) -> None:
+        if self.handshake_failed is not None:
+            self._audit_refusal(0, self.handshake_failed)
+            return
+        super().handle()
 
     def _answer(
         self,
@@ -297,6 +312,7 @@ class SiteServer(ThreadingHTTPServer):
         *,
         max_body: int = MAX_BODY,
         timeout: float = IDLE_TIMEOUT,
+        tls: ssl.SSLContext | None = None,
     ):
         if max_body < 0:
             raise ValueError(f"max_body {max_body} must be >= 0")
@@ -310,6 +326,10 @@ class SiteServer(ThreadingHTTPServer):
         root.mkdir(parents=True, exist_ok=True)
         self.witness = Witness(root)
         super().__init__((host, port), SiteHandler)
+        if tls is not None:  # handshakes happen in the handler threads (see setup)
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
 
 
 def read_token(path: Path) -> bytes:
@@ -329,8 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-body", type=int, default=MAX_BODY, metavar="BYTES")
     parser.add_argument("--timeout", type=float, default=IDLE_TIMEOUT, metavar="SECONDS")
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", type=Path, help="... and this key")
     args = parser.parse_args(argv)
     try:
+        tls = None
+        if args.tls_cert or args.tls_key:
+            from chaoskit.dr.protect.site_tls import server_context
+
+            if not (args.tls_cert and args.tls_key):
+                raise ValueError("--tls-cert and --tls-key go together")
+            tls = server_context(args.tls_cert, args.tls_key)
         server = SiteServer(
             args.root,
             read_token(args.token_file),
@@ -338,12 +367,15 @@ def main(argv: list[str] | None = None) -> int:
             args.port,
             max_body=args.max_body,
             timeout=args.timeout,
+            tls=tls,
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ConfigError) as e:
         print(f"dr-site: {e}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    print(f"dr-site: serving {args.root} on {args.host}:{server.server_address[1]}", flush=True)
+    scheme = "https" if tls is not None else "http"
+    print(f"dr-site: serving {args.root} on {scheme}://{args.host}:{server.server_address[1]}",
+          flush=True)  # fmt: skip
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
