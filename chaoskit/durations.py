@@ -38,7 +38,8 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
 
 
 def format_duration(seconds: float | None) -> str:
-    """Short human form for tables: 0.153 -> '153ms', 4.21 -> '4.21s', None -> '-'."""
+    """Short human form for tables: 0.153 -> '153ms', 4.21 -> '4.21s', 300 -> '5.0m',
+    7200 -> '2.0h', 2592000 -> '30d', None -> '-'."""
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
         return "-"
     if math.isinf(seconds):
@@ -47,4 +48,8 @@ def format_duration(seconds: float | None) -> str:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 120:
         return f"{seconds:.2f}s"
-    return f"{seconds / 60:.1f}m"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.1f}m"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.0f}d"

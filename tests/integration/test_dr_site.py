@@ -198,7 +198,7 @@ def test_site_refuses_what_could_damage_the_offsite_copy(site):
         f"/files/{name}", other, **auth, **{"X-Content-SHA256": hashlib.sha256(other).hexdigest()}
     )
     assert status == 409 and b"exists with other content" in body
-    assert _request(site, "DELETE", f"/files/{name}", **auth)[0] == 501
+    assert _request(site, "DELETE", f"/files/{name}", **auth)[0] == 403  # the writer's token
     assert (site.root / name).read_bytes() == data
     assert _request(site, "GET", "/files", **auth) == (200, json.dumps([name]).encode())
     assert not [p for p in site.root.rglob("*") if p.name.startswith(".") and
@@ -343,7 +343,7 @@ def garbage_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteServe
     thread.join()
 
 
-ANSWERS = {200, 400, 401, 404, 411, 413, 414, 431, 501, 505}
+ANSWERS = {200, 400, 401, 403, 404, 411, 413, 414, 423, 431, 501, 505}
 _text = st.text(max_size=40)
 REQUESTS = st.builds(
     lambda method, path, version, headers, body: (

@@ -43,6 +43,9 @@ def test_format_duration():
     assert format_duration(None) == "-"
     assert format_duration(0.153) == "153ms"
     assert format_duration(4.214) == "4.21s"
+    assert format_duration(300) == "5.0m"
+    assert format_duration(3 * 3600) == "3.0h"
+    assert format_duration(30 * 86400) == "30d"
     assert format_duration(math.inf) == "unbounded"
 
 

@@ -347,7 +347,7 @@ def cmd_site(args: argparse.Namespace) -> int:
         raise ConfigError("backup site needs --root and --token-file")
     options = [
         f"--{name.replace('_', '-')}={value}"
-        for name in ("max_body", "timeout", "tls_cert", "tls_key")
+        for name in ("max_body", "timeout", "tls_cert", "tls_key", "tokens", "retain")
         if (value := getattr(args, name)) is not None
     ]  # else the site's defaults
     return main(["--root", str(args.root), "--token-file", str(args.token_file),
@@ -456,6 +456,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--token-file", type=Path, help="bearer token clients need")
     p.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", type=Path, help="... and this private key")
+    p.add_argument("--tokens", type=Path, help="more tokens, '<role> <token>' lines "
+                   "(writer, reader, admin); --token-file is the writer's")  # fmt: skip
+    p.add_argument("--retain", metavar="DURATION",
+                   help="retention lock: no file younger is deleted, even by admin")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8475)
     p.add_argument(

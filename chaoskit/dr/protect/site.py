@@ -19,7 +19,14 @@ client that sends nothing for ``--timeout`` seconds is disconnected.
 ``GET /files/<path>`` · ``PUT /files/<path>`` with ``X-Content-SHA256``: 201 when
 stored, 200 when the same bytes are already there, 409 when other bytes are ·
 ``GET /audit/witness``: the site's signed checkpoint of the audit log it holds
-(:mod:`chaoskit.dr.protect.witness`).
+(:mod:`chaoskit.dr.protect.witness`) · ``DELETE /files/<path>``: an admin token only,
+423 while the file is younger than the retention lock.
+
+Tokens have roles (``--tokens``, lines of ``<role> <token>``; ``--token-file`` is the
+writer's): a writer lists, reads and adds (the primary's replicator: append-only), a
+reader lists and reads (a restore from the DR site), an admin may also delete, but with
+``--retain 30d`` nothing younger than 30 days, as a vault lock in compliance mode.  A
+token of the wrong role gets 403; every refusal is audited.
 """
 
 from __future__ import annotations
@@ -34,12 +41,14 @@ import signal
 import ssl
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from chaoskit.atomic import atomic_write_bytes
+from chaoskit.atomic import atomic_write_bytes, fsync_dir
 from chaoskit.dr.protect.witness import Witness
+from chaoskit.durations import format_duration, parse_duration
 from chaoskit.errors import ConfigError
 
 FILES = "/files"
@@ -50,6 +59,12 @@ ALLOWED_PATH = re.compile(
     r"|audit/\d{12}\.json"
 )
 """The repository files the DR site accepts: nothing else can be written through it."""
+SITE_ROLES = {
+    "writer": frozenset({"read", "write"}),  # the primary's replicator: append-only
+    "reader": frozenset({"read"}),  # a restore from the DR site
+    "admin": frozenset({"read", "write", "delete"}),  # pruning, under the retention lock
+}
+"""What each token role may do; no role may overwrite a file."""
 MAX_BODY = 256 << 20
 """Default request-size limit: well above a pack (16 MiB) or an index file."""
 IDLE_TIMEOUT = 60.0
@@ -184,11 +199,17 @@ class SiteHandler(BaseHTTPRequestHandler):
             return None
         return length if length >= 0 else None
 
-    def _authorized(self, *, refused_body: bool = False) -> bool:
-        """Whether the headers carry the site's bearer token; answers 401 when not."""
+    def _authorized(self, *, refused_body: bool = False, action: str = "read") -> bool:
+        """Whether the headers carry a token whose role may *action* (read, write,
+        delete); answers 401 (no or unknown token) or 403 (a role that may not)."""
         given = bearer_token(self.headers.get("Authorization", ""))
-        if given is not None and hmac.compare_digest(given, self.server.token):
+        role = None if given is None else self.server.role_of(given)
+        if role is not None and action in SITE_ROLES[role]:
             return True
+        if role is not None:
+            self._error(HTTPStatus.FORBIDDEN, f"a {role} token may not {action} here",
+                        refused_body=refused_body)  # fmt: skip
+            return False
         message = (
             "wrong bearer token"
             if given is not None
@@ -205,7 +226,7 @@ class SiteHandler(BaseHTTPRequestHandler):
     def handle_expect_100(self) -> bool:
         """``Expect: 100-continue`` gets its 100 only after the token and path are good."""
         if self.command == "PUT" and not (
-            self._authorized(refused_body=True)
+            self._authorized(refused_body=True, action="write")
             and self._path(refused_body=True)
             and self._body_length() is not None
         ):
@@ -267,7 +288,7 @@ class SiteHandler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
         # everything that can refuse is decided from the headers: the body is read last
-        if not self._authorized(refused_body=True):
+        if not self._authorized(refused_body=True, action="write"):
             return
         rel = self._path(refused_body=True)
         if rel is None:
@@ -300,6 +321,33 @@ class SiteHandler(BaseHTTPRequestHandler):
         self._answer(HTTPStatus.CREATED, b'{"stored":true}')
 
 
+    def do_DELETE(self) -> None:  # noqa: N802 - http.server's naming
+        """An admin token may delete a repository file (pruning the DR site), but never
+        one younger than the retention lock (``--retain``)."""
+        if not self._authorized(action="delete"):
+            return
+        rel = self._path()
+        if rel is None:
+            return
+        target = self.server.root / rel
+        with self.server.write_lock:
+            try:
+                age = time.time() - target.stat().st_mtime
+            except FileNotFoundError:
+                self._error(HTTPStatus.NOT_FOUND, f"no such file: {rel}")
+                return
+            if age < self.server.retain:
+                self._error(HTTPStatus.LOCKED, f"{rel} is {format_duration(age)} old; the "
+                            f"retention lock keeps everything younger than "
+                            f"{format_duration(self.server.retain)}")  # fmt: skip
+                return
+            target.unlink()
+            fsync_dir(target.parent)
+        self.server.witness.access_log.append("site delete", "ok", path=rel,
+                                              client=self.client_address[0])  # fmt: skip
+        self._answer(HTTPStatus.OK, b'{"deleted":true}')
+
+
 class SiteServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -313,13 +361,25 @@ class SiteServer(ThreadingHTTPServer):
         max_body: int = MAX_BODY,
         timeout: float = IDLE_TIMEOUT,
         tls: ssl.SSLContext | None = None,
+        tokens: dict[bytes, str] | None = None,
+        retain: float = 0.0,
     ):
+        """*token*: the writer's (append-only: list, read, add); *tokens*: more tokens
+        with their roles (writer, reader, admin); *retain*: seconds during which no file
+        may be deleted, even by an admin token."""
         if max_body < 0:
             raise ValueError(f"max_body {max_body} must be >= 0")
         if timeout <= 0:
             raise ValueError(f"timeout {timeout} must be > 0")
         self.root = root
-        self.token = token
+        self.tokens = {token: "writer", **(tokens or {})}
+        for role in self.tokens.values():
+            if role not in SITE_ROLES:
+                raise ValueError(f"DR-site token role {role!r} is not one of "
+                                 f"{', '.join(SITE_ROLES)}")  # fmt: skip
+        if retain < 0:
+            raise ValueError(f"retain {retain} must be >= 0")
+        self.retain = retain
         self.max_body = max_body
         self.idle_timeout = timeout
         self.write_lock = threading.Lock()
@@ -330,6 +390,30 @@ class SiteServer(ThreadingHTTPServer):
             self.socket = tls.wrap_socket(
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
+
+
+    def role_of(self, given: bytes) -> str | None:
+        """The role of the token *given*; every token is compared (constant time each)."""
+        found = None
+        for token, role in self.tokens.items():
+            if hmac.compare_digest(given, token):
+                found = role
+        return found
+
+
+def read_tokens(path: Path) -> dict[bytes, str]:
+    """A tokens file: one ``<role> <token>`` per line (``#`` comments)."""
+    tokens: dict[bytes, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        role, _, token = line.partition(" ")
+        if role not in SITE_ROLES or not token.strip():
+            raise ValueError(f"{path}:{number}: expected '<role> <token>' with role one of "
+                             f"{', '.join(SITE_ROLES)}")  # fmt: skip
+        tokens[token.strip().encode()] = role
+    return tokens
 
 
 def read_token(path: Path) -> bytes:
@@ -349,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-body", type=int, default=MAX_BODY, metavar="BYTES")
     parser.add_argument("--timeout", type=float, default=IDLE_TIMEOUT, metavar="SECONDS")
+    parser.add_argument("--tokens", type=Path, help="more tokens: '<role> <token>' lines")
+    parser.add_argument("--retain", default="0s",
+                        help="retention lock: nothing younger is deleted (e.g. 30d)")  # fmt: skip
     parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate")
     parser.add_argument("--tls-key", type=Path, help="... and this key")
     args = parser.parse_args(argv)
@@ -368,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             max_body=args.max_body,
             timeout=args.timeout,
             tls=tls,
+            tokens=read_tokens(args.tokens) if args.tokens else None,
+            retain=parse_duration(args.retain, what="--retain"),
         )
     except (OSError, ValueError, ConfigError) as e:
         print(f"dr-site: {e}", file=sys.stderr)

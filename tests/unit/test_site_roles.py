@@ -1,0 +1,94 @@
+"""DR-site tokens have roles; deletion needs an admin token and respects the retention
+lock.  A real DR site over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from chaoskit.cli import main
+from chaoskit.dr.protect.repository.audit import read_log
+from chaoskit.dr.protect.site import SiteServer, read_tokens
+
+WRITER, READER, ADMIN = b"writer-tok", b"reader-tok", b"admin-tok"
+PACK = "data/ab/" + "ab" * 32
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., SiteServer]]:
+    running: list[tuple[SiteServer, threading.Thread]] = []
+
+    def start_site(**options: object) -> SiteServer:
+        server = SiteServer(tmp_path / "site", WRITER,
+                            tokens={READER: "reader", ADMIN: "admin"}, **options)  # type: ignore[arg-type]  # fmt: skip
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        running.append((server, thread))
+        return server
+
+    yield start_site
+    for server, thread in running:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def ask(site: SiteServer, method: str, path: str, token: bytes, body: bytes | None = None):
+    conn = http.client.HTTPConnection(*site.server_address[:2], timeout=5)
+    headers = {"Authorization": f"Bearer {token.decode()}"}
+    if body is not None:
+        headers["X-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    conn.request(method, path, body=body, headers=headers)
+    answer = conn.getresponse()
+    result = answer.status, answer.read()
+    conn.close()
+    return result
+
+
+def test_each_role_does_only_its_part(start) -> None:
+    site = start()
+    assert ask(site, "PUT", f"/files/{PACK}", READER, b"pack")[0] == 403
+    assert ask(site, "PUT", f"/files/{PACK}", WRITER, b"pack")[0] == 201
+    assert ask(site, "GET", f"/files/{PACK}", READER) == (200, b"pack")
+    status, body = ask(site, "DELETE", f"/files/{PACK}", WRITER)
+    assert status == 403 and b"a writer token may not delete here" in body
+    assert ask(site, "DELETE", f"/files/{PACK}", READER)[0] == 403
+    assert ask(site, "PUT", f"/files/{PACK}", ADMIN, b"other")[0] == 409  # nobody overwrites
+    assert ask(site, "DELETE", f"/files/{PACK}", ADMIN)[0] == 200  # no retention lock
+    assert not (site.root / PACK).exists()
+    refusals = [(e["details"]["method"], e["details"]["status"])
+                for e in read_log(site.root / ".witness") if e["outcome"] == "refused"]  # fmt: skip
+    assert refusals == [("PUT", 403), ("DELETE", 403), ("DELETE", 403), ("PUT", 409)]
+    assert read_log(site.root / ".witness")[-1]["op"] == "site delete"
+
+
+def test_the_retention_lock_holds_even_against_an_admin(start) -> None:
+    site = start(retain=30 * 86400.0)
+    assert ask(site, "PUT", f"/files/{PACK}", WRITER, b"pack")[0] == 201
+    status, body = ask(site, "DELETE", f"/files/{PACK}", ADMIN)
+    assert status == 423 and b"retention lock keeps everything younger than 30d" in body
+    assert (site.root / PACK).read_bytes() == b"pack"
+    month_ago = time.time() - 31 * 86400
+    os.utime(site.root / PACK, (month_ago, month_ago))  # as if stored 31 days ago
+    assert ask(site, "DELETE", f"/files/{PACK}", ADMIN)[0] == 200
+
+
+def test_a_bad_tokens_file_is_one_clear_error(tmp_path: Path) -> None:
+    good = tmp_path / "tokens"
+    good.write_text("# roles\nreader r-tok\nadmin a-tok  # the operator's\n")
+    assert read_tokens(good) == {b"r-tok": "reader", b"a-tok": "admin"}
+    bad = tmp_path / "bad"
+    bad.write_text("reader r-tok\nroot x\n")
+    with pytest.raises(ValueError, match=r"bad:2: expected '<role> <token>' with role one of"):
+        read_tokens(bad)
+    (tmp_path / "t").write_text("tok")
+    code = main(["backup", "site", "--root", str(tmp_path / "s"), "--token-file",
+                 str(tmp_path / "t"), "--tokens", str(bad)])  # fmt: skip
+    assert code == 2
