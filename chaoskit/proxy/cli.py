@@ -6,9 +6,10 @@ Cheap to import: the server is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from typing import Any
+
+from chaoskit.signals import StopSignals
 
 
 def register(subparsers: Any) -> None:
@@ -40,21 +41,16 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is not a TCP port")
     server = ProxyServer(args.host, args.port, seed=args.seed, config=args.config)
-    server.start()
-
-    def on_term(signum: int, frame: Any) -> None:
-        server.stop()
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    print(f"chaoskit proxy: Toxiproxy API listening on {server.url}", flush=True)
-    for name, proxy in sorted(server.proxies().items()):
-        state = "" if proxy["enabled"] else " (disabled)"
-        print(f"chaoskit proxy: {name}: {proxy['listen']} -> {proxy['upstream']}{state}",
-              flush=True)
-    try:
-        while not server.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
+    with StopSignals(server.stop):  # before the server's thread starts: chaoskit.signals
+        server.start()
+        print(f"chaoskit proxy: Toxiproxy API listening on {server.url}", flush=True)
+        for name, proxy in sorted(server.proxies().items()):
+            state = "" if proxy["enabled"] else " (disabled)"
+            print(f"chaoskit proxy: {name}: {proxy['listen']} -> {proxy['upstream']}{state}",
+                  flush=True)  # fmt: skip
+        try:
+            while not server.wait(0.5):
+                pass
+        finally:
+            server.stop()
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -75,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from chaoskit.serving.config import ConfigWatcher, ServingConfig, read_config
     from chaoskit.serving.server import ServingHTTPServer
     from chaoskit.serving.store import ModelStore
+    from chaoskit.signals import StopSignals
 
     config = ServingConfig()
     if args.model_config_file is not None:
@@ -98,12 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     port = int(httpd.server_address[1])
     stop = threading.Event()
 
-    def on_signal(signum: int, frame: object) -> None:
+    def on_stop() -> None:
         stop.set()
         store.wake.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    StopSignals(on_stop).start()  # before any thread starts: see chaoskit.signals
     http_thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
     )

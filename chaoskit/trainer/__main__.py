@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
+
+from chaoskit.signals import StopSignals
 
 PROG = "chaoskit-trainer"
 
@@ -41,12 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    StopSignals(stop.set).start()  # before TensorFlow starts its threads: chaoskit.signals
 
     from chaoskit.journal import Journal
     from chaoskit.trainer.loop import CheckpointLoadError, Trainer, TrainerConfig

@@ -153,10 +153,15 @@ def test_watch_stops_cleanly_on_sigterm(site: tuple[Path, dict[str, str]]) -> No
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().startswith("watching ")
-    proc.terminate()
-    out, err = proc.communicate(timeout=30)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("watching ")
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # hung on SIGTERM (the bug chaoskit.signals fixes): no orphan
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert list((tmp / "repo" / "locks").iterdir()) == []
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 import warnings
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chaoskit.errors import ConfigError, PermissionDeniedError
+from chaoskit.signals import StopSignals
 
 if TYPE_CHECKING:
     from chaoskit.dr.protect.repository.repo import Repository
@@ -278,12 +278,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
         journal=journal,
         on_backup=announce,
     )
-    # SIGTERM (docker stop, systemd) ends the agent after the backup in progress; the
-    # handler is in place before "watching" tells a supervisor the agent is up
-    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
-    print(f"watching {agent.dir}", flush=True)
+    # SIGTERM (docker stop, systemd) or Ctrl-C ends the agent after the backup in
+    # progress; the watcher is in place before "watching" tells a supervisor it is up
     try:
-        agent.run(max_backups=args.max_backups, timeout=args.timeout)
+        with StopSignals(agent.stop):
+            print(f"watching {agent.dir}", flush=True)
+            agent.run(max_backups=args.max_backups, timeout=args.timeout)
     finally:
         if journal is not None:
             journal.close()
@@ -322,13 +322,10 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         shipped = replicator.sync_once()
         print(f"shipped {shipped} files; the DR site holds every snapshot", flush=True)
         return 0
-    signal.signal(signal.SIGTERM, lambda *_: replicator.stop())
-    print(f"replicating {repo.root} to {args.site}", flush=True)
-    replicator.start()
-    try:
+    with StopSignals(replicator.stop):  # before the replicator's thread starts
+        print(f"replicating {repo.root} to {args.site}", flush=True)
+        replicator.start()
         replicator.wait()
-    except KeyboardInterrupt:
-        replicator.stop()
     return 0
 
 
