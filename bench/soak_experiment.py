@@ -65,30 +65,42 @@ class Case:
         self.experiment(chaos, *self.args)
 
 
+def parametrized(experiment: Callable[..., Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    """(id, arguments) of each case of a ``@pytest.mark.parametrize``-d experiment, as
+    pytest would make them (the experiment's own ids, else the values themselves)."""
+    mark = next(m for m in getattr(experiment, "pytestmark", []) if m.name == "parametrize")
+    values = list(mark.args[1])
+    ids = mark.kwargs.get("ids")
+    names = [str(i) for i in ids] if ids is not None else [str(v) for v in values]
+    return [(name, (value,)) for name, value in zip(names, values, strict=True)]
+
+
 def cases(stack: Any) -> dict[str, list[Case]]:
-    """Every soak fault, by family, for *stack* (the reference stack's replicas)."""
+    """Every soak fault, by family, for *stack*: each case of the experiments of the
+    suite and of ``experiments/`` that inject it (kill and hang: per replica)."""
     serving = [Case("serving", f"{verb} {replica}", run, (replica,))
                for verb, run in (("kill", test_serving.test_kill_replica),
                                  ("hang", test_serving.test_hang_replica))
                for replica in stack.replicas]  # fmt: skip
-    links = [Case("link", name, test_links.test_primary_link_fails_over, (make,))
-             for name, make in test_links.FAULTS.items()]  # fmt: skip
-    links += [Case("link", name, test_network.test_degraded_replica_link_fails_over, (fault,))
-              for name, fault in test_network.FAULTS.items()]  # fmt: skip
-    store = [Case("model-store", name, test_model_store.test_newest_version_damage, (fault,))
-             for name, fault in test_model_store.FAULTS.items()]  # fmt: skip
-    store += [Case("model-store", name, test_corruption.test_model_store_damage, (fault,))
-              for name, fault in test_corruption.MODEL_FAULTS.items()]  # fmt: skip
+
+    def each(family: str, experiment: Callable[..., Any], prefix: str = "") -> list[Case]:
+        return [Case(family, prefix + name, experiment, args)
+                for name, args in parametrized(experiment)]  # fmt: skip
+
     checkpoints = [Case("checkpoint", "bit-flip-checkpoint",
-                        test_checkpoints.test_checkpoint_damage_then_trainer_crash)]
-    checkpoints += [Case("checkpoint", name,
-                         test_corruption.test_checkpoint_damage_then_trainer_crash, (fault,))
-                    for name, fault in test_corruption.CHECKPOINT_FAULTS.items()]  # fmt: skip
-    dr_site = [Case("dr-site", f"dr-site-{mode}",
-                    test_dr_site.test_dr_site_partition_queues_backups_and_resumes, (mode,))
-               for mode in ("refuse", "hang")]  # fmt: skip
-    return {"serving": serving, "link": links, "model-store": store,
-            "checkpoint": checkpoints, "dr-site": dr_site}  # fmt: skip
+                        test_checkpoints.test_checkpoint_damage_then_trainer_crash)]  # fmt: skip
+    return {
+        "serving": serving,
+        "link": each("link", test_links.test_primary_link_fails_over)
+        + each("link", test_network.test_degraded_replica_link_fails_over),
+        "model-store": each("model-store", test_model_store.test_newest_version_damage)
+        + each("model-store", test_corruption.test_model_store_damage),
+        "checkpoint": checkpoints
+        + each("checkpoint", test_corruption.test_checkpoint_damage_then_trainer_crash),
+        "dr-site": each("dr-site",
+                        test_dr_site.test_dr_site_partition_queues_backups_and_resumes,
+                        prefix="dr-site-"),  # fmt: skip
+    }
 
 
 def soak_faults(families: dict[str, list[Case]]) -> st.SearchStrategy[Any]:
