@@ -412,7 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         args.seed = int.from_bytes(os.urandom(4), "big") >> 1
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="chaoskit-soak-"))
     root.mkdir(parents=True, exist_ok=True)
-    return run(args, root.absolute())
+    try:
+        return run(args, root.absolute())
+    except KeyboardInterrupt:  # pytest got it too: it stops the stack and writes the report
+        print(f"soak: interrupted; the run so far is in {root}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

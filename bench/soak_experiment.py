@@ -148,6 +148,10 @@ def test_soak(chaos_experiments: Any, chaos_stack: Any, request: pytest.FixtureR
         except Exception as e:  # the row says why; the soak goes on
             failures.append(f"{label}: {type(e).__name__}: {e}")
             streak[0] += 1
+            try:  # a start that raised left the window open (a no-op once it is closed)
+                experiment.finish("error", error=e)
+            except Exception as again:
+                failures.append(f"{label}: could not finish: {again}")
             experiment.journal.record("soak.failed", name=experiment.name,
                                       type=type(e).__name__, message=str(e))  # fmt: skip
         else:
