@@ -69,32 +69,54 @@ class Journal:
         return cls(path, source=source) if path else None
 
 
-class JournalTail:
-    """Follows a journal as it grows: each call returns the complete events added since."""
+TAIL_CHUNK = 1 << 20
+"""Bytes a :class:`JournalTail` reads at a time."""
 
-    def __init__(self, path: str | os.PathLike[str], *, from_start: bool = False) -> None:
+
+class JournalTail:
+    """Follows a journal as it grows: each call returns the complete events added since.
+
+    It starts at the journal's end, at its start (*from_start*) or at a byte *offset*
+    (the journal's size when something began: what was appended since is its window).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, from_start: bool = False, offset: int | None = None
+    ) -> None:
         self.path = Path(path)
-        self._offset = 0 if from_start or not self.path.exists() else self.path.stat().st_size
+        if offset is not None:
+            self._offset = offset
+        else:
+            exists = self.path.exists()
+            self._offset = 0 if from_start or not exists else self.path.stat().st_size
         self._partial = b""
 
-    def new_events(self) -> list[Event]:
+    def events(self) -> Iterator[Event]:
+        """The complete events added since, read :data:`TAIL_CHUNK` bytes at a time.
+
+        A caller that keeps only the events it looks for needs memory for one chunk, not
+        for the whole journal (which grows by megabytes an hour of load).  Consume it to
+        the end: the events of a chunk read but not consumed are skipped for good.
+        """
         try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                chunk = f.read()
+            f = open(self.path, "rb")
         except FileNotFoundError:
-            return []
-        self._offset += len(chunk)
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        events = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a line another writer damaged is reported by read_journal
-            if isinstance(event, dict) and "event" in event:
-                events.append(event)
-        return events
+            return
+        with f:
+            f.seek(self._offset)
+            while chunk := f.read(TAIL_CHUNK):
+                self._offset += len(chunk)
+                *lines, self._partial = (self._partial + chunk).split(b"\n")
+                for line in lines:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue  # a line another writer damaged is reported by read_journal
+                    if isinstance(event, dict) and "event" in event:
+                        yield event
+
+    def new_events(self) -> list[Event]:
+        return list(self.events())
 
 
 def read_journal(path: str | os.PathLike[str]) -> list[Event]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,23 +369,33 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
         state.session_loops.append(replicator)
 
 
-def _new_experiment(request: pytest.FixtureRequest, stack: Any, name: str, seed: int) -> Any:
+def _new_experiment(
+    request: pytest.FixtureRequest, stack: Any, name: str, seed: int,
+    budgets: Mapping[str, Any] | None = None,
+) -> Any:  # fmt: skip
+    """An experiment of the running item; *budgets* (``{"rto": "3s"}``) override the
+    item's marker for this experiment alone."""
     from chaoskit.experiment import Experiment
 
     state = request.config.stash[STATE]
     item = request.node
+    objectives, declared = _objectives(item), _declared(item)
+    if budgets:
+        own = Objectives.parse(budgets, where=f"{name}: budgets")
+        objectives = own.merged_over(objectives)
+        declared = (*declared, *(k for k in NAMES if budgets.get(k) is not None))
     return Experiment(
         name,
         stack,
         state.open_journal(),
-        _objectives(item),
+        objectives,
         backend=state.backend,
         seed=seed,
         record_property=lambda key, value: item.user_properties.append((key, value)),
         fresh_recovery_point=True,
         progress=_progress_writer(request.config),
         learned_baseline=_learned_baseline(item),
-        declared=_declared(item),
+        declared=tuple(dict.fromkeys(declared)),
         session_loops=state.session_loops,
     )
 
@@ -425,15 +435,19 @@ def chaos_experiments(request: pytest.FixtureRequest, chaos_stack: Any) -> Itera
     """A factory of experiments for tests that run several (one per hypothesis example).
 
     ``with chaos_experiments("label", seed=7) as experiment: experiment.run(fault)``;
-    each is its own row in the report, named ``<test id>[label]``.
+    each is its own row in the report, named ``<test id>[label]``.  ``budgets={"ttd":
+    "2s", "rto": "3s"}`` gives one experiment budgets of its own (a test that draws
+    faults of several kinds: each is held to its kind's budget), over the marker's.
     """
     created: list[Any] = []
 
-    def factory(label: str, *, seed: int | None = None) -> Any:
+    def factory(
+        label: str, *, seed: int | None = None, budgets: Mapping[str, Any] | None = None
+    ) -> Any:
         state = request.config.stash[STATE]
         name = f"{request.node.nodeid}[{label}]"
         experiment = _new_experiment(
-            request, chaos_stack, name, state.seed if seed is None else seed
+            request, chaos_stack, name, state.seed if seed is None else seed, budgets
         )
         created.append(experiment)
         state.cleanups.append(lambda: experiment.finish("interrupted"))

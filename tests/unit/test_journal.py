@@ -95,3 +95,24 @@ def test_tail_returns_only_new_complete_events(tmp_path):
     assert [e["event"] for e in JournalTail(path, from_start=True).new_events()] == [
         "old", "new", "half"
     ]
+
+
+def test_tail_from_an_offset_streams_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """A window's events from where it began; a long journal read in chunks, an event
+    cut by a chunk's end joined with the rest of it."""
+    import chaoskit.journal as journal_module
+    from chaoskit.journal import JournalTail
+
+    monkeypatch.setattr(journal_module, "TAIL_CHUNK", 64)  # shorter than one event line
+    path = tmp_path / "journal.jsonl"
+    with Journal(path) as journal:
+        journal.record("before")
+        offset = path.stat().st_size
+        for i in range(20):
+            journal.record("inside", i=i)
+    tail = JournalTail(path, offset=offset)
+    streamed = tail.events()
+    assert next(streamed)["i"] == 0  # a generator: events as they are read
+    assert [e["i"] for e in streamed] == list(range(1, 20))
+    assert tail.new_events() == []
+    assert len(JournalTail(path, from_start=True).new_events()) == 21
