@@ -100,6 +100,11 @@ class Experiment:
         self.result: ExperimentResult | None = None
 
     # -- lifecycle ------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """Its window is closed (finish ran to the end)."""
+        return self._finished
+
     def start(self) -> Experiment:
         self._require_open("start")
         for loop in self.session_loops:

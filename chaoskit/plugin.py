@@ -439,22 +439,33 @@ def chaos_experiments(request: pytest.FixtureRequest, chaos_stack: Any) -> Itera
     "2s", "rto": "3s"}`` gives one experiment budgets of its own (a test that draws
     faults of several kinds: each is held to its kind's budget), over the marker's.
     """
-    created: list[Any] = []
+    created: dict[Any, Callable[[], None]] = {}  # unfinished experiment -> its cleanup
+    state = request.config.stash[STATE]
+
+    def forget_finished() -> None:
+        """A finished experiment holds its journal window, loops and tracker: a test that
+        runs hundreds (the soak) must not keep them all until the session ends."""
+        for experiment, cleanup in list(created.items()):
+            if experiment.finished:
+                del created[experiment]
+                if cleanup in state.cleanups:
+                    state.cleanups.remove(cleanup)
 
     def factory(
         label: str, *, seed: int | None = None, budgets: Mapping[str, Any] | None = None
     ) -> Any:
-        state = request.config.stash[STATE]
+        forget_finished()
         name = f"{request.node.nodeid}[{label}]"
         experiment = _new_experiment(
             request, chaos_stack, name, state.seed if seed is None else seed, budgets
         )
-        created.append(experiment)
-        state.cleanups.append(lambda: experiment.finish("interrupted"))
+        created[experiment] = lambda: experiment.finish("interrupted")
+        state.cleanups.append(created[experiment])
         return experiment
 
     yield factory
-    for experiment in created:  # those the test did not finish (no ``with`` block)
+    forget_finished()
+    for experiment in list(created):  # those the test did not finish (no ``with`` block)
         experiment.finish(
             request.node.stash.get(CALL_OUTCOME, "interrupted"),
             error=request.node.stash.get(CALL_ERROR, None),
