@@ -84,6 +84,9 @@ class Checkpoints(Strict):
 class Readiness(Strict):
     """When a service is ready; several kinds may be combined (all must hold)."""
 
+    # ``model_status`` is a field name, not pydantic's namespace (pydantic < 2.10 warned)
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
     http: str | None = None
     """GET on this path answers 200."""
     tcp: bool = False

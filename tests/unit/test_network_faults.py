@@ -248,8 +248,10 @@ def test_failure_half_way_removes_the_first_toxic(ctx: FaultContext, server: Pro
 
 def test_ctrl_c_in_a_real_process_leaves_no_orphan(server: ProxyServer, listen: str,
                                                    tmp_path: Path) -> None:
+    # a shell's background job inherits SIGINT ignored; the user's process has Ctrl-C's default
     script = textwrap.dedent(f"""
-        import sys, time
+        import signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from chaoskit.faults.base import FaultContext
         from chaoskit.faults.network import Latency
         from chaoskit.journal import Journal
