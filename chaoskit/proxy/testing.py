@@ -1,15 +1,35 @@
 """Small loopback servers and waits for testing code that runs through a proxy.
 
 Used by chaoskit's own tests and benchmarks, and handy for experiments that need a
-known upstream: an echo server, and a server that sends a fixed payload and closes.
+known upstream: an echo server, a server that sends a fixed payload and closes, and
+:func:`serving` to run any ``socketserver`` server (a DR site, an HTTP stand-in) in a
+thread for the length of a ``with`` block.
 """
 
 from __future__ import annotations
 
 import socket
+import socketserver
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+_Server = TypeVar("_Server", bound=socketserver.BaseServer)
+
+
+@contextmanager
+def serving(server: _Server) -> Iterator[_Server]:
+    """*server* answering in a thread; shut down, closed and joined at the end."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.005,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from chaoskit.errors import PermissionDeniedError, ReplicationError
 from chaoskit.journal import Journal, read_journal
 from chaoskit.proxy.client import ToxiproxyAPI
 from chaoskit.proxy.server import ProxyServer
+from chaoskit.proxy.testing import serving
 
 PW = "dr site password"
 TOKEN = b"s3cret-token"
@@ -39,20 +41,14 @@ TOKEN = b"s3cret-token"
 @pytest.fixture
 def make_site(tmp_path: Path) -> Iterator[Callable[..., SiteServer]]:
     """Start DR sites (keyword arguments go to SiteServer); all are stopped at the end."""
-    running: list[tuple[SiteServer, threading.Thread]] = []
+    numbers = itertools.count()
+    with ExitStack() as running:
 
-    def start(**options: object) -> SiteServer:
-        server = SiteServer(tmp_path / f"site{len(running) or ''}", TOKEN, **options)  # type: ignore[arg-type]
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        running.append((server, thread))
-        return server
+        def start(**options: object) -> SiteServer:
+            root = tmp_path / f"site{next(numbers) or ''}"
+            return running.enter_context(serving(SiteServer(root, TOKEN, **options)))  # type: ignore[arg-type]
 
-    yield start
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        yield start
 
 
 @pytest.fixture
@@ -334,13 +330,9 @@ def test_a_silent_client_is_disconnected(make_site):
 @pytest.fixture(scope="module")
 def garbage_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteServer]:
     """One site for every generated request; a short idle timeout ends what is left open."""
-    server = SiteServer(tmp_path_factory.mktemp("garbage") / "site", TOKEN, timeout=0.3)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    root = tmp_path_factory.mktemp("garbage") / "site"
+    with serving(SiteServer(root, TOKEN, timeout=0.3)) as server:
+        yield server
 
 
 ANSWERS = {200, 400, 401, 403, 404, 411, 413, 414, 423, 431, 501, 505}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from chaoskit.dr.protect.repository.audit import AUDIT_DIR, entry_name, read_log
 from chaoskit.dr.protect.repository.repo import Repository
 from chaoskit.dr.protect.site import SiteServer
 from chaoskit.dr.protect.witness import compare_with_witness, load_checkpoint
+from chaoskit.proxy.testing import serving
 
 TOKEN = b"witness-token"
 
@@ -33,13 +33,8 @@ class Journal:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[SiteServer]:
-    server = SiteServer(tmp_path / "site", TOKEN)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(SiteServer(tmp_path / "site", TOKEN)) as server:
+        yield server
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import pytest
 from chaoskit.cli import main
 from chaoskit.dr.protect.repository.audit import read_log
 from chaoskit.dr.protect.site import SiteServer, read_tokens
+from chaoskit.proxy.testing import serving
 
 WRITER, READER, ADMIN = b"writer-tok", b"reader-tok", b"admin-tok"
 PACK = "data/ab/" + "ab" * 32
@@ -23,21 +24,14 @@ PACK = "data/ab/" + "ab" * 32
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., SiteServer]]:
-    running: list[tuple[SiteServer, threading.Thread]] = []
+    with ExitStack() as running:
 
-    def start_site(**options: object) -> SiteServer:
-        server = SiteServer(tmp_path / "site", WRITER,
-                            tokens={READER: "reader", ADMIN: "admin"}, **options)  # type: ignore[arg-type]  # fmt: skip
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-        thread.start()
-        running.append((server, thread))
-        return server
+        def start_site(**options: object) -> SiteServer:
+            site = SiteServer(tmp_path / "site", WRITER,
+                              tokens={READER: "reader", ADMIN: "admin"}, **options)  # type: ignore[arg-type]  # fmt: skip
+            return running.enter_context(serving(site))
 
-    yield start_site
-    for server, thread in running:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        yield start_site
 
 
 def ask(site: SiteServer, method: str, path: str, token: bytes, body: bytes | None = None):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from chaoskit.dr.protect.repository.audit import read_log
 from chaoskit.dr.protect.site import SiteServer
 from chaoskit.dr.protect.site_tls import make_certificate, server_context
 from chaoskit.errors import ConfigError, ReplicationError
+from chaoskit.proxy.testing import serving
 
 TOKEN = b"tls-token"
 
@@ -27,13 +27,9 @@ def cert(tmp_path: Path) -> tuple[Path, Path, str]:
 
 @pytest.fixture
 def site(tmp_path: Path, cert: tuple[Path, Path, str]) -> Iterator[SiteServer]:
-    server = SiteServer(tmp_path / "site", TOKEN, tls=server_context(cert[0], cert[1]))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    tls = server_context(cert[0], cert[1])
+    with serving(SiteServer(tmp_path / "site", TOKEN, tls=tls)) as server:
+        yield server
 
 
 def client(site: SiteServer, pin: str) -> SiteClient:
