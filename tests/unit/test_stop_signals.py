@@ -50,6 +50,27 @@ def test_sigterm_stops_a_busy_waiter_every_time() -> None:
     assert hung == 0, f"{hung} of 40 processes hung on SIGTERM"
 
 
+def test_a_thread_started_before_does_not_let_sigterm_kill_the_process() -> None:
+    """A thread started before the watcher still has SIGTERM unblocked; a signal the
+    kernel hands to it is passed on, not the default action (death by SIGTERM: -15)."""
+    proc = start("""
+import threading
+from chaoskit.signals import StopSignals
+early = [threading.Thread(target=threading.Event().wait, args=(60,), daemon=True)
+         for _ in range(8)]
+for t in early:
+    t.start()
+stop = threading.Event()
+StopSignals(stop.set).start()
+print("ready", flush=True)
+stop.wait(60)
+print("stopped", flush=True)
+""")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    assert (proc.returncode, out) == (0, "stopped\n")
+
+
 def test_a_second_signal_ends_the_process_at_once() -> None:
     proc = start("""
 import threading
@@ -65,13 +86,14 @@ threading.Event().wait(60)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
 
 
-def test_leaving_the_block_restores_the_signal_mask() -> None:
+def test_leaving_the_block_restores_the_handlers() -> None:
     out = subprocess.run([sys.executable, "-c", """
 import signal
 from chaoskit.signals import StopSignals
+before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
 with StopSignals(lambda: None):
-    inside = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-after = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-print(signal.SIGTERM in inside, signal.SIGTERM in after)
+    inside = signal.getsignal(signal.SIGTERM)
+after = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+print(inside not in before, after == before, signal.set_wakeup_fd(-1))
 """], capture_output=True, text=True, timeout=30, env=os.environ.copy())  # fmt: skip
-    assert out.stdout.split() == ["True", "False"], out.stderr
+    assert out.stdout.split() == ["True", "True", "-1"], out.stderr
