@@ -107,6 +107,9 @@ def test_ctrl_c_stops_the_stack_and_reverts(pytester: pytest.Pytester) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # a run started as a shell's background job inherits SIGINT ignored, and pytest
+        # then never sees the Ctrl-C (two CI dry runs timed out on it): the user's has it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         marker = pytester.path / "inside-experiment"
