@@ -8,9 +8,12 @@ writer's keys cannot open what it could try to read by going around chaoskit.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ from chaoskit.dr.protect.repository.keyring import MAGIC, unframe
 from chaoskit.dr.protect.repository.packs import list_packs
 from chaoskit.dr.protect.repository.repo import Repository
 from chaoskit.dr.protect.repository.retention import RetentionPolicy
-from chaoskit.dr.protect.repository.snapshots import load_snapshot
+from chaoskit.dr.protect.repository.snapshots import HEADER_MAGIC, load_snapshot
 from chaoskit.errors import ConfigError, IntegrityError, PermissionDeniedError
 
 ADMIN, WRITER, READER, OPERATOR = "admin pw", "writer pw", "reader pw", "operator pw"
@@ -92,7 +95,63 @@ def test_writer_backup_restores_with_a_reading_key(
         assert reading.verify(src).ok
     assert admin.check(read_data=True).ok
     # the writer's snapshot and packs carry the wrapped data key, not the master key's seal
-    assert (admin.snap_dir / snap.id).read_bytes().startswith(MAGIC)
+    header, body = snapshot_parts(admin.snap_dir / snap.id)
+    assert body.startswith(MAGIC)
+
+
+def snapshot_parts(path: Path) -> tuple[bytes, bytes]:
+    """(sealed header, sealed manifest) of a snapshot file."""
+    blob = path.read_bytes()
+    assert blob.startswith(HEADER_MAGIC)
+    (length,) = struct.unpack_from("<I", blob, len(HEADER_MAGIC))
+    start = len(HEADER_MAGIC) + 4
+    return blob[start : start + length], blob[start + length :]
+
+
+def test_every_key_lists_recovery_points_and_only_readers_see_their_files(
+    admin: Repository, writer: Repository, src: Path
+) -> None:
+    """A writer learns when and from where each recovery point was made (the agent must
+    not back up a checkpoint twice), never what it holds."""
+    old = admin.backup(src, time=1.0, checkpoint_step=1, summary={"checkpoint": "ckpt-1"})
+    new = writer.backup(src, time=2.0, checkpoint_step=2, summary={"checkpoint": "ckpt-2"})
+    for password in (ADMIN, READER, OPERATOR, WRITER):
+        points = open_repository(admin.root, password).recovery_points()
+        assert points == [old.header(), new.header()]
+        assert [(p.checkpoint_step, p.summary["checkpoint"]) for p in points] == [
+            (1, "ckpt-1"), (2, "ckpt-2"),
+        ]  # fmt: skip
+        assert not hasattr(points[0], "files")
+    assert_refusal_free(writer)
+
+
+def assert_refusal_free(repo: Repository) -> None:
+    assert all(e["outcome"] != "refused" for e in read_log(repo.root))
+
+
+def test_a_header_that_lies_about_its_manifest_is_caught(
+    admin: Repository, writer: Repository, src: Path
+) -> None:
+    """A header is sealed with a key writers hold: a reading key checks it against the
+    manifest, so a forged header cannot pass for another checkpoint."""
+    first = writer.backup(src, time=1.0, summary={"checkpoint": "ckpt-1"})
+    second = writer.backup(src, time=2.0, summary={"checkpoint": "ckpt-2"})
+    header_2, _ = snapshot_parts(admin.snap_dir / second.id)
+    forged = dataclasses.replace(first.header(), summary={"checkpoint": "ckpt-9"})
+    raw = zlib.compress(json.dumps(dataclasses.asdict(forged)).encode())
+    sealed = writer.keyring.index.seal(raw, b"chaoskit-snapshot-header\0" + first.id.encode())
+    _, body_1 = snapshot_parts(admin.snap_dir / first.id)
+    path = admin.snap_dir / first.id
+    path.write_bytes(HEADER_MAGIC + struct.pack("<I", len(sealed)) + sealed + body_1)
+    assert [p.summary["checkpoint"] for p in writer.recovery_points()] == ["ckpt-9", "ckpt-2"]
+    with pytest.raises(IntegrityError, match="its header does not match its manifest"):
+        load_snapshot(admin.snap_dir, admin.keyring, first.id)
+    report = admin.check()
+    assert not report.ok and any(first.id[:8] in str(p) for p in report.problems)
+    # a header moved from another snapshot names that one: refused for every key
+    path.write_bytes(HEADER_MAGIC + struct.pack("<I", len(header_2)) + header_2 + body_1)
+    with pytest.warns(UserWarning, match=f"snapshot {first.id[:8]} header"):
+        assert [p.id for p in writer.recovery_points()] == [second.id]
 
 
 @pytest.mark.parametrize(
@@ -181,7 +240,7 @@ def test_writer_holds_no_key_that_opens_data(
     for snap_id in (old.id, new.id):
         with pytest.raises(IntegrityError):
             load_snapshot(writer.snap_dir, writer.keyring, snap_id)
-    sealed = unframe((admin.snap_dir / new.id).read_bytes())
+    sealed = unframe(snapshot_parts(admin.snap_dir / new.id)[1])
     assert sealed is not None
     with pytest.raises(IntegrityError):
         writer.cipher.open(sealed[1], b"chaoskit-snapshot\0" + new.id.encode(), what="x")

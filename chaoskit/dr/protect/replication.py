@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.protect.repository.repo import Repository
-from chaoskit.dr.protect.repository.snapshots import Snapshot, load_snapshot, snapshot_ids
+from chaoskit.dr.protect.repository.snapshots import SnapshotHeader, load_header, snapshot_ids
 from chaoskit.dr.protect.site import FILES, repository_files
 from chaoskit.errors import ChaosKitError, ReplicationError
 
@@ -175,10 +175,11 @@ class Replicator(BackgroundLoop):
                 self._record_replicated(path.removeprefix("snapshots/"))
         return shipped
 
-    def _created(self, snap_id: str) -> Snapshot | None:
-        """The local snapshot *snap_id*, now at the DR site: its time may be the newest."""
+    def _created(self, snap_id: str) -> SnapshotHeader | None:
+        """The local snapshot *snap_id*, now at the DR site: its time may be the newest
+        (its header is enough, so a writer key replicates)."""
         try:
-            snap = load_snapshot(self.repo.snap_dir, self.repo.keyring, snap_id)
+            snap = load_header(self.repo.snap_dir, self.repo.keyring, snap_id)
         except ChaosKitError:  # shipped as it is; `check` at either site names it
             return None
         if self.newest_created is None or snap.time > self.newest_created:

@@ -74,8 +74,12 @@ class BackupAgent(BackgroundLoop):
         journal: Journal | None = None,
         on_backup: Callable[[Snapshot], None] | None = None,
         checkpoint_format: CheckpointFormat | None = None,
+        forget_with: Repository | None = None,
     ) -> None:
+        """*forget_with*: a key that may forget (default *repo*'s), for a snapshot of
+        content that changed while it was read: a writer key cannot forget it."""
         self.repo = repo
+        self.forget_with = forget_with or repo
         self.format = checkpoint_format or TFFormat()
         self.dir = Path(checkpoint_dir).absolute()
         super().__init__()
@@ -95,7 +99,7 @@ class BackupAgent(BackgroundLoop):
         )
         self._done: set[str] = {
             str(s.summary.get("checkpoint"))
-            for s in repo.snapshots()
+            for s in repo.recovery_points()
             if s.source == str(self.dir) and s.summary.get("checkpoint")
         }
 
@@ -127,7 +131,7 @@ class BackupAgent(BackgroundLoop):
             )  # fmt: skip
             verdict = vet_backed_up(verdict, "checkpoint", checkpoint.name, snap.files)
             if not verdict.ok:  # changed between the check and the backup's read
-                discard_snapshot(self.repo, snap)
+                discard_snapshot(self.forget_with, snap)
                 self.refused[checkpoint.name] = verdict
                 continue
             self._record(snap, checkpoint.name, verdict)

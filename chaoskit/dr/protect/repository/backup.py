@@ -267,7 +267,7 @@ def run_backup(
             },
         )
         try:
-            save_snapshot(repo.snap_dir, session.sealer, snap)
+            save_snapshot(repo.snap_dir, session.sealer, snap, repo.keyring)
         except OSError as e:
             raise RepositoryError(f"could not write snapshot to {repo.root}: {e}") from e
         prog.done()

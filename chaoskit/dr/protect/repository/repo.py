@@ -27,7 +27,14 @@ from chaoskit.dr.protect.repository.keyring import KeyRing
 from chaoskit.dr.protect.repository.locks import STALE_AFTER, Lock
 from chaoskit.dr.protect.repository.packs import list_packs, read_header
 from chaoskit.dr.protect.repository.roles import ALLOWED, check_role, require
-from chaoskit.dr.protect.repository.snapshots import Snapshot, load_snapshot, resolve, snapshot_ids
+from chaoskit.dr.protect.repository.snapshots import (
+    Snapshot,
+    SnapshotHeader,
+    load_header,
+    load_snapshot,
+    resolve,
+    snapshot_ids,
+)
 from chaoskit.errors import IntegrityError, PermissionDeniedError, RepositoryError
 
 if TYPE_CHECKING:
@@ -277,6 +284,21 @@ class Repository:
         for problem in damaged.values():
             warnings.warn(f"skipping unreadable {problem}", stacklevel=2)
         return snaps
+
+    def recovery_points(self) -> list[SnapshotHeader]:
+        """Every readable snapshot's header, oldest checkpoint first: what a writer key may
+        know (unreadable ones are warned about)."""
+        self.require("list")
+        headers = []
+        for snap_id in snapshot_ids(self.snap_dir):
+            try:
+                headers.append(load_header(self.snap_dir, self.keyring, snap_id))
+            except IntegrityError as e:
+                warnings.warn(f"skipping unreadable {e}", stacklevel=2)
+            except RepositoryError:  # removed meanwhile
+                continue
+        headers.sort(key=lambda h: (h.time, h.backup_time))
+        return headers
 
     def snapshot(self, ref: str) -> Snapshot:
         """A snapshot by id, unique prefix or ``latest``."""

@@ -2,10 +2,11 @@
 
 ``admin`` may do everything, key management included; ``operator`` backs up, restores,
 checks, forgets and prunes; ``reader`` lists, verifies, restores and checks; ``writer``
-only adds snapshots.  Every role may change its own password (the new key file has the
-same role).  The writer's limit is cryptographic (it holds no key that opens existing
-data, see :mod:`chaoskit.dr.protect.repository.keyring`); operator and reader hold the master
-key, so theirs is enforced by chaoskit, not by the cipher.
+only adds snapshots (and lists the recovery points' headers, which every key may: when
+and from where, never what they hold).  Every role may change its own password (the new
+key file has the same role).  The writer's limit is cryptographic (it holds no key that
+opens existing data, see :mod:`chaoskit.dr.protect.repository.keyring`); operator and
+reader hold the master key, so theirs is enforced by chaoskit, not by the cipher.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from chaoskit.errors import ConfigError, PermissionDeniedError
 
 ROLES = ("admin", "operator", "writer", "reader")
 OPERATIONS = (
-    "backup", "snapshots", "restore", "verify", "check", "forget", "prune",
+    "backup", "list", "snapshots", "restore", "verify", "check", "forget", "prune",
     "key add", "key list", "key remove", "key passwd",
 )  # fmt: skip
 ALLOWED: dict[str, frozenset[str]] = {
@@ -22,6 +23,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "operator": frozenset(
         {
             "backup",
+            "list",
             "snapshots",
             "restore",
             "verify",
@@ -32,8 +34,10 @@ ALLOWED: dict[str, frozenset[str]] = {
             "key passwd",
         }  # fmt: skip
     ),
-    "reader": frozenset({"snapshots", "restore", "verify", "check", "key list", "key passwd"}),
-    "writer": frozenset({"backup", "key passwd"}),
+    "reader": frozenset(
+        {"list", "snapshots", "restore", "verify", "check", "key list", "key passwd"}
+    ),
+    "writer": frozenset({"backup", "list", "key passwd"}),
 }
 _WHAT = {
     "admin": "everything",
