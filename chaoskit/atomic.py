@@ -16,15 +16,19 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, *, durable: bool = True, mode: int = 0o644
+) -> None:
     """Replace *path* with *data* so a reader sees the old or the new file, never a mix.
 
     With ``durable`` the data and the rename are fsynced; a crash then leaves either
-    version whole.  On any error the temporary file is removed.
+    version whole.  On any error the temporary file is removed.  *mode* is set when the
+    file is created (0o600 for a secret: it is never readable by others, not even
+    while it is written).
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)
         while view:
@@ -45,9 +49,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
         raise
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, durable: bool = True) -> None:
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, *, durable: bool = True, mode: int = 0o644
+) -> None:
     """Text form of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable, mode=mode)
 
 
 def ensure_secret_file(path: str | os.PathLike[str], nbytes: int = 32) -> str:

@@ -332,7 +332,7 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
     """Start the stack, then its store guard and replicator; each registers its stopper."""
     from chaoskit.dr.protect.replication import Replicator, SiteClient
     from chaoskit.dr.protect.site import read_token
-    from chaoskit.dr.protect.store_guard import StoreGuard, open_backup_repository
+    from chaoskit.dr.protect.store_guard import StoreGuard, open_backup_repository, open_writer
     from chaoskit.stack.reference import ReferenceStack, StackConfig, make_backend
 
     stack: Any
@@ -357,13 +357,15 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
     stack.start()
     state.journal.record("stack.started", **stack.describe())
     repo = open_backup_repository(stack.repository, password_file=stack.password_file)
-    guard = StoreGuard(repo, stack, state.journal, repair=stack.recovery == "chaoskit")
+    writer = open_writer(repo, stack.writer_password_file)
+    guard = StoreGuard(repo, stack, state.journal, repair=stack.recovery == "chaoskit",
+                       writer=writer)  # fmt: skip
     state.cleanups.append(guard.stop)
     guard.start()
     state.session_loops.append(guard)
     if stack.dr_site is not None:
         site = SiteClient(stack.dr_site_endpoint, read_token(stack.dr_site_token_file))
-        replicator = Replicator(guard.repo, site, state.journal)
+        replicator = Replicator(writer, site, state.journal)
         state.cleanups.append(replicator.stop)
         replicator.start()
         state.session_loops.append(replicator)

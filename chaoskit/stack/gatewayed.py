@@ -60,6 +60,15 @@ class GatewayedStack:
 
     password_file: Path | None = None
     """The repository's password file; None: ``<repository>.password``, made when missing."""
+    writer_password_file_setting: Path | None = None
+
+    @property
+    def writer_password_file(self) -> Path:
+        """The password of the write-only key the backup agent and the replicator use
+        (default ``<repository>.writer-password``, made with the key when missing)."""
+        if self.writer_password_file_setting is not None:
+            return self.writer_password_file_setting
+        return self.repository.with_name(self.repository.name + ".writer-password")
 
     def describe(self) -> dict[str, object]:
         """What the journal records of the stack under test (``stack.started``)."""

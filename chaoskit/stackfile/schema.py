@@ -172,6 +172,9 @@ class DR(Strict):
     repository: str = "{data_dir}/backups"
     password_file: str | None = None
     """Default: ``<repository>.password`` beside it, created when missing."""
+    writer_password_file: str | None = None
+    """The write-only key of the backup agent and the replicator.  Default:
+    ``<repository>.writer-password`` beside it, created with its key when missing."""
 
 
 class Budgets(Strict):

@@ -121,6 +121,8 @@ class FileStack(GatewayedStack):
         self.recovery = file.dr.recovery
         self._repository = self._path(file.dr.repository)
         self.password_file = self._path(file.dr.password_file) if file.dr.password_file else None
+        if file.dr.writer_password_file:
+            self.writer_password_file_setting = self._path(file.dr.writer_password_file)
         d = file.dr
         self.dr_config = DRConfig(
             probe_interval=d.probe_interval, probe_timeout=d.probe_timeout, slow_probe=d.slow,

@@ -219,7 +219,11 @@ def test_replicate_to_a_dr_site_and_restore_from_it(site: tuple[Path, dict[str, 
     try:
         assert "serving" in server.stdout.readline()  # printed once it listens
         to_site = ["--site", f"127.0.0.1:{port}", "--token-file", str(tmp / "token")]
-        assert "shipped" in ck("replicate", *pw, *to_site, env=env).stdout
+        first = ck("replicate", *pw, *to_site, env=env)
+        assert "shipped" in first.stdout
+        assert "runs with key" in first.stderr and "of role admin; a writer key is enough" in (
+            first.stderr
+        )
         assert "shipped 0 files" in ck("replicate", *pw, *to_site, env=env).stdout
         offsite = {**env, "CHAOSKIT_REPOSITORY": str(tmp / "dr")}
         ck("check", *pw, "--read-data", env=offsite)

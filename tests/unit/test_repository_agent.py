@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_tfbundle import write_index
 
-from chaoskit.dr import BackupAgent, init_repository
+from chaoskit.dr import BackupAgent, init_repository, open_repository
 from chaoskit.dr.protect.repository.repo import Repository
-from chaoskit.errors import ConfigError
+from chaoskit.errors import ConfigError, PermissionDeniedError
 from chaoskit.journal import Journal, read_journal
 
 
@@ -125,3 +125,26 @@ def test_keras_files_are_backed_up_each_with_its_step_once_settled(
     assert (tmp_path / "out" / "ckpt-0002.weights.h5").read_bytes() == (
         ckpts / "ckpt-0002.weights.h5"
     ).read_bytes()
+
+
+def test_agent_on_a_writer_key_backs_up_each_checkpoint_once_across_restarts(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """The agent runs on a write-only key: it learns what is already backed up from the
+    snapshots' headers, and what it backs up opens only with a reading key."""
+    repo.add_key("writer pw", role="writer", scrypt_n=2**10)
+    writer = open_repository(repo.root, "writer pw")
+    ckpts = tmp_path / "ckpts"
+    data = save(ckpts, 1)
+    first = BackupAgent(writer, ckpts).poll_once()
+    assert first is not None and first.checkpoint_step == 1
+    again = BackupAgent(writer, ckpts)
+    assert again.poll_once() is None
+    save(ckpts, 2)
+    second = again.poll_once()
+    assert second is not None and second.checkpoint_step == 2
+    assert [s.id for s in repo.snapshots()] == [first.id, second.id]
+    repo.restore(first.id, tmp_path / "out")
+    assert (tmp_path / "out" / "ckpt-1.data-00000-of-00001").read_bytes() == data
+    with pytest.raises(PermissionDeniedError):
+        writer.restore(first.id, tmp_path / "refused")

@@ -252,11 +252,21 @@ def cmd_key_passwd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _more_role_than_needed(repo: Repository, job: str) -> None:
+    """A note on stderr when *job* (which only ships) runs with a key that reads: a host
+    that is broken into then gives away every backup, not only the next one."""
+    if repo.role != "writer":
+        print(f"chaoskit: note: {job} runs with key {repo.key_id[:8]} of role {repo.role}; "
+              "a writer key is enough and cannot read, restore or forget what it ships "
+              "(chaoskit backup key add --role writer)", file=sys.stderr)  # fmt: skip
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from chaoskit.dr.protect.repository.agent import BackupAgent
     from chaoskit.journal import Journal
 
     repo = _open(args)
+    _more_role_than_needed(repo, "backup watch")
     journal = (
         Journal(args.journal, source="backup-agent")
         if args.journal
@@ -315,6 +325,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         raise ConfigError(f"--token-file {args.token_file}: {e}") from e
     repo = _open(args)
+    _more_role_than_needed(repo, "backup replicate")
     journal = Journal(args.journal, source="replicator") if args.journal else None
     site = SiteClient(endpoint, token, tls_pin=_pin(args))
     replicator = Replicator(repo, site, journal or _NullJournal())

@@ -53,6 +53,7 @@ class FirstSight:
     """The store guard's checks of new versions and refused checkpoints (a mixin)."""
 
     repo: Repository
+    writer: Repository
     journal: Journal
     stack: Any
     model_base: Path
@@ -106,7 +107,7 @@ class FirstSight:
             self._expects_manifests |= verdict.parsed is not None
             if verdict.ok:
                 created = path.stat().st_mtime
-                snap = self.repo.backup(
+                snap = self.writer.backup(
                     path, tags=(VERSION_TAG,), time=created, checkpoint_step=version,
                     model_name=self.stack.model_name, model_version=str(version),
                     summary={"rule": verdict.rule},

@@ -38,12 +38,13 @@ first sight; every ``backup.recovery_point`` says which ``rule`` applied.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Self
 
-from chaoskit.atomic import atomic_write_bytes, ensure_secret_file, fsync_dir
+from chaoskit.atomic import atomic_write_bytes, atomic_write_text, ensure_secret_file, fsync_dir
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.recovery import confirm_steady_state
 from chaoskit.dr.protect.checkpoints import CheckpointFormat, TFFormat, from_snapshot
@@ -77,6 +78,20 @@ def open_backup_repository(path: Path, *, password_file: Path | None = None) -> 
     return init_repository(path, password, scrypt_n=2**14)
 
 
+def open_writer(keeper: Repository, password_file: Path) -> Repository:
+    """The repository opened with its write-only key, which the backup agent and the
+    replicator use (they must not be able to read, restore or forget what they ship); the
+    key is added and its password file written (0600) when missing.  The key is added
+    before its file is written: a crash between leaves an unused key, never a password
+    file that opens nothing."""
+    if password_file.exists():
+        return open_repository(keeper.root, password_file.read_text().strip())
+    password = secrets.token_urlsafe(24)
+    keeper.add_key(password, role="writer", scrypt_n=2**14)
+    atomic_write_text(password_file, password + "\n", mode=0o600)
+    return open_repository(keeper.root, password)
+
+
 class StoreGuard(FirstSight, BackgroundLoop):
     """Runs beside the stack for the whole session (a backup agent plus a scanner)."""
 
@@ -93,13 +108,17 @@ class StoreGuard(FirstSight, BackgroundLoop):
         watched_versions: int = 3,
         confirm_timeout: float = 60.0,
         repair: bool = True,
+        writer: Repository | None = None,
     ) -> None:
-        """*repair* False (``recovery = "observe"``): detect and journal, never restore or
-        restart; each problem is journaled once, until it is gone."""
+        """*repo* verifies and restores (a key that reads); *writer* (default *repo*),
+        a write-only key, makes every backup.  *repair* False (``recovery =
+        "observe"``): detect and journal, never restore or restart; each problem is
+        journaled once, until it is gone."""
         super().__init__()
         self.repair = repair
         self._observed: set[str] = set()
         self.repo = repo
+        self.writer = writer or repo
         self.stack = stack
         self.journal = journal
         self.scan_interval = scan_interval
@@ -118,8 +137,9 @@ class StoreGuard(FirstSight, BackgroundLoop):
         if stack.checkpoint_dir is not None:
             self.checkpoint_dir = Path(stack.checkpoint_dir)
             self.agent = BackupAgent(
-                repo, self.checkpoint_dir, interval=scan_interval, tags=(CHECKPOINT_TAG,),
-                model_name=stack.model_name, journal=journal, checkpoint_format=self.format,
+                self.writer, self.checkpoint_dir, interval=scan_interval,
+                tags=(CHECKPOINT_TAG,), model_name=stack.model_name, journal=journal,
+                checkpoint_format=self.format, forget_with=repo,
             )  # fmt: skip
         self._watcher = Watcher()
 
