@@ -358,13 +358,15 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
     state.journal.record("stack.started", **stack.describe())
     repo = open_backup_repository(stack.repository, password_file=stack.password_file)
     writer = open_writer(repo, stack.writer_password_file)
+    site = None
+    if stack.dr_site is not None:
+        site = SiteClient(stack.dr_site_endpoint, read_token(stack.dr_site_token_file))
     guard = StoreGuard(repo, stack, state.journal, repair=stack.recovery == "chaoskit",
-                       writer=writer)  # fmt: skip
+                       writer=writer, offsite=site)  # fmt: skip
     state.cleanups.append(guard.stop)
     guard.start()
     state.session_loops.append(guard)
-    if stack.dr_site is not None:
-        site = SiteClient(stack.dr_site_endpoint, read_token(stack.dr_site_token_file))
+    if site is not None:
         replicator = Replicator(writer, site, state.journal)
         state.cleanups.append(replicator.stop)
         replicator.start()

@@ -107,6 +107,10 @@ class SiteClient:
         """The site's signed checkpoint of the audit log it holds."""
         return dict(json.loads(self._request("GET", "/audit/witness")))
 
+    def get(self, path: str) -> bytes:
+        """One repository file (a pack may be 16 MiB: a longer wait than a probe's)."""
+        return self._request("GET", f"{FILES}/{path}", timeout=max(self.timeout, 30.0))
+
     def put(self, path: str, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()
         self._request("PUT", f"{FILES}/{path}", data, headers={"X-Content-SHA256": digest})

@@ -51,10 +51,11 @@ from chaoskit.dr.protect.checkpoints import CheckpointFormat, TFFormat, from_sna
 from chaoskit.dr.protect.first_sight import REFUSED, Damage, FirstSight, rule_fields
 from chaoskit.dr.protect.inotify import Watcher
 from chaoskit.dr.protect.manifest import Verdict
+from chaoskit.dr.protect.offsite import RepositoryWatch, Site, guard_repository
 from chaoskit.dr.protect.quarantine import move_aside, quarantine_dir
 from chaoskit.dr.protect.repository.agent import BackupAgent
 from chaoskit.dr.protect.repository.repo import Repository, init_repository, open_repository
-from chaoskit.dr.protect.repository.snapshots import Snapshot
+from chaoskit.dr.protect.repository.snapshots import Snapshot, snapshot_ids
 from chaoskit.dr.protect.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.dr.protect.repository.verify import verify_directory
 from chaoskit.errors import ChaosKitError
@@ -109,9 +110,11 @@ class StoreGuard(FirstSight, BackgroundLoop):
         confirm_timeout: float = 60.0,
         repair: bool = True,
         writer: Repository | None = None,
+        offsite: Site | None = None,
     ) -> None:
         """*repo* verifies and restores (a key that reads); *writer* (default *repo*),
-        a write-only key, makes every backup.  *repair* False (``recovery =
+        a write-only key, makes every backup; *offsite*, the DR site, is where a
+        destroyed local repository is fetched back from.  *repair* False (``recovery =
         "observe"``): detect and journal, never restore or restart; each problem is
         journaled once, until it is gone."""
         super().__init__()
@@ -142,6 +145,8 @@ class StoreGuard(FirstSight, BackgroundLoop):
                 checkpoint_format=self.format, forget_with=repo,
             )  # fmt: skip
         self._watcher = Watcher()
+        self.offsite = offsite
+        self.repo_watch = RepositoryWatch(repo.root)
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> Self:
@@ -154,6 +159,8 @@ class StoreGuard(FirstSight, BackgroundLoop):
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                if self.repair:
+                    self._guard_repository()
                 self._backup_new_versions()
                 status = None if self.trainer is None else self.stack.backend.status(self.trainer)
                 if not self.repair:
@@ -182,6 +189,26 @@ class StoreGuard(FirstSight, BackgroundLoop):
             version_dir = self.model_base / str(version)
             for directory in (version_dir, version_dir / "variables", version_dir / "assets.extra"):
                 self._watcher.watch(directory)
+
+    def _guard_repository(self) -> None:
+        """A damaged local repository comes back from the DR site first (every restore
+        needs it); the recovery points it lost are forgotten here too, so a version or
+        checkpoint that only they held is vetted again as new (and quarantined when
+        damaged) instead of being restored from nothing."""
+        held = [s.id for s in (*self.versions.values(), *self._snapshots)]
+        if not guard_repository(self.repo, self.repo_watch, self.offsite, self.journal, held):
+            return
+        kept = set(snapshot_ids(self.repo.snap_dir))
+        lost = [s for s in (*self.versions.values(), *self._snapshots) if s.id not in kept]
+        self.versions = {v: s for v, s in self.versions.items() if s.id in kept}
+        if self.agent is not None:
+            self.agent.forget_lost(kept)
+        for snap in lost:
+            self.journal.record("backup.lost", snapshot=snap.id, step=snap.checkpoint_step,
+                                wall_created=snap.time, tags=list(snap.tags),
+                                reason="not yet at the DR site when the local repository "
+                                "was destroyed")  # fmt: skip
+        self._confirm()
 
     # -- scanning ------------------------------------------------------------------------
     def scan(self) -> list[Damage]:

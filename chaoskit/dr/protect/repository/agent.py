@@ -142,6 +142,13 @@ class BackupAgent(BackgroundLoop):
             return snap
         return None
 
+    def forget_lost(self, kept: set[str]) -> None:
+        """Forget the backups whose snapshots are no longer in the repository (lost with
+        it when it was recovered from an older copy): their checkpoints count as new."""
+        lost = [s for s in self.snapshots if s.id not in kept]
+        self.snapshots = [s for s in self.snapshots if s.id in kept]
+        self._done -= {str(s.summary.get("checkpoint")) for s in lost}
+
     def _vet(self, checkpoint: Checkpoint) -> Verdict | None:
         """The producer manifest's verdict; None while it may still be written."""
         verdict = vet_checkpoint(self.dir, checkpoint.name, checkpoint.files)

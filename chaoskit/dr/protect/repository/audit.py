@@ -107,7 +107,10 @@ class AuditLog:
     def append(self, operation: str, outcome: str, **details: Any) -> dict[str, Any]:
         """Sign and publish one entry after the newest one; returns it."""
         self.dir.mkdir(exist_ok=True)
-        head = self._head or self._read_head()
+        head = self._head
+        if head is None or not (self.dir / entry_name(head[0])).exists():
+            head = self._read_head()  # first entry, or the log was replaced (a recovery
+            # from the DR site's copy, which may be shorter): chain after what is there
         while True:
             entry: dict[str, Any] = {
                 "seq": head[0] + 1, "prev": head[1], "time": time.time(),

@@ -1,0 +1,159 @@
+"""Recovery from the off-site copy: a destroyed local repository is fetched back from the DR site.
+
+A repository's files never change once written (new ones appear by rename; a key's new
+password is a new file), so :class:`RepositoryWatch` fingerprints them (inode, size,
+mtime) and names any that changed, and a config, key or recovery point that is gone:
+what ransomware on the primary does to it, or a disk that lost it.
+:func:`fetch_repository` then brings every file the DR site holds into a staging
+directory beside the repository, opens it (every sealed file it reads authenticates),
+moves the damaged directory aside for the post-mortem and renames the copy into its
+place.  Recovery points made after the last replication are lost: that is the DR
+site's RPO, which the report shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from chaoskit.atomic import atomic_write_bytes, fsync_dir
+from chaoskit.dr.protect.repository.repo import Repository
+from chaoskit.dr.protect.site import repository_files
+from chaoskit.errors import ChaosKitError, RepositoryError
+
+Fingerprint = tuple[int, int, int]
+"""(inode, size, mtime in ns) of a file."""
+SERVICE = "backup-repository"
+"""The service a damaged local repository is journaled as."""
+ACTION = "fetch-from-dr-site"
+_MUST_STAY = ("config", "keys/")
+"""Files whose loss is damage whatever else happens (a prune removes packs, index files
+and forgotten snapshots; nothing removes these)."""
+
+
+class Site(Protocol):
+    def list(self) -> set[str]: ...
+    def get(self, path: str) -> bytes: ...
+
+
+def _fingerprint(path: Path) -> Fingerprint | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class RepositoryWatch:
+    """What changed in a repository since it was last looked at, file by file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.seen: dict[str, Fingerprint] = {}
+        self.accept()
+
+    def accept(self) -> None:
+        """Take the repository as it is now as the baseline."""
+        self.seen = {}
+        for rel in repository_files(self.root):
+            fingerprint = _fingerprint(self.root / rel)
+            if fingerprint is not None:
+                self.seen[rel] = fingerprint
+
+    def problems(self, recovery_points: Iterable[str] = ()) -> list[str]:
+        """Changed files, and lost config, keys or *recovery_points* (snapshot ids); new
+        files join the baseline, other losses (a prune's) leave it."""
+        found = []
+        if not (self.root / "config").is_file():
+            found.append(f"missing  {self.root / 'config'}")
+        for rel, before in list(self.seen.items()):
+            now = _fingerprint(self.root / rel)
+            if now is None:
+                del self.seen[rel]
+                if rel.startswith(_MUST_STAY):
+                    found.append(f"missing  {self.root / rel}")
+            elif now != before:
+                found.append(f"changed  {self.root / rel} (rewritten: repository files never are)")
+        for snap_id in recovery_points:
+            if not (self.root / "snapshots" / snap_id).is_file():
+                found.append(f"missing  {self.root / 'snapshots' / snap_id} (a recovery point)")
+        for rel in repository_files(self.root):
+            if rel not in self.seen:
+                fingerprint = _fingerprint(self.root / rel)
+                if fingerprint is not None:
+                    self.seen[rel] = fingerprint
+        return sorted(set(found))
+
+
+def fetch_repository(site: Site, root: Path) -> tuple[int, Path | None]:
+    """Replace the repository at *root* with the DR site's copy; returns (files fetched,
+    where the damaged one was moved, None if there was none).  The copy is staged and
+    fsynced beside *root* first, so a failure midway leaves *root* as it was."""
+    staging = root.with_name(f".{root.name}-from-dr-site")
+    shutil.rmtree(staging, ignore_errors=True)
+    paths = sorted(site.list())
+    if "config" not in paths:
+        raise RepositoryError("the DR site holds no repository (no config) to recover from")
+    try:
+        for rel in paths:
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, site.get(rel))
+        for directory in {(staging / rel).parent for rel in paths}:
+            fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    aside = None
+    if root.exists():
+        aside = root.with_name(f".{root.name}-damaged-{time.time_ns()}")
+        os.rename(root, aside)
+    os.rename(staging, root)
+    fsync_dir(root.parent)
+    return len(paths), aside
+
+
+class Recorder(Protocol):
+    def record(self, event: str, **fields: Any) -> Any: ...
+
+
+def guard_repository(
+    repo: Repository, watch: RepositoryWatch, site: Site | None, journal: Recorder,
+    recovery_points: Iterable[str],
+) -> bool | None:  # fmt: skip
+    """Detect damage to *repo* and fetch it back from *site*: None when there was none,
+    else whether the repository was recovered (journaled: ``detected``, then
+    ``recovery.started``/``recovered`` or ``recovery.failed``, service
+    ``backup-repository``).  Each damage is reported once: after a failure, the damaged
+    repository is the baseline."""
+    problems = watch.problems(recovery_points)
+    if not problems:
+        return None
+    target = str(repo.root)
+    journal.record("detected", service=SERVICE, signal="integrity", target=target,
+                   problems=problems[:20])  # fmt: skip
+    if site is None:
+        watch.accept()
+        journal.record("recovery.failed", action=ACTION, service=SERVICE, target=target,
+                       reason="no DR site to fetch the repository from")  # fmt: skip
+        return False
+    journal.record("recovery.started", action=ACTION, service=SERVICE, target=target)
+    try:
+        fetched, aside = fetch_repository(site, repo.root)
+        report = repo.check()
+    except (ChaosKitError, OSError) as e:
+        watch.accept()
+        journal.record("recovery.failed", action=ACTION, service=SERVICE, target=target,
+                       reason=f"fetching the repository from the DR site failed: {e}")  # fmt: skip
+        return False
+    watch.accept()
+    journal.record(
+        "recovered", action=ACTION, service=SERVICE, target=target, files=fetched,
+        damaged_moved_to=None if aside is None else str(aside), check_ok=report.ok,
+        check_problems=[str(p) for p in report.problems][:20],
+    )  # fmt: skip
+    return True
