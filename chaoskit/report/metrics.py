@@ -340,40 +340,60 @@ def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
     The worst of these that apply is the RPO; none apply: no data was at risk (empty).
     """
     seconds: list[float] = []
-    restore = first_event(events, "restore.done", fault["t"])
+    steps: list[int] = []
     step_at_fault = fault.get("trainer_step")
-    if restore is not None:
+    restores = [e for e in events if e["event"] == "restore.done" and e["t"] >= fault["t"]]
+    for restore in restores:
         if "integrity" in restore:
-            result.integrity = bool(restore["integrity"])
-        created, step = restore.get("recovery_point_created_wall"), restore.get(
-            "recovery_point_step")
-        if restore.get("kind") == "model-version":
-            newest = fault.get("newest_version") or {}
-            if newest.get("version") is not None and newest.get("version") == step:
-                seconds.append(0.0)  # the damaged version itself is back: nothing lost
-                result.rpo_steps = 0
-            else:  # an older version serves again: the versions in between are lost
-                if newest.get("created_wall") is not None and created is not None:
-                    seconds.append(max(0.0, float(newest["created_wall"]) - float(created)))
-                if newest.get("version") is not None and step is not None:
-                    result.rpo_steps = max(0, int(newest["version"]) - int(step))
-        else:
-            if created is not None:
-                seconds.append(fault["wall"] - float(created))
-            if step_at_fault is not None and step is not None:
-                result.rpo_steps = int(step_at_fault) - int(step)
+            intact = bool(restore["integrity"])
+            result.integrity = intact if result.integrity is None else result.integrity and intact
+    # per family, the newest state restored counts (a ransomware drill restores every
+    # version and every checkpoint: restoring the older ones too loses nothing more)
+    versions = [e for e in restores if e.get("kind") == "model-version"]
+    if versions:
+        _version_rpo(versions, fault.get("newest_version") or {}, seconds, steps)
+    others = [e for e in restores if e.get("kind") != "model-version"]
+    created = _newest(others, "recovery_point_created_wall")
+    if created is not None:
+        seconds.append(fault["wall"] - created)
+    step = _newest(others, "recovery_point_step")
+    if step_at_fault is not None and step is not None:
+        steps.append(int(step_at_fault) - int(step))
     resumed = first_event(events, "trainer.started", fault["t"])
-    if restore is None and resumed is not None and resumed.get("step") is not None:
+    if not restores and resumed is not None and resumed.get("step") is not None:
         if step_at_fault is not None:
-            result.rpo_steps = max(0, int(step_at_fault) - int(resumed["step"]))
+            steps.append(max(0, int(step_at_fault) - int(resumed["step"])))
         newest = fault.get("newest_checkpoint") or {}
         if newest.get("step") == resumed["step"] and newest.get("created_wall") is not None:
             seconds.append(fault["wall"] - float(newest["created_wall"]))
+    if steps:
+        result.rpo_steps = max(steps)
     outage = _dr_site_outage_rpo(fault, events)
     if outage is not None:
         seconds.append(outage)
     if seconds:
         result.rpo_s = round(max(seconds), 3)
+
+
+def _newest(restores: list[Event], field: str) -> float | None:
+    return max((float(e[field]) for e in restores if e.get(field) is not None), default=None)
+
+
+def _version_rpo(
+    versions: list[Event], newest: dict[str, Any], seconds: list[float], steps: list[int]
+) -> None:
+    """The versions lost: the newest at the fault minus the newest restored (0 when
+    the damaged version itself is back)."""
+    best = _newest(versions, "recovery_point_step")
+    if newest.get("version") is not None and best is not None and newest["version"] == best:
+        seconds.append(0.0)
+        steps.append(0)
+        return
+    created = _newest(versions, "recovery_point_created_wall")
+    if newest.get("created_wall") is not None and created is not None:
+        seconds.append(max(0.0, float(newest["created_wall"]) - created))
+    if newest.get("version") is not None and best is not None:
+        steps.append(max(0, int(newest["version"]) - int(best)))
 
 
 def results_from_events(events: Iterable[Event]) -> list[ExperimentResult]:

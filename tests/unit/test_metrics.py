@@ -241,6 +241,28 @@ def test_rpo_of_a_restored_model_version_counts_only_versions_lost():
     assert math.isclose(older.rpo_s, 10.0) and older.rpo_steps == 200
 
 
+def test_rpo_of_many_restores_is_per_family_the_newest_restored_then_the_worst():
+    """A ransomware drill restores every version and every checkpoint: versions 199 and
+    200 (the newest at the fault: nothing lost there), checkpoints at steps 460 and 480
+    (20 steps, 0.3 s lost since the fault); one restore that failed to verify fails all."""
+    restores = [
+        ev(12.0, "restore.done", kind="model-version", recovery_point_step=199,
+           recovery_point_created_wall=WALL - 17.8, integrity=True),
+        ev(12.1, "restore.done", kind="model-version", recovery_point_step=200,
+           recovery_point_created_wall=WALL - 7.8, integrity=True),
+        ev(12.2, "restore.done", kind="checkpoint-files", recovery_point_step=460,
+           recovery_point_created_wall=WALL - 1.3, integrity=True),
+        ev(12.3, "restore.done", kind="checkpoint-state", recovery_point_step=480,
+           recovery_point_created_wall=WALL - 0.3, integrity=True),
+    ]  # fmt: skip
+    newest = {"trainer_step": 500, "newest_version": {"version": 200, "created_wall": WALL - 7.8}}
+    [r] = results_from_events(rpo_journal(newest, *restores))
+    assert r.rpo_steps == 20 and math.isclose(r.rpo_s, 0.3) and r.integrity is True
+    restores[0]["integrity"] = False
+    [bad] = results_from_events(rpo_journal(newest, *restores))
+    assert bad.integrity is False and bad.verdict == "fail"
+
+
 def test_rpo_is_the_worst_of_what_applies():
     """A DR site cut off (worst 6.5 s) while the trainer lost one step of 0.2 s: 6.5 s."""
     events = dr_site_journal()
