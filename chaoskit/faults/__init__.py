@@ -2,7 +2,7 @@
 
 Families: service (kill, hang), container (Docker stop/restart/remove, network or firewall
 partition), storage (damaged files of the model store and checkpoints), network
-(Toxiproxy toxics).
+(Toxiproxy toxics), security (ransomware on the primary).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from chaoskit.faults.container import (
     StopService,
 )
 from chaoskit.faults.network import Bandwidth, Latency, LimitData, Partition, ResetPeer, Slicer
+from chaoskit.faults.ransomware import Ransomware
 from chaoskit.faults.service import HangService, KillService
 from chaoskit.faults.storage import (
     AppendBytes,
@@ -46,6 +47,7 @@ __all__ = [
     "LimitData",
     "NetworkPartition",
     "Partition",
+    "Ransomware",
     "RemoveContainer",
     "ResetPeer",
     "RestartContainer",

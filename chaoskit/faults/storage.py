@@ -36,7 +36,9 @@ def sha256_file(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def _quarantine(ctx: FaultContext) -> Path:
+def originals_dir(ctx: FaultContext) -> Path:
+    """A new directory for the originals a fault keeps to revert (beside the run's data,
+    outside every watched store)."""
     place = Path(ctx.stack.data_dir) / QUARANTINE / secrets.token_hex(6)
     place.mkdir(parents=True)
     return place
@@ -61,7 +63,7 @@ class FileDamage(Fault):
         details = self._damage(path, data, ctx)  # validates before anything is touched
         if hashlib.sha256(data).hexdigest() == before:
             raise FaultError(f"{self.kind}: {details} would leave {path} unchanged")
-        keep = _quarantine(ctx) / path.name
+        keep = originals_dir(ctx) / path.name
         shutil.copy2(path, keep)
         with open(path, "r+b") as f:  # in place, as a bad disk or a torn upload would
             f.write(data)
@@ -191,7 +193,7 @@ class DeleteFile(Fault):
         path = resolve_target(ctx.stack, self.target)
         if not path.is_file():
             raise FaultError(f"delete-file: {self.target!r} ({path}) is not a file")
-        keep = _quarantine(ctx) / path.name
+        keep = originals_dir(ctx) / path.name
         before = sha256_file(path)
         os.replace(path, keep)  # the quarantine is inside the data dir: same file system
         fsync_dir(path.parent)
@@ -214,7 +216,7 @@ class DeleteVersion(Fault):
 
     def _inject(self, ctx: FaultContext) -> Changes:
         path = resolve_target(ctx.stack, f"model:{self.version}")
-        keep = _quarantine(ctx) / path.name
+        keep = originals_dir(ctx) / path.name
         os.replace(path, keep)
         fsync_dir(path.parent)
         return Changes(record={"path": str(path), "version": int(path.name)}, undo=keep)
@@ -246,7 +248,7 @@ class CheckpointStateFault(Fault):
         path = resolve_target(ctx.stack, "checkpoint:state")
         if not path.is_file():
             raise FaultError(f"checkpoint-state: no state file at {path}")
-        keep = _quarantine(ctx) / path.name
+        keep = originals_dir(ctx) / path.name
         shutil.copy2(path, keep)
         if self.mode == "remove":
             path.unlink()

@@ -21,7 +21,7 @@ from chaoskit.atomic import exchange_paths, fsync_dir
 from chaoskit.errors import FaultError, IntegrityError
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.faults.reweight import ReweightError, rewrite
-from chaoskit.faults.storage import _quarantine, restore_file, sha256_file
+from chaoskit.faults.storage import originals_dir, restore_file, sha256_file
 from chaoskit.faults.targets import resolve_target
 from chaoskit.model import version_dirs
 from chaoskit.tfbundle import TensorEntry, read_bundle_index
@@ -117,7 +117,7 @@ class SilentWeightChange(Fault):
         prefix = _bundle_prefix(ctx.stack, self.target)
         index, data, entries = _bundle_files(prefix)
         entry = self._choose(ctx, data, entries)  # validates before anything is touched
-        place = _quarantine(ctx)
+        place = originals_dir(ctx)
         keep = {"index": place / "orig" / index.name, "data": place / "orig" / data.name}
         keep["index"].parent.mkdir()
         try:
@@ -212,7 +212,7 @@ class StaleModel(Fault):
             if source not in versions or source == version:
                 raise FaultError(f"stale-model: no other version {self.source!r} in "
                                  f"{ctx.stack.model_base_path}")  # fmt: skip
-        place = _quarantine(ctx)
+        place = originals_dir(ctx)
         staged = place / path.name
         try:
             shutil.copytree(versions[source], staged, symlinks=True)

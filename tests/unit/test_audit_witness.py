@@ -154,4 +154,10 @@ def test_the_site_audits_every_refused_request(
     assert main(["audit", "show", "--site", str(site.root), "--outcome", "refused"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "3 entries"
     assert main(["audit", "verify", "--repo", str(repo.root), "--site", str(site.root)]) == 0
-    assert "3 refused requests, chain and signatures intact" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 refused requests, chain and signatures intact" in out
+    named = [line.split() for line in out.splitlines() if line.startswith("  refused")]
+    assert [(w[3], w[4], w[5]) for w in named] == [
+        ("GET", "/files", "401:"), ("GET", "/files", "401:"),
+        ("PUT", "/files/../../etc/passwd", "404:"),
+    ]  # fmt: skip

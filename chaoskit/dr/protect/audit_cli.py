@@ -50,6 +50,23 @@ def _site_checkpoint(args: argparse.Namespace) -> dict[str, Any] | None:
     return SiteClient(_site_endpoint(args.site), token, tls_pin=_pin(args)).witness()
 
 
+SHOWN_REFUSALS = 20
+
+
+def _print_refusals(access_dir: Path) -> None:
+    """The DR site's newest refused requests, one line each: who tried what, and why not."""
+    from chaoskit.dr.protect.repository.audit import read_log
+
+    refused = [e for e in read_log(access_dir) if e.get("outcome") == "refused"]
+    if len(refused) > SHOWN_REFUSALS:
+        print(f"  ... {len(refused) - SHOWN_REFUSALS} older refusals (audit show --site)")
+    for e in refused[-SHOWN_REFUSALS:]:
+        d = e.get("details") or {}
+        when = datetime.fromtimestamp(float(e.get("time", 0)), UTC).isoformat(timespec="seconds")
+        print(f"  refused  {when}  {d.get('client', '?')}  {d.get('method', '?')} "
+              f"{d.get('path', '?')}  {d.get('status', '?')}: {d.get('reason', '')}")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from chaoskit.dr.protect.repository.audit import verify_log
     from chaoskit.dr.protect.witness import WITNESS_DIR, compare_with_witness
@@ -72,6 +89,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return 1
         print(f"DR site access log of {args.site}: {access.entries} refused requests, "
               "chain and signatures intact")  # fmt: skip
+        _print_refusals(Path(args.site) / WITNESS_DIR)
     witnessed = "" if checkpoint is None else (
         f"; the DR site witnessed the first {checkpoint['length']}")
     print(f"audit log of {root}: {verdict.entries} entries, chain and signatures intact, "
