@@ -57,7 +57,7 @@ from chaoskit.dr.protect.repository.agent import BackupAgent
 from chaoskit.dr.protect.repository.repo import Repository, init_repository, open_repository
 from chaoskit.dr.protect.repository.snapshots import Snapshot, snapshot_ids
 from chaoskit.dr.protect.repository.source import STATE_FILE, parse_checkpoint_state
-from chaoskit.dr.protect.repository.verify import verify_directory
+from chaoskit.dr.protect.repository.verify import verify_snapshot
 from chaoskit.errors import ChaosKitError
 from chaoskit.journal import Journal, JournalTail
 
@@ -227,7 +227,7 @@ class StoreGuard(FirstSight, BackgroundLoop):
     def _verify(self, path: Path, snap: Snapshot, *, ignore: tuple[str, ...] = ()) -> list[str]:
         if not path.is_dir():
             return [f"missing  {path}"]
-        report = verify_directory(self.repo, path, snap.id)
+        report = verify_snapshot(snap, path)
         lines = [f"missing  {p}" for p in report.missing if p not in ignore]
         lines += [f"changed  {p} ({why})" for p, why in report.changed.items() if p not in ignore]
         return lines

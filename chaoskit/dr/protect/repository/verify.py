@@ -72,7 +72,13 @@ def live_files(base: Path) -> set[str]:
 def verify_directory(repo: Repository, source: Path, ref: str) -> VerifyReport:
     if not source.is_dir():
         raise ConfigError(f"verify: {source} is not a directory")
-    snap = repo.snapshot(ref)
+    return verify_snapshot(repo.snapshot(ref), source)
+
+
+def verify_snapshot(snap: Snapshot, source: Path) -> VerifyReport:
+    """Compare *source* with a snapshot already in memory (the store guard keeps its
+    recovery points' manifests: it scans every 250 ms, also while the repository itself
+    is damaged)."""
     report = VerifyReport(snapshot=snap, source=source)
     entries = [f for f in snap.files if f.type == "file"]
     with ThreadPoolExecutor(2) as pool:
