@@ -96,6 +96,7 @@ class AuditLog:
         self.signer = signer
         self.key_id = key_id
         self.role = role
+        self._public = public_text(signer)
         self._head: tuple[int, str] | None = None  # (seq, hash) of the newest entry seen
 
     def _read_head(self) -> tuple[int, str]:
@@ -115,19 +116,18 @@ class AuditLog:
             entry: dict[str, Any] = {
                 "seq": head[0] + 1, "prev": head[1], "time": time.time(),
                 "op": operation, "outcome": outcome, "key": self.key_id, "role": self.role,
-                "host": os.uname().nodename, "signer": public_text(self.signer),
-                "details": details,
+                "host": os.uname().nodename, "signer": self._public, "details": details,
             }  # fmt: skip
             entry["sig"] = base64.b64encode(self.signer.sign(_canonical(entry))).decode()
-            if self._publish(entry):
-                self._head = (entry["seq"], entry_hash(entry))
+            data = _canonical(entry)  # the file holds the canonical form: hashed as it is
+            if self._publish(entry["seq"], data):
+                self._head = (entry["seq"], hashlib.sha256(data).hexdigest())
                 return entry
             head = self._read_head()  # another writer took that place: chain after it
 
-    def _publish(self, entry: dict[str, Any]) -> bool:
-        final = self.dir / entry_name(entry["seq"])
+    def _publish(self, seq: int, data: bytes) -> bool:
+        final = self.dir / entry_name(seq)
         tmp = self.dir / f".{final.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
-        data = json.dumps(entry, sort_keys=True, indent=1).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, data)
