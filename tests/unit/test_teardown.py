@@ -21,8 +21,8 @@ from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.journal import Event, Journal, read_journal
 from chaoskit.loadgen import LoadGenerator
 from chaoskit.objectives import Objectives
-from chaoskit.plugin import RunState
 from chaoskit.report.metrics import results_from_events
+from chaoskit.run_state import RunState
 from chaoskit.waiting import wait_until
 
 
@@ -285,7 +285,7 @@ def test_a_cleanup_failure_after_the_journal_closed_is_still_listed(tmp_path: Pa
 
 
 def test_a_bound_method_cleanup_is_named_by_its_class() -> None:
-    from chaoskit.plugin import cleanup_name
+    from chaoskit.run_state import cleanup_name
 
     assert cleanup_name(ProbeLoop(None).stop) == "ProbeLoop.stop"
 
