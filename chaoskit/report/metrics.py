@@ -363,9 +363,9 @@ def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
     if not restores and resumed is not None and resumed.get("step") is not None:
         if step_at_fault is not None:
             steps.append(max(0, int(step_at_fault) - int(resumed["step"])))
-        newest = fault.get("newest_checkpoint") or {}
-        if newest.get("step") == resumed["step"] and newest.get("created_wall") is not None:
-            seconds.append(fault["wall"] - float(newest["created_wall"]))
+        created = _checkpoint_created(fault, events, int(resumed["step"]))
+        if created is not None:  # a checkpoint saved after the fault loses nothing
+            seconds.append(max(0.0, fault["wall"] - created))
     if steps:
         result.rpo_steps = max(steps)
     outage = _dr_site_outage_rpo(fault, events)
@@ -373,6 +373,20 @@ def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
         seconds.append(outage)
     if seconds:
         result.rpo_s = round(max(seconds), 3)
+
+
+def _checkpoint_created(fault: Event, events: list[Event], step: int) -> float | None:
+    """When the checkpoint of *step* was written: the fault's newest checkpoint, or
+    the trainer's ``checkpoint.saved`` / the backup of that step (one saved between the
+    fault and a crash is the one the trainer resumes from)."""
+    newest = fault.get("newest_checkpoint") or {}
+    if newest.get("step") == step and newest.get("created_wall") is not None:
+        return float(newest["created_wall"])
+    for e in events:
+        if (e["event"] in ("checkpoint.saved", "backup.recovery_point") and e.get("step") == step
+                and e.get("wall_created") is not None):  # fmt: skip
+            return float(e["wall_created"])
+    return None
 
 
 def _newest(restores: list[Event], field: str) -> float | None:

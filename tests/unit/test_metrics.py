@@ -229,6 +229,24 @@ def test_rpo_of_a_trainer_that_resumed_without_a_restore():
     assert r.rpo_steps == 1 and math.isclose(r.rpo_s, 0.2)
 
 
+def test_rpo_of_a_trainer_that_saved_again_between_the_fault_and_its_crash():
+    """Soak, fault 275: the state file was removed at step 25139, the trainer saved
+    ckpt-25140 (rewriting it) 24 ms later, was killed, and resumed from ckpt-25140.
+    Nothing was lost: RPO 0 steps and 0 s (it was unbounded, failing the RPO budget)."""
+    [r] = results_from_events(rpo_journal(
+        {"trainer_step": 25139, "newest_checkpoint": {"step": 25120, "created_wall": WALL - 1.1}},
+        ev(11.024, "checkpoint.saved", step=25140, wall_created=WALL + 0.024),
+        ev(13.0, "trainer.started", step=25140),
+    ))  # fmt: skip
+    assert r.rpo_steps == 0 and r.rpo_s == 0.0
+    [older] = results_from_events(rpo_journal(  # resumed from an older backed-up one
+        {"trainer_step": 25139, "newest_checkpoint": {"step": 25120, "created_wall": WALL - 1.1}},
+        ev(10.5, "backup.recovery_point", step=25100, wall_created=WALL - 2.5),
+        ev(13.0, "trainer.started", step=25100),
+    ))  # fmt: skip
+    assert older.rpo_steps == 39 and math.isclose(older.rpo_s, 2.5)
+
+
 def test_rpo_of_a_restored_model_version_counts_only_versions_lost():
     newest = {"newest_version": {"version": 200, "created_wall": WALL - 7.8}}
     [same] = results_from_events(rpo_journal(newest, ev(
