@@ -9,7 +9,10 @@ timeout does).  Retried: a try that could not connect, was closed or reset befor
 first answer byte, or sent no first byte within a per-try deadline derived from that
 replica's recent time to first byte.  Never retried: a request whose try already
 received answer bytes, one that is not idempotent, or one with no other replica in
-rotation.  One retry at most, and both tries share one total deadline.  An answer that
+rotation — whose try is then not cut short at the per-try deadline either: a replica
+slow to answer while it loads a new version, with the other one out being repaired,
+gets the whole deadline (the soak lost a request to that).  One retry at most, and both
+tries share one total deadline.  An answer that
 needed a retry carries ``X-Chaoskit-Retried: <replica that failed>`` (the load generator
 journals it, so ``retried_requests`` comes from the journal); every answer names the
 replica that gave it in ``X-Chaoskit-Replica``.
@@ -143,12 +146,18 @@ class Router:
         retryable = method in IDEMPOTENT_METHODS or (
             method == "POST" and path.split("?", 1)[0].endswith(INFERENCE_VERBS)
         )
+        # the per-try wait gives up on a slow first byte only to ask another replica: with
+        # none in rotation (the other is being repaired), this one gets the whole deadline
+        elsewhere = retryable and self._retry_target(first) is not None
         try:
-            return self._try(first, method, path, headers, body, deadline, per_try=retryable)
+            return self._try(first, method, path, headers, body, deadline, per_try=elsewhere)
         except NoAnswer as e:
             other = self._retry_target(first) if retryable else None
+            timed_out = "timed out" in str(e)
+            if other is None and elsewhere and timed_out:
+                other = first  # the other one left rotation meanwhile: ask this one again
             if other is None or time.monotonic() >= deadline:
-                return _error(502 if "timed out" not in str(e) else 504, first, str(e))
+                return _error(502 if not timed_out else 504, first, str(e))
             try:
                 answer = self._try(other, method, path, headers, body, deadline, per_try=False)
             except OSError as again:

@@ -8,13 +8,16 @@ import http.client
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from chaoskit.stack.router import FirstByteTimes, RetryPolicy, Router
+
+_OPEN = threading.Event()
+_OPEN.set()
 
 
 class _Answering(BaseHTTPRequestHandler):
@@ -24,6 +27,8 @@ class _Answering(BaseHTTPRequestHandler):
         pass
 
     def _answer(self) -> None:
+        self.server.on_request()  # type: ignore[attr-defined]
+        self.server.answering.wait(10)  # type: ignore[attr-defined]  # a slow replica: not yet
         length = int(self.headers.get("Content-Length") or 0)
         body = json.dumps({"path": self.path, "got": self.rfile.read(length).decode(),
                            "by": self.server.name}).encode()  # type: ignore[attr-defined]
@@ -37,9 +42,15 @@ class _Answering(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def answering(name: str) -> Iterator[tuple[str, int]]:
+def answering(
+    name: str, gate: threading.Event | None = None, on_request: Callable[[], None] = lambda: None
+) -> Iterator[tuple[str, int]]:
+    """A replica that answers each request (once *gate* is set, when one is given),
+    calling *on_request* as each arrives."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
     server.name = name  # type: ignore[attr-defined]
+    server.answering = gate or _OPEN  # type: ignore[attr-defined]
+    server.on_request = on_request  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -136,6 +147,59 @@ def test_a_predict_whose_try_got_no_answer_byte_is_retried_once_elsewhere(broken
             status, headers, body = call(router, timeout=3.0)
     assert status == 200 and json.loads(body)["by"] == "b"
     assert headers["X-Chaoskit-Retried"] == "a" and headers["X-Chaoskit-Replica"] == "b"
+
+
+def slow_call(router: Router, gate: threading.Event, after: float) -> tuple:
+    """A call whose replica answers only *after* seconds (set by a timer, not a sleep in
+    the test: the replica is slow, the router is what waits)."""
+    timer = threading.Timer(after, gate.set)
+    timer.start()
+    try:
+        return call(router, timeout=5.0)
+    finally:
+        timer.cancel()
+
+
+def test_with_no_other_replica_in_rotation_a_slow_answer_is_waited_for() -> None:
+    """Soak, fault 359: the killed replica was out for repair and the other, loading a
+    new version, took 0.37 s to answer; cut off at its 0.25 s per-try wait, the request
+    failed (504) although nobody else could have answered it."""
+    gate = threading.Event()
+    with answering("a", gate) as a, answering("b") as b:
+        with router_over({"a": a, "b": b}, deadline_s=5.0) as router:
+            gate.set()
+            for _ in range(12):  # quick answers: a per-try wait of 0.25 s
+                assert call(router)[0] == 200
+            gate.clear()
+            router.take_out("b")
+            status, headers, body = slow_call(router, gate, 0.6)
+    assert status == 200 and json.loads(body)["by"] == "a"
+    assert "X-Chaoskit-Retried" not in headers
+
+
+def test_a_replica_that_leaves_rotation_during_the_try_sends_it_back_to_the_first() -> None:
+    """"b" leaves rotation while "a" holds the first try; "a" answers nothing until the
+    router asks it again (so the answer proves the second try), then both."""
+    gate, arrivals = threading.Event(), []
+    routers: list[Router] = []
+
+    def arrived() -> None:
+        arrivals.append(1)
+        if len(arrivals) == 13:  # the slow request's first try
+            routers[0].take_out("b")
+        elif len(arrivals) == 14:  # asked again after the per-try wait
+            gate.set()
+
+    with answering("a", gate, arrived) as a, answering("b") as b:
+        with router_over({"a": a, "b": b}, deadline_s=5.0) as router:
+            routers.append(router)
+            gate.set()
+            for _ in range(12):
+                assert call(router)[0] == 200
+            gate.clear()
+            status, headers, body = call(router, timeout=5.0)
+    assert status == 200 and json.loads(body)["by"] == "a"
+    assert headers["X-Chaoskit-Retried"] == "a" and len(arrivals) == 14
 
 
 def test_answer_bytes_already_received_are_never_retried() -> None:
