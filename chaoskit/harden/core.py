@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
-from chaoskit.dr.protect.repository.roles import ALLOWED
-
 MODEL_DESTINATIONS = ("/models",)
 """Container paths that hold models whatever the stack file says (TF Serving's default)."""
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
@@ -246,6 +244,8 @@ def check_sites(facts: Facts) -> Iterator[Finding]:
 # -- keys -------------------------------------------------------------------------------
 def excess_operations(role: str, needed: str) -> list[str]:
     """What *role* may do that *needed* may not (empty: not more than needed)."""
+    from chaoskit.dr.protect.repository.roles import ALLOWED  # the repository: not at import
+
     return sorted(ALLOWED.get(role, frozenset()) - ALLOWED[needed])
 
 
