@@ -99,10 +99,6 @@ def read_stack(file: StackFile, path: Path, data_dir: Path | None) -> StackFacts
                 f"services.{name}", tls="--tls-cert" in command,
                 token="--token-file" in command or "--tokens" in command,
             ))  # fmt: skip
-            if "{dr_site_token_file}" in command:  # chaoskit makes this one
-                token = values.get("dr_site_token_file")
-                if token is not None:
-                    facts.secrets.append((Path(token), SECRET_OPTIONS["--token-file"]))
     if unresolved:
         facts.notes.append(f"not checked: {', '.join(dict.fromkeys(unresolved))} (they name "
                            "{data_dir}; give --data-dir, the run's data directory)")  # fmt: skip
@@ -125,7 +121,10 @@ def secret_files(
     it), else a note."""
     found: list[SecretFile] = []
     notes: list[str] = []
-    for path, what in dict.fromkeys(named):
+    unique: dict[Path, str] = {}
+    for path, what in named:
+        unique.setdefault(path, what)  # a file named twice: checked once, first name wins
+    for path, what in unique.items():
         try:
             mode = path.stat().st_mode
         except FileNotFoundError as e:

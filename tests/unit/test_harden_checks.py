@@ -182,3 +182,29 @@ def test_a_stack_file_names_its_secrets_sites_and_model_path(tmp_path) -> None:
     unknown = read_stack(file, tmp_path / "chaoskit.toml", None)  # {data_dir} unknown
     assert unknown.model_paths == [] and "model.base_path" in unknown.notes[0]
     assert "--data-dir" in unknown.notes[0]
+
+
+def test_the_table_has_check_subject_reason_fix_then_notes_and_what_was_checked() -> None:
+    from chaoskit.harden.cli import render
+
+    findings = run_checks(Facts(secrets=[SecretFile("/k/key", "key file", 0o100644)]))
+    lines = render(findings, ["skipped: x"], {"containers": 0, "secret_files": 1}).splitlines()
+    assert lines[0].split() == ["CHECK", "SUBJECT", "REASON", "FIX"]
+    assert lines[1].startswith("secret-file-mode  /k/key") and "chmod 600 /k/key" in lines[1]
+    assert lines[-2:] == ["note: skipped: x",
+                          "harden-check: 1 finding(s) (checked 0 containers, 1 secret files)"]
+    assert render([], [], {"keys": 2}) == "harden-check: no findings (checked 2 keys)"
+
+
+def test_the_command_exits_1_on_findings_0_without_and_2_on_bad_input(tmp_path, capsys) -> None:
+    from chaoskit.cli import main
+
+    key = tmp_path / "key"
+    key.write_text("k")
+    key.chmod(0o640)
+    assert main(["harden-check", "--secret-file", str(key)]) == 1
+    key.chmod(0o600)
+    assert main(["harden-check", "--secret-file", str(key)]) == 0
+    assert main(["harden-check", "--secret-file", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"chaoskit: error: secret file '{tmp_path / 'x'}' does not exist\n"
