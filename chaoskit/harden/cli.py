@@ -157,7 +157,9 @@ def collect(args: argparse.Namespace) -> Any:
         password = (c.read_password(args.password_file, "--password-file")
                     if args.password_file else os.environ.get(PASSWORD_ENV))  # fmt: skip
         if password:
-            facts.notes += c.list_keys(args.repo, password)
+            where = (f"--password-file {str(args.password_file)!r}" if args.password_file
+                     else f"${PASSWORD_ENV}")  # fmt: skip
+            facts.notes += c.list_keys(args.repo, password, where)
         for job, flag in (("backup agent", args.agent_password_file),
                           ("replicator", args.replicator_password_file)):  # fmt: skip
             if flag is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chaoskit.errors import ChaosKitError, ConfigError
+from chaoskit.errors import ChaosKitError, ConfigError, RepositoryError
 from chaoskit.harden.core import ContainerFacts, KeyFacts, Mount, SecretFile, SiteFacts
 from chaoskit.stackfile.schema import StackFile
 
@@ -287,18 +287,24 @@ def job_key(repo: Path, password_file: Path, job: str) -> KeyFacts:
     """The key a DR *job* runs with: the role the password in *password_file* opens."""
     from chaoskit.dr.protect.repository.repo import open_repository
 
-    opened = open_repository(repo, read_password(password_file, f"{job} password file"))
+    try:
+        opened = open_repository(repo, read_password(password_file, f"{job} password file"))
+    except RepositoryError as e:
+        raise ConfigError(f"{job} password file {str(password_file)!r}: {e}") from e
     return KeyFacts(job, opened.key_id, opened.role, str(repo), str(password_file))
 
 
-def list_keys(repo: Path, password: str) -> list[str]:
-    """``key list`` as note lines: id, role, user@host (the listing key marked *)."""
+def list_keys(repo: Path, password: str, where: str) -> list[str]:
+    """``key list`` as note lines: id, role, user@host (the listing key marked);
+    *where* names the password's source in errors."""
     from chaoskit.dr.protect.repository.repo import open_repository
 
-    opened = open_repository(repo, password)
+    try:
+        keys = open_repository(repo, password).list_keys()
+    except RepositoryError as e:
+        raise ConfigError(f"{where}: {e}") from e
     return [f"key {k.id[:8]} role {k.role:8} {k.username}@{k.hostname}"
-            + (" (this --password-file)" if k.current else "")
-            for k in opened.list_keys()]  # fmt: skip
+            + (" (the listing key)" if k.current else "") for k in keys]  # fmt: skip
 
 
 def is_repository(path: Path) -> bool:
