@@ -153,6 +153,9 @@ def collect(args: argparse.Namespace) -> Any:
     if args.site:
         facts.sites.append(c.probe_site(args.site, token=True if args.site_token_file else None,
                                         tls_pin=args.tls_pin))  # fmt: skip
+        if facts.sites[-1].tls and not args.tls_pin:
+            facts.notes.append(f"--site {args.site}: its certificate was not checked (no "
+                               "--tls-pin); only whether it asks for a token was")  # fmt: skip
     if args.repo is not None:
         password = (c.read_password(args.password_file, "--password-file")
                     if args.password_file else os.environ.get(PASSWORD_ENV))  # fmt: skip
