@@ -22,6 +22,7 @@ _COMMANDS: dict[str, str] = {
     "gate": "chaoskit.report.cli",
     "run": "chaoskit.suite.cli",
     "init": "chaoskit.stackfile.init",
+    "harden-check": "chaoskit.harden.cli",
 }
 """Command -> the module that registers it.  Only the module of the command being run is
 imported (``chaoskit backup`` must start fast); help imports them all."""

@@ -53,6 +53,36 @@ class AttachTarget:
         return f"container {self.container!r}" if self.container else f"label {self.label!r}"
 
 
+def find_container(api: Any, target: AttachTarget) -> dict[str, Any]:
+    """The container *target* names (inspected): by name or id, or the one container its
+    label matches (running ones first); BackendError naming the target if none or several."""
+    import docker.errors
+
+    service = target.service
+    ident = target.container
+    if target.label is not None:
+        with engine.engine_errors(f"looking up containers with label {target.label!r}"):
+            found = api.containers(all=True, filters={"label": target.label})
+        running = [c for c in found if c["State"] in ("running", "paused")] or found
+        if len(running) != 1:
+            names = ", ".join(n.lstrip("/") for c in running for n in c["Names"][:1])
+            raise BackendError(
+                f"attach target {service!r}: label {target.label!r} matches "
+                f"{len(running)} containers ({names or 'none'}); it must match exactly one"
+            )
+        ident = running[0]["Id"]
+    try:
+        info: dict[str, Any] = api.inspect_container(ident)
+    except docker.errors.NotFound as e:
+        raise BackendError(
+            f"attach target {service!r}: {target.describe()} does not exist on the "
+            f"Docker engine"
+        ) from e
+    except docker.errors.DockerException as e:
+        raise BackendError(f"attach target {service!r}: cannot inspect it: {e}") from e
+    return info
+
+
 class DockerAttachBackend:
     """The Backend protocol over containers chaoskit does not own."""
 
@@ -93,32 +123,7 @@ class DockerAttachBackend:
 
     def _find(self, service: str) -> dict[str, Any]:
         """The target's container (inspected); BackendError naming the target if none."""
-        import docker.errors
-
-        target = self._target(service)
-        api = self.client.api
-        ident = target.container
-        if target.label is not None:
-            with engine.engine_errors(f"looking up containers with label {target.label!r}"):
-                found = api.containers(all=True, filters={"label": target.label})
-            running = [c for c in found if c["State"] in ("running", "paused")] or found
-            if len(running) != 1:
-                names = ", ".join(n.lstrip("/") for c in running for n in c["Names"][:1])
-                raise BackendError(
-                    f"attach target {service!r}: label {target.label!r} matches "
-                    f"{len(running)} containers ({names or 'none'}); it must match exactly one"
-                )
-            ident = running[0]["Id"]
-        try:
-            info: dict[str, Any] = api.inspect_container(ident)
-        except docker.errors.NotFound as e:
-            raise BackendError(
-                f"attach target {service!r}: {target.describe()} does not exist on the "
-                f"Docker engine"
-            ) from e
-        except docker.errors.DockerException as e:
-            raise BackendError(f"attach target {service!r}: cannot inspect it: {e}") from e
-        return info
+        return find_container(self.client.api, self._target(service))
 
     def container_id(self, service: str) -> str | None:
         return str(self._find(service)["Id"])

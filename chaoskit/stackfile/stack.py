@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chaoskit.atomic import atomic_write_text, ensure_secret_file
 from chaoskit.canary import auto_canary, check_canary, read_canary_file, signature_inputs
@@ -32,6 +33,9 @@ from chaoskit.stack.reference import make_backend
 from chaoskit.stack.service import Readiness, ServiceSpec
 from chaoskit.stackfile.load import load_stack_file
 from chaoskit.stackfile.schema import Service, StackFile
+
+if TYPE_CHECKING:
+    from chaoskit.stack.docker_attach import AttachTarget
 
 
 class _Keep(dict[str, str]):
@@ -56,24 +60,34 @@ def make_file_backend(file: StackFile, name: str, run_dir: Path, data_dir: Path,
         raise ConfigError(f"{where}: services.{started}: every service must name attach = "
                           "{...} when one does (chaoskit attaches to, or starts, the whole "
                           "stack)")  # fmt: skip
-    from chaoskit.stack.docker_attach import AttachTarget, DockerAttachBackend
+    from chaoskit.stack.docker_attach import DockerAttachBackend
 
-    targets = []
-    for name_, service in file.services.items():
-        a = service.attach
-        assert a is not None
-        if service.replicas > 1:
-            raise ConfigError(f"{where}: services.{name_}.replicas: an attached service is "
-                              "one container; describe each replica as a service")  # fmt: skip
-        label = a.label or (f"com.docker.compose.service={a.compose_service}"
-                            if a.compose_service else None)  # fmt: skip
-        targets.append(AttachTarget(name_, container=a.container, label=label,
-                                    ports=dict(service.ports)))  # fmt: skip
+    targets = attach_targets(file, where=where)
     try:
         return DockerAttachBackend(targets)
     except ChaosKitError as e:  # a name or label that matches nothing, or several
         named = next((t.service for t in targets if repr(t.service) in str(e)), "?")
         raise ConfigError(f"{where}: services.{named}.attach: {e}") from e
+
+
+def attach_targets(file: StackFile, *, where: str = "stack file") -> list[AttachTarget]:
+    """The containers a stack file's ``attach`` services name (services without one are
+    left out)."""
+    from chaoskit.stack.docker_attach import AttachTarget
+
+    targets = []
+    for name, service in file.services.items():
+        a = service.attach
+        if a is None:
+            continue
+        if service.replicas > 1:
+            raise ConfigError(f"{where}: services.{name}.replicas: an attached service is "
+                              "one container; describe each replica as a service")  # fmt: skip
+        label = a.label or (f"com.docker.compose.service={a.compose_service}"
+                            if a.compose_service else None)  # fmt: skip
+        targets.append(AttachTarget(name, container=a.container, label=label,
+                                    ports=dict(service.ports)))  # fmt: skip
+    return targets
 
 
 class FileStack(GatewayedStack):
