@@ -59,3 +59,15 @@ def test_the_writer_key_is_made_once_with_a_private_password_file(tmp_path: Path
     again = open_writer(open_backup_repository(tmp_path / "backups"), password_file)
     assert again.key_id == writer.key_id
     assert sorted(k.role for k in keeper.list_keys()) == ["admin", "writer"]
+
+
+def test_key_files_are_private_in_the_repository_and_at_the_dr_site(tmp_path: Path) -> None:
+    """harden-check flags a key file others can read: chaoskit never writes one."""
+    admin = init_repository(tmp_path / "repo", "admin pw", scrypt_n=2**10)
+    admin.add_key("writer pw", role="writer", scrypt_n=2**10)
+    with serving(SiteServer(tmp_path / "site", TOKEN)) as site:
+        client = SiteClient(site.server_address[:2], TOKEN)  # type: ignore[arg-type]
+        Replicator(admin, client, Events()).sync_once()
+    for root in (tmp_path / "repo", tmp_path / "site"):
+        modes = {p.stat().st_mode & 0o777 for p in (root / "keys").iterdir()}
+        assert modes == {0o600}, (root, modes)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from chaoskit.atomic import atomic_write_bytes, fsync_dir
 from chaoskit.dr.protect.repository.repo import Repository
-from chaoskit.dr.protect.site import repository_files
+from chaoskit.dr.protect.site import file_mode, repository_files
 from chaoskit.errors import ChaosKitError, RepositoryError
 
 Fingerprint = tuple[int, int, int]
@@ -102,7 +102,7 @@ def fetch_repository(site: Site, root: Path) -> tuple[int, Path | None]:
         for rel in paths:
             target = staging / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(target, site.get(rel))
+            atomic_write_bytes(target, site.get(rel), mode=file_mode(rel))
         for directory in {(staging / rel).parent for rel in paths}:
             fsync_dir(directory)
     except BaseException:

@@ -100,6 +100,12 @@ def repository_files(root: Path) -> list[str]:
     return sorted(found)
 
 
+def file_mode(rel: str) -> int:
+    """The mode of a repository file written from the network: a key file stays private
+    (0600) as in the repository, its password's only guard against offline guessing."""
+    return 0o600 if rel.startswith("keys/") else 0o644
+
+
 class SiteHandler(BaseHTTPRequestHandler):
     server: SiteServer
     protocol_version = "HTTP/1.1"
@@ -315,7 +321,7 @@ class SiteHandler(BaseHTTPRequestHandler):
                     self._error(HTTPStatus.CONFLICT, f"{rel} exists with other content")
                 return
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(target, data)
+            atomic_write_bytes(target, data, mode=file_mode(rel))
         if rel.startswith("audit/"):
             self.server.witness.observe()
         self._answer(HTTPStatus.CREATED, b'{"stored":true}')

@@ -167,7 +167,8 @@ def _write_doc(keys_dir: Path, doc: dict[str, object], mac_key: bytes) -> str:
     doc["mac"] = keyed_mac(mac_key, _signed_body(doc))
     key_id = os.urandom(16).hex()
     keys_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(keys_dir / key_id, json.dumps(doc, indent=1).encode())
+    # 0600: a key file is the password's only guard against an offline guessing attack
+    atomic_write_bytes(keys_dir / key_id, json.dumps(doc, indent=1).encode(), mode=0o600)
     return key_id
 
 
