@@ -130,7 +130,8 @@ class Ransomware(Fault):
     @staticmethod
     def _attack_site(stack: Any) -> list[dict[str, Any]]:
         """Everything the replicator's token might do to the off-site copy."""
-        endpoint = stack.dr_site_endpoint
+        endpoint = stack.dr_site_endpoint  # a method on a running stack: where it is now
+        endpoint = endpoint() if callable(endpoint) else endpoint
         token = Path(stack.dr_site_token_file).read_text().strip()
         conn = http.client.HTTPConnection(endpoint[0], endpoint[1], timeout=10)
         try:

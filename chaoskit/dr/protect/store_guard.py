@@ -352,8 +352,12 @@ class StoreGuard(FirstSight, BackgroundLoop):
             return restored, restored is not None and not self._verify(damage.path, restored)
         if damage.kind == "checkpoint-files":
             return self._restore_files(damage.candidates)
-        # the state file: rewrite it as the newest recovery point still present had it
-        return self._restore_state_file(damage.candidates)
+        # the state file: rewrite it as the newest recovery point still present had it;
+        # none present intact (ransomware hit them too): the newest comes back with it
+        restored, intact = self._restore_state_file(damage.candidates)
+        if restored is None and damage.candidates:
+            return self._restore_files(damage.candidates[:1], with_state=True)
+        return restored, intact
 
     def _recover_trainer(self, status: str) -> None:
         """The trainer is down: restart it, from the newest checkpoint that verifies."""
