@@ -17,17 +17,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DRILL = Path(__file__).resolve().parents[2] / "experiments" / "test_ransomware.py"
 
 
-@pytest.mark.parametrize("backend", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def backend(request: pytest.FixtureRequest) -> tuple[str, object]:
+    """(backend, its engine): set up before ``pytester``, whose sys.modules snapshot
+    would otherwise drop the docker SDK imported later and break the session's client."""
+    if request.param == "process":
+        return "process", None
+    engine_or_skip()  # skips without an engine, unless CI requires one
+    return "docker", request.getfixturevalue("docker_client")
+
+
 def test_the_drill_passes_from_the_off_site_copy(
-    pytester: pytest.Pytester, request: pytest.FixtureRequest, backend: str
+    backend: tuple[str, object], pytester: pytest.Pytester
 ) -> None:
-    engine = None
-    if backend == "docker":
-        engine_or_skip()  # skips without an engine, unless CI requires one
-        engine = request.getfixturevalue("docker_client")
+    name, engine = backend
     pytester.makepyfile(test_ransomware=DRILL.read_text())
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", f"--chaos-backend={backend}", timeout=600
+        "-p", "no:cacheprovider", f"--chaos-backend={name}", timeout=600
     )
     result.assert_outcomes(passed=1)
     latest = pytester.path / "reports" / "latest"
