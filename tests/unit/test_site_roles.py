@@ -17,6 +17,7 @@ from chaoskit.cli import main
 from chaoskit.dr.protect.repository.audit import read_log
 from chaoskit.dr.protect.site import SiteServer, read_tokens
 from chaoskit.proxy.testing import serving
+from chaoskit.waiting import wait_until
 
 WRITER, READER, ADMIN = b"writer-tok", b"reader-tok", b"admin-tok"
 PACK = "data/ab/" + "ab" * 32
@@ -86,3 +87,34 @@ def test_a_bad_tokens_file_is_one_clear_error(tmp_path: Path) -> None:
     code = main(["backup", "site", "--root", str(tmp_path / "s"), "--token-file",
                  str(tmp_path / "t"), "--tokens", str(bad)])  # fmt: skip
     assert code == 2
+
+
+def test_connections_over_the_limit_are_closed_at_accept_and_audited(start) -> None:
+    """Two idle connections hold both slots; a third is closed unread (and audited);
+    once one of the two goes, the site serves again."""
+    import socket
+
+    site = start(max_connections=2)
+    address = site.server_address[:2]
+    held = [socket.create_connection(address, timeout=5) for _ in range(2)]
+    try:
+        extra = socket.create_connection(address, timeout=5)
+        assert extra.recv(100) == b"", "an over-the-limit connection must be closed at accept"
+        extra.close()
+        refusals = read_log(site.root / ".witness")
+        assert refusals[-1]["details"]["status"] == 503
+        assert refusals[-1]["details"]["reason"] == "over 2 connections"
+    finally:
+        held.pop().close()
+    try:  # the freed slot is back once its handler has seen the close
+        wait_until(lambda: served(site), 5, what="the site serves after a connection closed")
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def served(site: SiteServer) -> bool:
+    try:
+        return ask(site, "GET", "/files", WRITER)[0] == 200
+    except (ConnectionError, http.client.HTTPException):
+        return False

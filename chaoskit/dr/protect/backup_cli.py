@@ -355,7 +355,8 @@ def cmd_site(args: argparse.Namespace) -> int:
         raise ConfigError("backup site needs --root and --token-file")
     options = [
         f"--{name.replace('_', '-')}={value}"
-        for name in ("max_body", "timeout", "tls_cert", "tls_key", "tokens", "retain")
+        for name in ("max_body", "timeout", "tls_cert", "tls_key", "tokens", "retain",
+                     "max_connections")
         if (value := getattr(args, name)) is not None
     ]  # else the site's defaults
     return main(["--root", str(args.root), "--token-file", str(args.token_file),
@@ -476,6 +477,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="drop a connection silent this long (60)"
     )
+    p.add_argument("--max-connections", type=int, metavar="N",
+                   help="connections served at once; more are closed at accept (64)")  # fmt: skip
     site_sub = p.add_subparsers(dest="site_command", metavar="COMMAND")
     cert = site_sub.add_parser("cert", help="make the site's TLS certificate and key",
                                description=cmd_site_cert.__doc__)  # fmt: skip

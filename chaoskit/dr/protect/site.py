@@ -9,11 +9,12 @@ primary cannot destroy the off-site copy.  Every request needs
 ``Authorization: Bearer <token>`` with the token from ``--token-file``; it is checked
 from the headers alone, before any body is read, so an unauthenticated client cannot make
 the site read or allocate a large upload (a refused PUT gets 401 and its connection is
-closed unread).  A body over ``--max-body`` bytes is refused with 413 the same way, and a
-client that sends nothing for ``--timeout`` seconds is disconnected.
+closed unread).  A body over ``--max-body`` bytes is refused with 413 the same way, a
+client that sends nothing for ``--timeout`` seconds is disconnected, and a connection
+beyond ``--max-connections`` served at once is closed at accept.
 
     python -m chaoskit.dr.protect.site --root DIR --token-file FILE [--host H] [--port P]
-        [--max-body BYTES] [--timeout SECONDS]
+        [--max-body BYTES] [--timeout SECONDS] [--max-connections N]
 
 ``GET /health`` (no token) · ``GET /files`` (JSON list of paths) ·
 ``GET /files/<path>`` · ``PUT /files/<path>`` with ``X-Content-SHA256``: 201 when
@@ -67,6 +68,9 @@ SITE_ROLES = {
 """What each token role may do; no role may overwrite a file."""
 MAX_BODY = 256 << 20
 """Default request-size limit: well above a pack (16 MiB) or an index file."""
+MAX_CONNECTIONS = 64
+"""Default limit of connections served at once; one more is closed at accept (a flood
+of idle connections cannot take a thread each)."""
 IDLE_TIMEOUT = 60.0
 """Seconds a connection may stay silent (mid-body or between requests) before it is closed."""
 DRAIN_LIMIT = 64 << 10
@@ -369,10 +373,15 @@ class SiteServer(ThreadingHTTPServer):
         tls: ssl.SSLContext | None = None,
         tokens: dict[bytes, str] | None = None,
         retain: float = 0.0,
+        max_connections: int = MAX_CONNECTIONS,
     ):
         """*token*: the writer's (append-only: list, read, add); *tokens*: more tokens
         with their roles (writer, reader, admin); *retain*: seconds during which no file
-        may be deleted, even by an admin token."""
+        may be deleted, even by an admin token; *max_connections*: served at once."""
+        if max_connections < 1:
+            raise ValueError(f"max_connections {max_connections} must be >= 1")
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
         if max_body < 0:
             raise ValueError(f"max_body {max_body} must be >= 0")
         if timeout <= 0:
@@ -397,6 +406,28 @@ class SiteServer(ThreadingHTTPServer):
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
 
+
+    def process_request(self, request, client_address):  # type: ignore[no-untyped-def]
+        """A connection over the limit is closed at once, unread, and audited."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                self.witness.refused("-", "-", 503, f"over {self.max_connections} connections",
+                                     str(client_address[0]))  # fmt: skip
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):  # type: ignore[no-untyped-def]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def role_of(self, given: bytes) -> str | None:
         """The role of the token *given*; every token is compared (constant time each)."""
@@ -439,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-body", type=int, default=MAX_BODY, metavar="BYTES")
     parser.add_argument("--timeout", type=float, default=IDLE_TIMEOUT, metavar="SECONDS")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS, metavar="N")
     parser.add_argument("--tokens", type=Path, help="more tokens: '<role> <token>' lines")
     parser.add_argument("--retain", default="0s",
                         help="retention lock: nothing younger is deleted (e.g. 30d)")  # fmt: skip
@@ -463,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             tls=tls,
             tokens=read_tokens(args.tokens) if args.tokens else None,
             retain=parse_duration(args.retain, what="--retain"),
+            max_connections=args.max_connections,
         )
     except (OSError, ValueError, ConfigError) as e:
         print(f"dr-site: {e}", file=sys.stderr)
