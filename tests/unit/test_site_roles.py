@@ -75,6 +75,21 @@ def test_the_retention_lock_holds_even_against_an_admin(start) -> None:
     assert ask(site, "DELETE", f"/files/{PACK}", ADMIN)[0] == 200
 
 
+def test_a_replayed_request_changes_nothing(start) -> None:
+    """A captured upload sent again stores nothing new (200, ``stored: false``); a
+    captured admin delete sent again finds nothing (404, audited); the copy is intact."""
+    site = start()
+    other = "data/cd/" + "cd" * 32
+    assert ask(site, "PUT", f"/files/{PACK}", WRITER, b"pack")[0] == 201
+    assert ask(site, "PUT", f"/files/{other}", WRITER, b"other")[0] == 201
+    assert ask(site, "PUT", f"/files/{PACK}", WRITER, b"pack") == (200, b'{"stored":false}')
+    assert ask(site, "DELETE", f"/files/{other}", ADMIN)[0] == 200
+    assert ask(site, "DELETE", f"/files/{other}", ADMIN)[0] == 404
+    assert (site.root / PACK).read_bytes() == b"pack"
+    last = read_log(site.root / ".witness")[-1]
+    assert (last["outcome"], last["details"]["status"]) == ("refused", 404)
+
+
 def test_a_bad_tokens_file_is_one_clear_error(tmp_path: Path) -> None:
     good = tmp_path / "tokens"
     good.write_text("# roles\nreader r-tok\nadmin a-tok  # the operator's\n")
