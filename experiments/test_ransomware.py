@@ -16,6 +16,7 @@ intact and names the attacker's refused requests.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr.protect.repository.source import STATE_FILE, parse_checkpoint_state
+from chaoskit.dr.protect.store_guard import WATCHED_VERSIONS
 from chaoskit.faults import Ransomware
 from chaoskit.faults.ransomware import MARKER
 from chaoskit.waiting import wait_until
@@ -76,9 +78,13 @@ def test_ransomware_drill(chaos):
 
 
 def still_encrypted(stack) -> list[Path]:
-    """Files of the model versions and of the checkpoints the state file lists that
-    still hold the attacker's encryption (a state file that does not parse counts)."""
-    found = [p for p in Path(stack.model_base_path).rglob("*") if encrypted(p)]
+    """Files of the guarded model versions (the newest few) and of the checkpoints the
+    state file lists that still hold the attacker's encryption (a state file that does
+    not parse counts)."""
+    base = Path(stack.model_base_path)
+    versions = sorted((int(p.name) for p in base.iterdir() if p.name.isdigit()), reverse=True)
+    found = [path for version in versions[:WATCHED_VERSIONS]
+             for path in files_in(base / str(version)) if encrypted(path)]  # fmt: skip
     checkpoints = Path(stack.checkpoint_dir)
     try:
         state = parse_checkpoint_state((checkpoints / STATE_FILE).read_text())
@@ -91,6 +97,12 @@ def still_encrypted(stack) -> list[Path]:
             if path.suffix != ".json" and encrypted(path):
                 found.append(path)
     return found
+
+
+def files_in(directory: Path) -> list[Path]:
+    """Every file under *directory*; one that goes meanwhile (a restore swapping a
+    version in) is skipped, not an error."""
+    return [Path(root, name) for root, _, names in os.walk(directory) for name in names]
 
 
 def encrypted(path: Path) -> bool:

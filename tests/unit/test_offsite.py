@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from chaoskit.dr import init_repository, open_repository
-from chaoskit.dr.protect.offsite import RepositoryWatch, fetch_repository, guard_repository
+from chaoskit.dr.protect.offsite import (
+    Recovery,
+    RepositoryWatch,
+    fetch_repository,
+    guard_repository,
+)
 from chaoskit.dr.protect.replication import Replicator, SiteClient
 from chaoskit.dr.protect.repository.audit import read_log, verify_log
 from chaoskit.dr.protect.repository.repo import Repository
@@ -95,7 +100,7 @@ def test_a_ransomed_repository_comes_back_from_the_dr_site(
     watch = RepositoryWatch(repo.root)
     ransom(repo.root)
     events = Events()
-    assert guard_repository(repo, watch, site, events, before) is True
+    assert guard_repository(repo, watch, site, events, before) == Recovery(True)
     assert events.names() == ["detected", "recovery.started", "recovered"]
     detected, recovered = events.events[0][1], events.events[2][1]
     assert detected["service"] == "backup-repository" and detected["problems"]
@@ -112,11 +117,32 @@ def test_a_ransomed_repository_comes_back_from_the_dr_site(
     assert guard_repository(repo, watch, site, Events(), before) is None  # nothing left
 
 
+def test_a_pack_damaged_before_it_was_shipped_names_its_snapshot(
+    repo: Repository, site: SiteClient, tmp_path: Path
+) -> None:
+    """Drill, run 2: the attacker rewrote a pack the replicator had not shipped yet, so
+    the DR site holds it damaged; the fetched copy's check names the snapshot that
+    needs it (the store guard forgets that recovery point instead of restoring it for
+    ever)."""
+    packs_before = set((repo.root / "data").rglob("*"))
+    (tmp_path / "src" / "weights").write_bytes(os.urandom(200_000))
+    late = repo.backup(tmp_path / "src", time=30.0)
+    (new_pack,) = [p for p in (repo.root / "data").rglob("*") if p.is_file()
+                   and p not in packs_before]  # fmt: skip
+    new_pack.write_bytes(bytes(b ^ 0x5A for b in new_pack.read_bytes()) + b"PAY")  # ransom()
+    Replicator(repo, site, Events()).sync_once()  # ships it as it is
+    watch = RepositoryWatch(repo.root)
+    ransom(repo.root)
+    outcome = guard_repository(repo, watch, site, Events(), [late.id])
+    assert outcome is not None and outcome.recovered
+    assert outcome.damaged == {late.short_id}
+
+
 def test_without_a_dr_site_the_damage_is_reported_once(repo: Repository) -> None:
     watch = RepositoryWatch(repo.root)
     ransom(repo.root)
     events = Events()
-    assert guard_repository(repo, watch, None, events, []) is False
+    assert guard_repository(repo, watch, None, events, []) == Recovery(False)
     assert events.names() == ["detected", "recovery.failed"]
     assert events.events[1][1]["reason"] == "no DR site to fetch the repository from"
     assert guard_repository(repo, watch, None, events, []) is None

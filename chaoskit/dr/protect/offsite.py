@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -121,15 +122,24 @@ class Recorder(Protocol):
     def record(self, event: str, **fields: Any) -> Any: ...
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """How a damaged repository came back: *recovered* from the DR site or not, and
+    the snapshots (short ids) its copy holds damaged (the check names them: a file the
+    attacker rewrote before the replicator shipped it)."""
+
+    recovered: bool
+    damaged: frozenset[str] = frozenset()
+
+
 def guard_repository(
     repo: Repository, watch: RepositoryWatch, site: Site | None, journal: Recorder,
     recovery_points: Iterable[str],
-) -> bool | None:  # fmt: skip
-    """Detect damage to *repo* and fetch it back from *site*: None when there was none,
-    else whether the repository was recovered (journaled: ``detected``, then
-    ``recovery.started``/``recovered`` or ``recovery.failed``, service
-    ``backup-repository``).  Each damage is reported once: after a failure, the damaged
-    repository is the baseline."""
+) -> Recovery | None:  # fmt: skip
+    """Detect damage to *repo* and fetch it back from *site*: None when there was none
+    (journaled: ``detected``, then ``recovery.started``/``recovered`` or
+    ``recovery.failed``, service ``backup-repository``).  Each damage is reported once:
+    after a failure, the damaged repository is the baseline."""
     problems = watch.problems(recovery_points)
     if not problems:
         return None
@@ -140,7 +150,7 @@ def guard_repository(
         watch.accept()
         journal.record("recovery.failed", action=ACTION, service=SERVICE, target=target,
                        reason="no DR site to fetch the repository from")  # fmt: skip
-        return False
+        return Recovery(False)
     journal.record("recovery.started", action=ACTION, service=SERVICE, target=target)
     try:
         fetched, aside = fetch_repository(site, repo.root)
@@ -149,11 +159,11 @@ def guard_repository(
         watch.accept()
         journal.record("recovery.failed", action=ACTION, service=SERVICE, target=target,
                        reason=f"fetching the repository from the DR site failed: {e}")  # fmt: skip
-        return False
+        return Recovery(False)
     watch.accept()
     journal.record(
         "recovered", action=ACTION, service=SERVICE, target=target, files=fetched,
         damaged_moved_to=None if aside is None else str(aside), check_ok=report.ok,
         check_problems=[str(p) for p in report.problems][:20],
     )  # fmt: skip
-    return True
+    return Recovery(True, frozenset(report.affected_snapshots))

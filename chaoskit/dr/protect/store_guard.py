@@ -68,6 +68,9 @@ SWEEP_SETTLE = 1.0
 CheckpointManager's own sweep looks like until it rewrites the state file, which a
 loaded machine can delay well past ``HOUSEKEEPING_SETTLE``."""
 CHECKPOINT_TAG = "checkpoint"
+WATCHED_VERSIONS = 3
+"""Model versions guarded: the newest ones (what serving loads and a rollback needs);
+older ones stay in the repository."""
 
 
 def open_backup_repository(path: Path, *, password_file: Path | None = None) -> Repository:
@@ -106,7 +109,7 @@ class StoreGuard(FirstSight, BackgroundLoop):
         journal: Journal,
         *,
         scan_interval: float = 0.25,
-        watched_versions: int = 3,
+        watched_versions: int = WATCHED_VERSIONS,
         confirm_timeout: float = 60.0,
         repair: bool = True,
         writer: Repository | None = None,
@@ -192,22 +195,25 @@ class StoreGuard(FirstSight, BackgroundLoop):
 
     def _guard_repository(self) -> None:
         """A damaged local repository comes back from the DR site first (every restore
-        needs it); the recovery points it lost are forgotten here too, so a version or
-        checkpoint that only they held is vetted again as new (and quarantined when
-        damaged) instead of being restored from nothing."""
-        held = [s.id for s in (*self.versions.values(), *self._snapshots)]
-        if not guard_repository(self.repo, self.repo_watch, self.offsite, self.journal, held):
+        needs it).  The recovery points it lost, or holds damaged, are forgotten here
+        too, so a version or checkpoint that only they held is vetted again as new (and
+        quarantined when damaged) instead of being restored from nothing, again and
+        again."""
+        held = [*self.versions.values(), *self._snapshots]
+        outcome = guard_repository(self.repo, self.repo_watch, self.offsite, self.journal,
+                                   [s.id for s in held])  # fmt: skip
+        if outcome is None or not outcome.recovered:
             return
-        kept = set(snapshot_ids(self.repo.snap_dir))
-        lost = [s for s in (*self.versions.values(), *self._snapshots) if s.id not in kept]
+        present = set(snapshot_ids(self.repo.snap_dir))
+        kept = {i for i in present if i[:8] not in outcome.damaged}
         self.versions = {v: s for v, s in self.versions.items() if s.id in kept}
         if self.agent is not None:
             self.agent.forget_lost(kept)
-        for snap in lost:
+        for snap in (s for s in held if s.id not in kept):
+            why = "damaged at the DR site" if snap.id in present else "not yet at the DR site"
             self.journal.record("backup.lost", snapshot=snap.id, step=snap.checkpoint_step,
                                 wall_created=snap.time, tags=list(snap.tags),
-                                reason="not yet at the DR site when the local repository "
-                                "was destroyed")  # fmt: skip
+                                reason=f"{why} when the repository was destroyed")  # fmt: skip
         self._confirm()
 
     # -- scanning ------------------------------------------------------------------------
@@ -349,6 +355,8 @@ class StoreGuard(FirstSight, BackgroundLoop):
         """Put back what *damage* names: (the recovery point used, whether it verifies)."""
         if damage.kind == "model-version":
             restored = self._restore_first(damage.candidates, damage.path)
+            if restored is None and not self.repo_watch.problems():
+                self._forget_unrestorable(damage.candidates)
             return restored, restored is not None and not self._verify(damage.path, restored)
         if damage.kind == "checkpoint-files":
             return self._restore_files(damage.candidates)
@@ -358,6 +366,18 @@ class StoreGuard(FirstSight, BackgroundLoop):
         if restored is None and damage.candidates:
             return self._restore_files(damage.candidates[:1], with_state=True)
         return restored, intact
+
+    def _forget_unrestorable(self, candidates: list[Snapshot]) -> None:
+        """Recovery points that failed to restore from an intact repository are damaged
+        themselves: forgotten (``backup.lost``), so their version is vetted again as new
+        content (and quarantined when damaged) rather than restored in vain every scan."""
+        for snap in candidates:
+            for version, held in list(self.versions.items()):
+                if held.id == snap.id:
+                    del self.versions[version]
+                    self.journal.record("backup.lost", snapshot=snap.id, step=version,
+                                        wall_created=snap.time, tags=list(snap.tags),
+                                        reason="it failed to restore")  # fmt: skip
 
     def _recover_trainer(self, status: str) -> None:
         """The trainer is down: restart it, from the newest checkpoint that verifies."""

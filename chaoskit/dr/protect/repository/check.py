@@ -108,8 +108,9 @@ def _check(repo: Repository, read_data: bool, prog: Progress) -> CheckReport:
             continue
         try:
             header = dict(read_header(path, pack, repo.keyring))
-        except (OSError, IntegrityError) as e:
-            problems.append(Problem("pack", pack, f"header unreadable: {e}"))
+        except (OSError, IntegrityError) as e:  # every chunk it holds is in doubt
+            bad.update(ids)
+            problems.append(Problem("pack", pack, f"header unreadable: {e}", affected(ids)))
             header = None
         if header is not None:
             wrong = [c for c, loc in blobs if header.get(c) != loc]
