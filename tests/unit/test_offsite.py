@@ -138,6 +138,21 @@ def test_a_pack_damaged_before_it_was_shipped_names_its_snapshot(
     assert outcome.damaged == {late.short_id}
 
 
+def test_an_attacker_still_at_work_is_caught_on_the_fetched_copy(
+    repo: Repository, site: SiteClient
+) -> None:
+    """Drill, run 3: the attacker, still going through its list, rewrote files of the
+    copy just fetched; the baseline was taken after the check, so they passed as good
+    until the fault's revert rewrote them again.  The baseline is the staged copy."""
+    watch = RepositoryWatch(repo.root)
+    ransom(repo.root)
+    fetch_repository(site, repo.root, watch)
+    (repo.root / "config").write_bytes(b"encrypted again")
+    assert watch.problems() == [
+        f"changed  {repo.root / 'config'} (rewritten: repository files never are)"
+    ]
+
+
 def test_without_a_dr_site_the_damage_is_reported_once(repo: Repository) -> None:
     watch = RepositoryWatch(repo.root)
     ransom(repo.root)

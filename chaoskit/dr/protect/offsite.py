@@ -49,6 +49,15 @@ def _fingerprint(path: Path) -> Fingerprint | None:
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
+def fingerprints(root: Path) -> dict[str, Fingerprint]:
+    found = {}
+    for rel in repository_files(root):
+        fingerprint = _fingerprint(root / rel)
+        if fingerprint is not None:
+            found[rel] = fingerprint
+    return found
+
+
 class RepositoryWatch:
     """What changed in a repository since it was last looked at, file by file."""
 
@@ -57,13 +66,11 @@ class RepositoryWatch:
         self.seen: dict[str, Fingerprint] = {}
         self.accept()
 
-    def accept(self) -> None:
-        """Take the repository as it is now as the baseline."""
-        self.seen = {}
-        for rel in repository_files(self.root):
-            fingerprint = _fingerprint(self.root / rel)
-            if fingerprint is not None:
-                self.seen[rel] = fingerprint
+    def accept(self, root: Path | None = None) -> None:
+        """Take the repository as it is now as the baseline (or as it is in *root*, a
+        copy about to be renamed into its place: renaming keeps every file's inode
+        and mtime, so whatever touches the copy after this is caught)."""
+        self.seen = fingerprints(root or self.root)
 
     def problems(self, recovery_points: Iterable[str] = ()) -> list[str]:
         """Changed files, and lost config, keys or *recovery_points* (snapshot ids); new
@@ -90,10 +97,14 @@ class RepositoryWatch:
         return sorted(set(found))
 
 
-def fetch_repository(site: Site, root: Path) -> tuple[int, Path | None]:
+def fetch_repository(
+    site: Site, root: Path, watch: RepositoryWatch | None = None
+) -> tuple[int, Path | None]:
     """Replace the repository at *root* with the DR site's copy; returns (files fetched,
     where the damaged one was moved, None if there was none).  The copy is staged and
-    fsynced beside *root* first, so a failure midway leaves *root* as it was."""
+    fsynced beside *root* first, so a failure midway leaves *root* as it was; *watch*
+    takes the staged copy as its baseline just before it goes into place (an attacker
+    still at work is caught at its next touch)."""
     staging = root.with_name(f".{root.name}-from-dr-site")
     shutil.rmtree(staging, ignore_errors=True)
     paths = sorted(site.list())
@@ -109,6 +120,8 @@ def fetch_repository(site: Site, root: Path) -> tuple[int, Path | None]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if watch is not None:
+        watch.accept(staging)
     aside = None
     if root.exists():
         aside = root.with_name(f".{root.name}-damaged-{time.time_ns()}")
@@ -153,14 +166,13 @@ def guard_repository(
         return Recovery(False)
     journal.record("recovery.started", action=ACTION, service=SERVICE, target=target)
     try:
-        fetched, aside = fetch_repository(site, repo.root)
+        fetched, aside = fetch_repository(site, repo.root, watch)
         report = repo.check()
     except (ChaosKitError, OSError) as e:
         watch.accept()
         journal.record("recovery.failed", action=ACTION, service=SERVICE, target=target,
                        reason=f"fetching the repository from the DR site failed: {e}")  # fmt: skip
         return Recovery(False)
-    watch.accept()
     journal.record(
         "recovered", action=ACTION, service=SERVICE, target=target, files=fetched,
         damaged_moved_to=None if aside is None else str(aside), check_ok=report.ok,
