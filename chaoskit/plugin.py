@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -280,13 +281,14 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
     site = None
     if stack.dr_site is not None:
         site = SiteClient(stack.dr_site_endpoint, read_token(stack.dr_site_token_file))
+    shipping = threading.Lock()  # the replicator's passes; the guard's repository swap
     guard = StoreGuard(repo, stack, state.journal, repair=stack.recovery == "chaoskit",
-                       writer=writer, offsite=site)  # fmt: skip
+                       writer=writer, offsite=site, repository_lock=shipping)  # fmt: skip
     state.cleanups.append(guard.stop)
     guard.start()
     state.session_loops.append(guard)
     if site is not None:
-        replicator = Replicator(writer, site, state.journal)
+        replicator = Replicator(writer, site, state.journal, repository_lock=shipping)
         state.cleanups.append(replicator.stop)
         replicator.start()
         state.session_loops.append(replicator)

@@ -103,6 +103,32 @@ def test_a_rewritten_entry_cannot_replace_the_witnessed_one(
     assert "audit entry 1" in str(compare_with_witness(repo.root, load_checkpoint(site.root)))
 
 
+def test_only_the_next_valid_entry_is_stored(repo: Repository, site: SiteServer) -> None:
+    """Drill, repeated runs: an entry the attacker encrypted before the replicator
+    shipped it took the next place at the DR site, and every later entry (the recovered
+    primary's) was refused as a rewrite.  The site now stores an audit entry only when
+    it is the next valid one of the chain it has seen (422 otherwise, audited)."""
+    client = SiteClient(site.server_address[:2], TOKEN)  # type: ignore[arg-type]
+    nxt = f"{AUDIT_DIR}/{entry_name(5)}"
+    with pytest.raises(Exception, match="422"):
+        client.put(nxt, b"\x1f9K`CHAOSKIT-RANSOMWARE")
+    repo.check()  # the primary's genuine entry 5, then 6
+    repo.check()
+    genuine = [(repo.root / AUDIT_DIR / entry_name(n)).read_bytes() for n in (5, 6)]
+    with pytest.raises(Exception, match="422"):  # 6 before 5: out of order
+        client.put(f"{AUDIT_DIR}/{entry_name(6)}", genuine[1])
+    with pytest.raises(Exception, match="422"):  # 5's bytes under 6's name
+        client.put(f"{AUDIT_DIR}/{entry_name(6)}", genuine[0])
+    client.put(nxt, genuine[0])
+    client.put(f"{AUDIT_DIR}/{entry_name(6)}", genuine[1])
+    assert load_checkpoint(site.root)["length"] == 7
+    refused = [e["details"] for e in read_log(site.root / ".witness") if e["outcome"] == "refused"]
+    assert [(d["status"], d["path"]) for d in refused] == [
+        (422, f"/files/{nxt}"), (422, f"/files/{AUDIT_DIR}/{entry_name(6)}"),
+        (422, f"/files/{AUDIT_DIR}/{entry_name(6)}"),
+    ]  # fmt: skip
+
+
 def test_a_forged_checkpoint_is_refused(repo: Repository, site: SiteServer) -> None:
     checkpoint = load_checkpoint(site.root)
     checkpoint["length"] = 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -147,12 +148,15 @@ class Recovery:
 
 def guard_repository(
     repo: Repository, watch: RepositoryWatch, site: Site | None, journal: Recorder,
-    recovery_points: Iterable[str],
+    recovery_points: Iterable[str], lock: threading.Lock | None = None,
 ) -> Recovery | None:  # fmt: skip
     """Detect damage to *repo* and fetch it back from *site*: None when there was none
     (journaled: ``detected``, then ``recovery.started``/``recovered`` or
     ``recovery.failed``, service ``backup-repository``).  Each damage is reported once:
-    after a failure, the damaged repository is the baseline."""
+    after a failure, the damaged repository is the baseline.  *lock* is the
+    replicator's: a pass that shipped a file of the old repository after the copy was
+    listed would leave the DR site one entry ahead of the local audit log, and the next
+    local entry would take that place with other content."""
     problems = watch.problems(recovery_points)
     if not problems:
         return None
@@ -166,8 +170,9 @@ def guard_repository(
         return Recovery(False)
     journal.record("recovery.started", action=ACTION, service=SERVICE, target=target)
     try:
-        fetched, aside = fetch_repository(site, repo.root, watch)
-        report = repo.check()
+        with lock or threading.Lock():  # the replicator's: it must not ship meanwhile
+            fetched, aside = fetch_repository(site, repo.root, watch)
+            report = repo.check()
     except (ChaosKitError, OSError) as e:
         watch.accept()
         journal.record("recovery.failed", action=ACTION, service=SERVICE, target=target,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -129,8 +130,12 @@ class Replicator(BackgroundLoop):
         *,
         interval: float = 0.25,
         failures_to_alert: int = 2,
+        repository_lock: threading.Lock | None = None,
     ) -> None:
+        """*repository_lock*: held for each pass, and by a store guard that replaces the
+        repository with the DR site's copy (no pass ships from the old one meanwhile)."""
         super().__init__()
+        self.repository_lock = repository_lock or threading.Lock()
         self.repo = repo
         self.site = site
         self.journal = journal
@@ -151,6 +156,10 @@ class Replicator(BackgroundLoop):
 
     def sync_once(self) -> int:
         """One pass: probe, then ship what is missing; returns the number of files shipped."""
+        with self.repository_lock:
+            return self._sync()
+
+    def _sync(self) -> int:
         self.site.health()
         if self.in_outage and not self._resumed:
             self._resumed = True

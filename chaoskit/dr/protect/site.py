@@ -18,7 +18,8 @@ beyond ``--max-connections`` served at once is closed at accept.
 
 ``GET /health`` (no token) · ``GET /files`` (JSON list of paths) ·
 ``GET /files/<path>`` · ``PUT /files/<path>`` with ``X-Content-SHA256``: 201 when
-stored, 200 when the same bytes are already there, 409 when other bytes are ·
+stored, 200 when the same bytes are already there, 409 when other bytes are, 422 for an
+audit entry that is not the next valid one of the chain ·
 ``GET /audit/witness``: the site's signed checkpoint of the audit log it holds
 (:mod:`chaoskit.dr.protect.witness`) · ``DELETE /files/<path>``: an admin token only,
 423 while the file is younger than the retention lock.
@@ -324,10 +325,16 @@ class SiteHandler(BaseHTTPRequestHandler):
                 else:
                     self._error(HTTPStatus.CONFLICT, f"{rel} exists with other content")
                 return
+            audit = rel.startswith("audit/")
+            problem = self.server.witness.admits(rel, data) if audit else None
+            if problem is not None:
+                self._error(HTTPStatus.UNPROCESSABLE_ENTITY,
+                            f"{rel}: not the next entry of the audit log: {problem}")  # fmt: skip
+                return
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(target, data, mode=file_mode(rel))
-        if rel.startswith("audit/"):
-            self.server.witness.observe()
+            if audit:  # under the lock: the next entry is checked against this one
+                self.server.witness.observe()
         self._answer(HTTPStatus.CREATED, b'{"stored":true}')
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any, Self
@@ -114,6 +115,7 @@ class StoreGuard(FirstSight, BackgroundLoop):
         repair: bool = True,
         writer: Repository | None = None,
         offsite: Site | None = None,
+        repository_lock: threading.Lock | None = None,
     ) -> None:
         """*repo* verifies and restores (a key that reads); *writer* (default *repo*),
         a write-only key, makes every backup; *offsite*, the DR site, is where a
@@ -149,6 +151,7 @@ class StoreGuard(FirstSight, BackgroundLoop):
             )  # fmt: skip
         self._watcher = Watcher()
         self.offsite = offsite
+        self.repository_lock = repository_lock  # the replicator's (see guard_repository)
         self.repo_watch = RepositoryWatch(repo.root)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -201,7 +204,7 @@ class StoreGuard(FirstSight, BackgroundLoop):
         again."""
         held = [*self.versions.values(), *self._snapshots]
         outcome = guard_repository(self.repo, self.repo_watch, self.offsite, self.journal,
-                                   [s.id for s in held])  # fmt: skip
+                                   [s.id for s in held], self.repository_lock)  # fmt: skip
         if outcome is None or not outcome.recovered:
             return
         present = set(snapshot_ids(self.repo.snap_dir))

@@ -18,6 +18,7 @@ with method, path, status, reason and client address.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import threading
@@ -85,6 +86,25 @@ class Witness:
             if before != self.verifier.verdict.entries or not (self.dir / CHECKPOINT).exists():
                 atomic_write_bytes(self.dir / CHECKPOINT, json.dumps(self._sign()).encode())
             return self.checkpoint()
+
+    def admits(self, rel: str, data: bytes) -> str | None:
+        """Why *data* may not be stored as the audit entry *rel*; None when it is the next
+        valid entry of the chain seen so far.  Checked before it is stored: a garbled or
+        unchained entry taking the next place would jam the log's replication for ever
+        (every later entry is refused as out of order)."""
+        with self._lock:
+            verifier = copy.deepcopy(self.verifier)
+        try:
+            entry = json.loads(data)
+        except ValueError:
+            return "not an audit entry (unparseable)"
+        if not isinstance(entry, dict) or not isinstance(entry.get("seq"), int):
+            return "not an audit entry (no sequence number)"
+        if f"{AUDIT_DIR}/{entry_name(entry['seq'])}" != rel:
+            return f"it is entry {entry['seq']}, not {rel}"
+        if not verifier.add(entry):
+            return verifier.verdict.problem
+        return None
 
     def _sign(self) -> dict[str, Any]:
         verdict = self.verifier.verdict
