@@ -34,7 +34,8 @@ from typing import Any
 
 from chaoskit.dr.learned.monitor import LearnedMonitor
 from chaoskit.dr.learned.signals import SignalSampler, percentile
-from chaoskit.dr.protect.store_guard import StoreGuard, open_backup_repository
+from chaoskit.dr.protect.guard_keys import open_backup_repository
+from chaoskit.dr.protect.store_guard import StoreGuard
 from chaoskit.experiment import Experiment
 from chaoskit.faults import BitFlip, Fault, HangService, KillService, Latency, Partition
 from chaoskit.journal import Event, Journal, JournalTail, read_journal

@@ -33,7 +33,8 @@ import time
 from math import nan
 from pathlib import Path
 
-from chaoskit.dr.protect.store_guard import StoreGuard, open_backup_repository
+from chaoskit.dr.protect.guard_keys import open_backup_repository
+from chaoskit.dr.protect.store_guard import StoreGuard
 from chaoskit.errors import ChaosKitError
 from chaoskit.experiment import Experiment
 from chaoskit.faults.service import KillService

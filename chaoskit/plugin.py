@@ -250,9 +250,10 @@ def chaos_stack(
 
 def _start_stack(state: RunState, data_dir: Path) -> None:
     """Start the stack, then its store guard and replicator; each registers its stopper."""
+    from chaoskit.dr.protect.guard_keys import open_backup_repository, open_writer
     from chaoskit.dr.protect.replication import Replicator, SiteClient
     from chaoskit.dr.protect.site import read_token
-    from chaoskit.dr.protect.store_guard import StoreGuard, open_backup_repository, open_writer
+    from chaoskit.dr.protect.store_guard import StoreGuard
     from chaoskit.stack.reference import ReferenceStack, StackConfig, make_backend
 
     stack: Any

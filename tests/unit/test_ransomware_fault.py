@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from chaoskit.dr import init_repository
+from chaoskit.dr.protect.guard_keys import open_writer
 from chaoskit.dr.protect.replication import Replicator, SiteClient
 from chaoskit.dr.protect.site import SiteServer
-from chaoskit.dr.protect.store_guard import open_writer
 from chaoskit.errors import FaultError
 from chaoskit.faults import FaultContext, Ransomware
 from chaoskit.faults.ransomware import MARKER

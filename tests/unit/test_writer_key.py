@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from chaoskit.dr import init_repository, open_repository
+from chaoskit.dr.protect.guard_keys import open_backup_repository, open_writer
 from chaoskit.dr.protect.replication import Replicator, SiteClient
 from chaoskit.dr.protect.site import SiteServer
-from chaoskit.dr.protect.store_guard import open_backup_repository, open_writer
 from chaoskit.proxy.testing import serving
 
 TOKEN = b"t" * 32

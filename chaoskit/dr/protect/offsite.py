@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chaoskit.atomic import atomic_write_bytes, fsync_dir
+from chaoskit.dr.protect.repository.agent import BackupAgent
 from chaoskit.dr.protect.repository.repo import Repository
+from chaoskit.dr.protect.repository.snapshots import Snapshot, snapshot_ids
 from chaoskit.dr.protect.site import file_mode, repository_files
 from chaoskit.errors import ChaosKitError, RepositoryError
 
@@ -184,3 +186,57 @@ def guard_repository(
         check_problems=[str(p) for p in report.problems][:20],
     )  # fmt: skip
     return Recovery(True, frozenset(report.affected_snapshots))
+
+
+class OffsiteRecovery:
+    """The store guard's recovery of its repository from the DR site (a mixin)."""
+
+    repo: Repository
+    repo_watch: RepositoryWatch
+    offsite: Site | None
+    repository_lock: threading.Lock | None
+    journal: Any
+    versions: dict[int, Snapshot]
+    agent: BackupAgent | None
+
+    @property
+    def _snapshots(self) -> list[Snapshot]:
+        raise NotImplementedError
+
+    def _confirm(self) -> None:
+        raise NotImplementedError
+
+    def _guard_repository(self) -> None:
+        """A damaged local repository comes back from the DR site first (every restore
+        needs it).  The recovery points it lost, or holds damaged, are forgotten here
+        too, so a version or checkpoint that only they held is vetted again as new (and
+        quarantined when damaged) instead of being restored from nothing, again and
+        again."""
+        held = [*self.versions.values(), *self._snapshots]
+        outcome = guard_repository(self.repo, self.repo_watch, self.offsite, self.journal,
+                                   [s.id for s in held], self.repository_lock)  # fmt: skip
+        if outcome is None or not outcome.recovered:
+            return
+        present = set(snapshot_ids(self.repo.snap_dir))
+        kept = {i for i in present if i[:8] not in outcome.damaged}
+        self.versions = {v: s for v, s in self.versions.items() if s.id in kept}
+        if self.agent is not None:
+            self.agent.forget_lost(kept)
+        for snap in (s for s in held if s.id not in kept):
+            why = "damaged at the DR site" if snap.id in present else "not yet at the DR site"
+            self.journal.record("backup.lost", snapshot=snap.id, step=snap.checkpoint_step,
+                                wall_created=snap.time, tags=list(snap.tags),
+                                reason=f"{why} when the repository was destroyed")  # fmt: skip
+        self._confirm()
+
+    def _forget_unrestorable(self, candidates: list[Snapshot]) -> None:
+        """Recovery points that failed to restore from an intact repository are damaged
+        themselves: forgotten (``backup.lost``), so their version is vetted again as new
+        content (and quarantined when damaged) rather than restored in vain every scan."""
+        for snap in candidates:
+            for version, held in list(self.versions.items()):
+                if held.id == snap.id:
+                    del self.versions[version]
+                    self.journal.record("backup.lost", snapshot=snap.id, step=version,
+                                        wall_created=snap.time, tags=list(snap.tags),
+                                        reason="it failed to restore")  # fmt: skip

@@ -38,25 +38,24 @@ first sight; every ``backup.recovery_point`` says which ``rule`` applied.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import threading
 import time
 from pathlib import Path
 from typing import Any, Self
 
-from chaoskit.atomic import atomic_write_bytes, atomic_write_text, ensure_secret_file, fsync_dir
+from chaoskit.atomic import atomic_write_bytes, fsync_dir
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.recovery import confirm_steady_state
 from chaoskit.dr.protect.checkpoints import CheckpointFormat, TFFormat, from_snapshot
 from chaoskit.dr.protect.first_sight import REFUSED, Damage, FirstSight, rule_fields
 from chaoskit.dr.protect.inotify import Watcher
 from chaoskit.dr.protect.manifest import Verdict
-from chaoskit.dr.protect.offsite import RepositoryWatch, Site, guard_repository
+from chaoskit.dr.protect.offsite import OffsiteRecovery, RepositoryWatch, Site
 from chaoskit.dr.protect.quarantine import move_aside, quarantine_dir
 from chaoskit.dr.protect.repository.agent import BackupAgent
-from chaoskit.dr.protect.repository.repo import Repository, init_repository, open_repository
-from chaoskit.dr.protect.repository.snapshots import Snapshot, snapshot_ids
+from chaoskit.dr.protect.repository.repo import Repository
+from chaoskit.dr.protect.repository.snapshots import Snapshot
 from chaoskit.dr.protect.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.dr.protect.repository.verify import verify_snapshot
 from chaoskit.errors import ChaosKitError
@@ -74,30 +73,7 @@ WATCHED_VERSIONS = 3
 older ones stay in the repository."""
 
 
-def open_backup_repository(path: Path, *, password_file: Path | None = None) -> Repository:
-    """Open (or create) the backup repository at *path*; its password file (default: beside
-    it) is made (0600) when missing."""
-    password = ensure_secret_file(password_file or path.with_name(path.name + ".password"), 24)
-    if (path / "config").exists():
-        return open_repository(path, password)
-    return init_repository(path, password, scrypt_n=2**14)
-
-
-def open_writer(keeper: Repository, password_file: Path) -> Repository:
-    """The repository opened with its write-only key, which the backup agent and the
-    replicator use (they must not be able to read, restore or forget what they ship); the
-    key is added and its password file written (0600) when missing.  The key is added
-    before its file is written: a crash between leaves an unused key, never a password
-    file that opens nothing."""
-    if password_file.exists():
-        return open_repository(keeper.root, password_file.read_text().strip())
-    password = secrets.token_urlsafe(24)
-    keeper.add_key(password, role="writer", scrypt_n=2**14)
-    atomic_write_text(password_file, password + "\n", mode=0o600)
-    return open_repository(keeper.root, password)
-
-
-class StoreGuard(FirstSight, BackgroundLoop):
+class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
     """Runs beside the stack for the whole session (a backup agent plus a scanner)."""
 
     thread_name = "chaoskit-store-guard"
@@ -195,29 +171,6 @@ class StoreGuard(FirstSight, BackgroundLoop):
             version_dir = self.model_base / str(version)
             for directory in (version_dir, version_dir / "variables", version_dir / "assets.extra"):
                 self._watcher.watch(directory)
-
-    def _guard_repository(self) -> None:
-        """A damaged local repository comes back from the DR site first (every restore
-        needs it).  The recovery points it lost, or holds damaged, are forgotten here
-        too, so a version or checkpoint that only they held is vetted again as new (and
-        quarantined when damaged) instead of being restored from nothing, again and
-        again."""
-        held = [*self.versions.values(), *self._snapshots]
-        outcome = guard_repository(self.repo, self.repo_watch, self.offsite, self.journal,
-                                   [s.id for s in held], self.repository_lock)  # fmt: skip
-        if outcome is None or not outcome.recovered:
-            return
-        present = set(snapshot_ids(self.repo.snap_dir))
-        kept = {i for i in present if i[:8] not in outcome.damaged}
-        self.versions = {v: s for v, s in self.versions.items() if s.id in kept}
-        if self.agent is not None:
-            self.agent.forget_lost(kept)
-        for snap in (s for s in held if s.id not in kept):
-            why = "damaged at the DR site" if snap.id in present else "not yet at the DR site"
-            self.journal.record("backup.lost", snapshot=snap.id, step=snap.checkpoint_step,
-                                wall_created=snap.time, tags=list(snap.tags),
-                                reason=f"{why} when the repository was destroyed")  # fmt: skip
-        self._confirm()
 
     # -- scanning ------------------------------------------------------------------------
     def scan(self) -> list[Damage]:
@@ -369,18 +322,6 @@ class StoreGuard(FirstSight, BackgroundLoop):
         if restored is None and damage.candidates:
             return self._restore_files(damage.candidates[:1], with_state=True)
         return restored, intact
-
-    def _forget_unrestorable(self, candidates: list[Snapshot]) -> None:
-        """Recovery points that failed to restore from an intact repository are damaged
-        themselves: forgotten (``backup.lost``), so their version is vetted again as new
-        content (and quarantined when damaged) rather than restored in vain every scan."""
-        for snap in candidates:
-            for version, held in list(self.versions.items()):
-                if held.id == snap.id:
-                    del self.versions[version]
-                    self.journal.record("backup.lost", snapshot=snap.id, step=version,
-                                        wall_created=snap.time, tags=list(snap.tags),
-                                        reason="it failed to restore")  # fmt: skip
 
     def _recover_trainer(self, status: str) -> None:
         """The trainer is down: restart it, from the newest checkpoint that verifies."""
