@@ -435,7 +435,12 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
             fsync_dir(self.checkpoint_dir)
             restored = snap
         shutil.rmtree(staging, ignore_errors=True)
-        intact = all(not self._verify_checkpoint(s) for s in damaged)
+        # one the trainer rotated out meanwhile (it saved while we restored) is gone by
+        # design: a failure counts if that checkpoint is still guarded once seen failing
+        # (CheckpointManager rewrites its state file before it deletes the old files)
+        failing = [s for s in damaged if self._verify_checkpoint(s)]
+        guarded = {s.id for s in self._guarded()} | {s.id for s in damaged[-1:]}
+        intact = not any(s.id in guarded for s in failing)
         return restored, intact
 
     def _restore_state_file(self, candidates: list[Snapshot]) -> tuple[Snapshot | None, bool]:
