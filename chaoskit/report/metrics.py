@@ -343,10 +343,14 @@ def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
     steps: list[int] = []
     step_at_fault = fault.get("trainer_step")
     restores = [e for e in events if e["event"] == "restore.done" and e["t"] >= fault["t"]]
-    for restore in restores:
+    # per recovery point, its last restore decides: a quarantine that found the version
+    # to serve still damaged (the attack was not over) and restored it after is intact
+    final: dict[Any, bool] = {}
+    for n, restore in enumerate(restores):
         if "integrity" in restore:
-            intact = bool(restore["integrity"])
-            result.integrity = intact if result.integrity is None else result.integrity and intact
+            final[restore.get("snapshot") or n] = bool(restore["integrity"])
+    if final:
+        result.integrity = all(final.values())
     # per family, the newest state restored counts (a ransomware drill restores every
     # version and every checkpoint: restoring the older ones too loses nothing more)
     versions = [e for e in restores if e.get("kind") == "model-version"]

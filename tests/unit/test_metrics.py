@@ -278,7 +278,17 @@ def test_rpo_of_many_restores_is_per_family_the_newest_restored_then_the_worst()
     assert r.rpo_steps == 20 and math.isclose(r.rpo_s, 0.3) and r.integrity is True
     restores[0]["integrity"] = False
     [bad] = results_from_events(rpo_journal(newest, *restores))
-    assert bad.integrity is False and bad.verdict == "fail"
+    assert bad.integrity is False
+    assert "restored data failed the integrity check" in bad.reasons
+    # drill on Docker: a quarantine found the version to serve still encrypted (the
+    # attack was not over) and its recovery point was restored intact right after
+    quarantine = ev(12.05, "restore.done", kind="model-version", action="quarantine",
+                    snapshot="s200", recovery_point_step=200, integrity=False)
+    restores[0]["integrity"] = True
+    restores[1]["snapshot"] = "s200"
+    [later] = results_from_events(rpo_journal(newest, quarantine, *restores))
+    assert later.integrity is True
+    assert "restored data failed the integrity check" not in later.reasons
 
 
 def test_rpo_is_the_worst_of_what_applies():
