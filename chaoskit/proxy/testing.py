@@ -78,8 +78,8 @@ class LoopbackServer:
                 self._conns.add(conn)
                 thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
                 self._threads = [t for t in self._threads if t.is_alive()]
+                thread.start()  # under the lock: a thread in the list can always be joined
                 self._threads.append(thread)
-            thread.start()
 
     def _run(self, conn: socket.socket) -> None:
         try:
