@@ -140,9 +140,11 @@ class RepositoryMachine(RuleBasedStateMachine):
         files += sorted(p for p in repo.snap_dir.iterdir() if not p.name.startswith("."))
         if not files:
             return
-        path = data.draw(st.sampled_from(files), label="file")
+        # draws whose bounds do not depend on the files: their names and sizes come from
+        # random ids and nonces, and a replayed example must draw the same way
+        path = files[data.draw(st.integers(0, 2**16), label="file") % len(files)]
         size = path.stat().st_size
-        position = data.draw(st.integers(0, size - 1), label="position")
+        position = data.draw(st.integers(0, 2**32), label="position") % size
         original = path.read_bytes()
         os.chmod(path, 0o644)
         path.write_bytes(
@@ -156,13 +158,16 @@ class RepositoryMachine(RuleBasedStateMachine):
                 for snap_id, tree in self.model.items():
                     target = self._fresh("c")
                     if snap_id[:8] in report.affected_snapshots:
+                        # refused, or whole: a flip in a pack's header damages the pack
+                        # (check names its snapshots) while the index still finds every
+                        # blob intact; what must never happen is wrong bytes restored
                         try:
                             repo.restore(snap_id, target)
                         except IntegrityError:
                             continue
-                        raise AssertionError(f"{snap_id[:8]} restored despite damage")
-                    repo.restore(snap_id, target)
-                    assert read_tree(target) == tree
+                    else:
+                        repo.restore(snap_id, target)
+                    assert read_tree(target) == tree, f"{snap_id[:8]} restored wrong content"
         finally:
             path.write_bytes(original)
 
