@@ -121,6 +121,31 @@ class ServingClient:
         path = self._model_path(version, label) + ":predict"
         return self.request("POST", path, body, timeout=timeout)
 
+    def metrics(
+        self, path: str = "/monitoring/prometheus/metrics"
+    ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The server's Prometheus page parsed: (sample name, sorted labels) -> value.
+        OSError when unreachable or not answered with 200 (TF Serving answers it only
+        with a ``--monitoring_config_file`` that enables it)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            text = answer.read().decode("utf-8", "replace")
+        except http.client.HTTPException as e:
+            raise OSError(f"bad HTTP answer from {self.host}:{self.port}: {e!r}") from e
+        finally:
+            conn.close()
+        if answer.status != 200:
+            raise OSError(f"{path} on {self.host}:{self.port} answered {answer.status}")
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
     def available_version(self, *, timeout: float | None = None) -> int | None:
         """The highest version in state AVAILABLE, or None (also when unreachable)."""
         try:

@@ -5,7 +5,8 @@ version (number, label or newest loaded) once, so a version or label switch in t
 middle of a request is harmless.  Routes, error messages and codes are TF Serving's
 (``/versions/N`` and ``/labels/L`` on status, metadata and ``:predict``; case-insensitive
 paths); every answer, including errors and paths outside ``/v1/`` (where TF Serving
-answers an HTML 404), is a JSON object.
+answers an HTML 404), is a JSON object, except TF Serving's Prometheus page
+(``/monitoring/prometheus/metrics``, see :mod:`chaoskit.serving.metrics`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import logging
 import re
 import socket
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from chaoskit.serving import tensors
-from chaoskit.serving.store import ModelStore, Servable
+import numpy as np
+
+from chaoskit.serving import examples, tensors
+from chaoskit.serving.metrics import CODE_OF_HTTP_STATUS, CONTENT_TYPE, RequestMetrics
+from chaoskit.serving.store import ModelStore, Servable, Signature
 
 log = logging.getLogger(__name__)
 _FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL
@@ -32,16 +37,19 @@ _PREDICTION = re.compile(r"/v1/models/([^/:]+)" + _SPEC + r":(classify|regress|p
 _STATUS = re.compile(r"/v1/models(?:/([^/:]+))?" + _SPEC + r"(?:/(metadata))?", _FLAGS)
 _API = re.compile(r"/v1/.*", _FLAGS)
 _MAX_VERSION = 2**63 - 1
+METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's default prometheus_config.path
 MAX_BODY = 64 * 1024 * 1024
 
 
 class ApiError(Exception):
-    """An answer other than 200: HTTP status and TF Serving-style message."""
+    """An answer other than 200: HTTP status, TF Serving-style message, and the
+    canonical error code TF Serving would have answered it with (metrics, gRPC)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code or CODE_OF_HTTP_STATUS.get(status, "UNKNOWN")
 
 
 class ServingHTTPServer(ThreadingHTTPServer):
@@ -54,6 +62,7 @@ class ServingHTTPServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.store = store
+        self.metrics = RequestMetrics()
         super().__init__(address, ServingHandler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -84,10 +93,14 @@ class ServingHandler(BaseHTTPRequestHandler):
 
     # -- plumbing ----------------------------------------------------------------
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        raw = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    def _send(self, status: int, body: dict[str, Any] | bytes) -> None:
+        """A JSON object, or bytes: the Prometheus page."""
+        if isinstance(body, dict):
+            raw, content_type = json.dumps(body, separators=(",", ":")).encode(), "application/json"
+        else:
+            raw, content_type = body, CONTENT_TYPE
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(raw)))
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -136,13 +149,20 @@ class ServingHandler(BaseHTTPRequestHandler):
             self.rfile.readline(1024)
 
     def _dispatch(self, method: str) -> None:
+        started = time.perf_counter()
+        code = "OK"
+        answer: dict[str, Any] | bytes
         try:
             body = self._read_body()  # also for GET: keep-alive needs the body consumed
             status, answer = self._route(method, body)
         except ApiError as e:
-            status, answer = e.status, {"error": e.message}
+            status, answer, code = e.status, {"error": e.message}, e.code
         except Exception as e:  # noqa: BLE001 - a request must never kill the server
-            status, answer = 500, {"error": f"Internal: {type(e).__name__}: {e}"}
+            status, answer, code = 500, {"error": f"Internal: {type(e).__name__}: {e}"}, "INTERNAL"
+        inference = _PREDICTION.fullmatch(self.path.split("?", 1)[0]) if method == "POST" else None
+        if inference is not None:
+            self.server.metrics.observe(unquote(inference.group(1)), inference.group(4).lower(),
+                                        code, time.perf_counter() - started)  # fmt: skip
         self._send(status, answer)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -162,8 +182,10 @@ class ServingHandler(BaseHTTPRequestHandler):
 
     # -- the API -----------------------------------------------------------------
 
-    def _route(self, method: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    def _route(self, method: str, body: bytes) -> tuple[int, dict[str, Any] | bytes]:
         path = self.path.split("?", 1)[0]
+        if path == METRICS_PATH and method == "GET":
+            return 200, self.server.metrics.exposition()
         if _API.fullmatch(path) is None:  # TF Serving: an HTML 404 page; here JSON
             raise ApiError(404, f"Malformed request: {method} {path}")
         malformed = ApiError(400, f"Malformed request: {method} {path}")
@@ -183,7 +205,7 @@ class ServingHandler(BaseHTTPRequestHandler):
             if last == "predict":
                 return 200, self._predict(name, version, label, body)
             if last in ("classify", "regress"):
-                raise ApiError(400, f"chaoskit-serving answers only :predict, not :{last}")
+                return 200, self._examples(last, name, version, label, body)
             raise malformed
         if not name:
             raise ApiError(400, "Missing model name in request.")
@@ -233,37 +255,67 @@ class ServingHandler(BaseHTTPRequestHandler):
             "metadata": {"signature_def": {"signature_def": servable.signature_def}},
         }
 
-    def _predict(
+    def _signature(
         self, name: str, version: int | None, label: str | None, body: bytes
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Servable, Signature]:
+        """The request document, the version it asks for, and its signature."""
         try:
             doc = tensors.parse_body(body)
             signature_name = tensors.signature_name(doc)
         except tensors.RequestError as e:
             raise ApiError(400, str(e)) from None
         servable = self._servable(name, version, label)
-        import tensorflow as tf  # loaded by now: a version is
-
         signature = servable.signatures.get(signature_name)
         if signature is None:
             raise ApiError(
                 400, f'Serving signature name: "{signature_name}" not found in signature def'
             )
+        return doc, servable, signature
+
+    @staticmethod
+    def _run(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The signature's outputs; TensorFlow's errors as TF Serving answers them."""
+        import tensorflow as tf  # loaded by now: a version is
+
+        try:
+            return signature(inputs)
+        except tf.errors.InvalidArgumentError as e:
+            raise ApiError(400, _first_line(e.message)) from None
+        except tf.errors.DataLossError as e:
+            raise ApiError(500, f"Data loss: {_first_line(e.message)}", "DATA_LOSS") from None
+        except (tf.errors.OpError, ValueError, TypeError) as e:
+            raise ApiError(500, f"Internal: {_first_line(str(e))}") from None
+
+    def _predict(
+        self, name: str, version: int | None, label: str | None, body: bytes
+    ) -> dict[str, Any]:
+        doc, _, signature = self._signature(name, version, label, body)
         try:
             fmt, inputs = tensors.request_tensors(doc, signature.inputs)
         except tensors.RequestError as e:
             raise ApiError(400, str(e)) from None
-        try:
-            outputs = signature(inputs)
-        except tf.errors.InvalidArgumentError as e:
-            raise ApiError(400, _first_line(e.message)) from None
-        except tf.errors.DataLossError as e:
-            raise ApiError(500, f"Data loss: {_first_line(e.message)}") from None
-        except (tf.errors.OpError, ValueError, TypeError) as e:
-            raise ApiError(500, f"Internal: {_first_line(str(e))}") from None
+        outputs = self._run(signature, inputs)
         try:
             return tensors.response_body(fmt, outputs)
         except ValueError as e:
+            raise ApiError(400, str(e)) from None
+
+    def _examples(
+        self, method: str, name: str, version: int | None, label: str | None, body: bytes
+    ) -> dict[str, Any]:
+        """``:classify`` / ``:regress`` (see :mod:`chaoskit.serving.examples`)."""
+        doc, servable, signature = self._signature(name, version, label, body)
+        try:
+            serialized = examples.serialized_examples(doc, method)
+            input_name = examples.input_name(
+                method, servable.signature_def.get(signature.name, {}), signature.inputs
+            )
+        except examples.ExamplesError as e:
+            raise ApiError(400, str(e)) from None
+        outputs = self._run(signature, {input_name: np.asarray(serialized, dtype=object)})
+        try:
+            return examples.results(method, outputs, len(serialized))
+        except examples.ExamplesError as e:
             raise ApiError(400, str(e)) from None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from chaoskit.journal import JOURNAL_ENV, read_journal
-from chaoskit.model import CANARY_INPUTS, load_canary, version_dirs
+from chaoskit.model import CANARY_INPUTS, import_tensorflow, load_canary, version_dirs
 from chaoskit.serving.client import ServingClient
 from chaoskit.waiting import wait_until
 
@@ -175,6 +176,18 @@ def test_status_metadata_and_predict_in_both_forms(shared, exported):
     assert one.body["predictions"][0] == pytest.approx(want, abs=1e-4)
 
 
+def test_answered_predictions_are_counted_ok_on_the_prometheus_page(shared):
+    client = shared.client()
+    key = (":tensorflow:serving:request_count", (("model_name", MODEL), ("status", "OK")))
+    before = client.metrics().get(key, 0.0)
+    assert all(client.predict(CANARY_INPUTS).ok for _ in range(5))
+    after = client.metrics()
+    assert after[key] == before + 5
+    latency = (":tensorflow:serving:request_latency_count",
+               (("API", "predict"), ("entrypoint", "REST"), ("model_name", MODEL)))  # fmt: skip
+    assert after[latency] >= 5
+
+
 def test_keep_alive_serves_many_requests_on_one_connection(shared):
     conn = http.client.HTTPConnection("127.0.0.1", shared.port, timeout=10)
     try:
@@ -310,6 +323,111 @@ def test_version_lifecycle_new_damaged_repaired_and_vanished(servers, exported, 
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=10) == 0
     assert ready < 60
+
+
+def export_examples_model(base: Path, version: int) -> None:
+    """A TF1-style SavedModel on serialized tf.Examples (features x: 2 floats, bias: 1
+    float, default 0): signatures serving_default (classify: classes a, b, c and their
+    softmax scores), scores_only (classify, no classes), regress (sum(x) + bias) and
+    predict (a predict signature on the same input)."""
+    tf = import_tensorflow()
+    v1 = tf.compat.v1
+    with tf.Graph().as_default() as graph:
+        serialized = v1.placeholder(tf.string, [None], name="tf_example")
+        spec = {"x": tf.io.FixedLenFeature([2], tf.float32),
+                "bias": tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}  # fmt: skip
+        parsed = tf.io.parse_example(serialized, spec)
+        weight = tf.Variable(1.0, name="weight")
+        logits = weight * tf.concat([parsed["x"], parsed["bias"]], axis=1)
+        scores = tf.nn.softmax(logits)
+        classes = tf.tile(tf.constant([["a", "b", "c"]]), [tf.shape(serialized)[0], 1])
+        total = weight * tf.reduce_sum(parsed["x"], axis=1, keepdims=True) + parsed["bias"]
+        signatures = {
+            "serving_default": v1.saved_model.classification_signature_def(
+                serialized, classes, scores),
+            "scores_only": v1.saved_model.classification_signature_def(serialized, None, scores),
+            "regress": v1.saved_model.regression_signature_def(serialized, total),
+            "predict": v1.saved_model.predict_signature_def({"inputs": serialized},
+                                                            {"scores": scores}),
+        }  # fmt: skip
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(base / str(version)))
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map=signatures)
+            builder.save()
+
+
+def softmax(row: list[float]) -> list[float]:
+    top = max(row)
+    e = [math.exp(v - top) for v in row]
+    return [v / sum(e) for v in e]
+
+
+def test_classify_and_regress_on_tf_examples(servers, tmp_path):
+    base = tmp_path / "models"
+    export_examples_model(base, 1)
+    server = start(servers, tmp_path, base)
+    client = server.client()
+    wait_until(lambda: client.available_version() == 1, 90, what="the examples model")
+    path = f"/v1/models/{MODEL}"
+
+    def post(verb: str, doc: dict) -> tuple[int, dict]:
+        answer = client.request("POST", f"{path}:{verb}", json.dumps(doc).encode())
+        return answer.status, answer.body
+
+    status, body = post(
+        "classify", {"examples": [{"x": [1.0, 2.0]}, {"x": [0.5, -1.0], "bias": 3.0}]}
+    )
+    assert status == 200, body
+    for got, row in zip(body["results"], [[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]], strict=True):
+        assert [label for label, _ in got] == ["a", "b", "c"]
+        assert [score for _, score in got] == pytest.approx(softmax(row), abs=1e-6)
+    status, body = post(
+        "classify", {"signature_name": "scores_only", "examples": [{"x": [0.0, 0.0]}]}
+    )
+    assert status == 200 and [label for label, _ in body["results"][0]] == ["", "", ""]
+    # The context's features go into every example; an example's own feature wins.
+    status, body = post(
+        "regress",
+        {
+            "signature_name": "regress",
+            "context": {"bias": 1.0},
+            "examples": [{"x": [1.0, 2.0]}, {"x": [1.0, 2.0], "bias": 2.0}],
+        },
+    )
+    assert status == 200 and body == {"results": [pytest.approx(4.0), pytest.approx(5.0)]}
+
+    two = [{"x": [1.0, 2.0]}]
+    errors = [
+        ("classify", {"instances": [1]},
+         "When method is classify, key 'examples' is expected and was not found"),
+        ("regress", {"signature_name": "regress", "examples": []},
+         "'examples' value is an empty array"),
+        ("classify", {"examples": {"x": 1.0}}, "Expecting 'examples' value to be an list/array"),
+        ("classify", {"signature_name": "predict", "examples": two},
+         "Expected classification signature method_name to be tensorflow/serving/classify. "
+         "Was: tensorflow/serving/predict"),
+        ("regress", {"examples": two},
+         "Expected regression signature method_name to be tensorflow/serving/regress. "
+         "Was: tensorflow/serving/classify"),
+        ("classify", {"examples": [{"x": [1.0, "a"]}]},
+         "Unexpected element type in feature: x expecting type: float"),
+        ("classify", {"examples": [{"x": None}]},
+         "Feature: x has element with unexpected JSON type: Null"),
+        ("classify", {"examples": [[1.0, 2.0]]}, "Example must be JSON object but got JSON Array"),
+        ("classify", {"signature_name": "nope", "examples": two},
+         'Serving signature name: "nope" not found in signature def'),
+    ]  # fmt: skip
+    for verb, doc, message in errors:
+        status, body = post(verb, doc)
+        assert status == 400 and message in body["error"], (doc, body)
+    # A feature the model cannot parse is TensorFlow's own INVALID_ARGUMENT.
+    status, body = post("classify", {"examples": [{"x": [1.0]}]})
+    assert status == 400 and "x" in body["error"], body
+    counted = client.metrics()
+    key = (":tensorflow:serving:request_latency_count",
+           (("API", "classify"), ("entrypoint", "REST"), ("model_name", MODEL)))  # fmt: skip
+    assert counted[key] >= 10
 
 
 def test_no_version_is_503_until_one_appears(servers, exported, tmp_path):

@@ -60,3 +60,12 @@ def test_unknown_signature_lists_the_known_ones() -> None:
 def test_outputs_with_names_compare_per_name() -> None:
     assert max_abs_error({"p": [0.5, 0.25]}, {"p": [0.5, 0.5]}) == 0.25
     assert max_abs_error({"q": [0.5]}, {"p": [0.5]}) == float("inf")
+
+
+def test_non_finite_outputs_match_only_the_same_non_finite_golden() -> None:
+    nan, inf = float("nan"), float("inf")
+    assert max_abs_error([[nan, inf, -inf]], [[nan, inf, -inf]]) == 0.0  # a diverged export
+    assert max_abs_error([[nan]], [[0.5]]) == inf
+    assert max_abs_error([[0.5]], [[nan]]) == inf
+    assert max_abs_error([[inf]], [[-inf]]) == inf
+    assert max_abs_error([[inf]], [[1e30]]) == inf

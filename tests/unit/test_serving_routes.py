@@ -129,3 +129,31 @@ def test_percent_encoded_label_and_model_names_are_decoded(api):
     assert spec_version(client.request("GET", "/v1/models/m/labels/blue%20green/metadata")) == "3"
     assert client.label_version("blue green") == 3
     assert spec_version(client.request("GET", "/v1/models/%6D/metadata")) == "3"
+
+
+def test_inference_requests_are_counted_and_timed_under_tf_servings_names(api):
+    client, _ = api
+    count = ":tensorflow:serving:request_count"
+    assert not [k for k in client.metrics() if k[0] == count]
+    for _ in range(3):  # answered before TensorFlow would be imported
+        assert client.request("POST", f"/v1/models/{M}:predict", b"{").status == 400
+    assert client.predict([[1.0]], version=9).status == 404
+    assert ServingClient(client.host, client.port, "other").predict([[1.0]]).status == 404
+    assert client.metadata().status == 200  # not an inference request: not counted
+    metrics = client.metrics()
+    counts = {labels: v for (name, labels), v in metrics.items() if name == count}
+    assert counts == {
+        (("model_name", M), ("status", "INVALID_ARGUMENT")): 3.0,
+        (("model_name", M), ("status", "NOT_FOUND")): 1.0,
+        (("model_name", "other"), ("status", "NOT_FOUND")): 1.0,
+    }
+    latency = ":tensorflow:serving:request_latency"
+    labels = (("API", "predict"), ("entrypoint", "REST"), ("model_name", M))
+    assert metrics[(f"{latency}_count", labels)] == 4.0
+    assert metrics[(f"{latency}_bucket", (*labels[:2], ("le", "+Inf"), labels[2]))] == 4.0
+    assert metrics[(f"{latency}_bucket", (*labels[:2], ("le", "10"), labels[2]))] <= 4.0
+    assert 0 < metrics[(f"{latency}_sum", labels)] < 4 * 5e6  # microseconds, each < 5 s
+    page = client.request("GET", "/monitoring/prometheus/metrics")
+    assert page.status == 200 and page.headers["content-type"] == "text/plain"
+    with pytest.raises(OSError, match="answered 404"):
+        client.metrics("/monitoring/elsewhere")

@@ -81,7 +81,10 @@ def max_abs_error(got: Any, want: Any) -> float:
             return math.inf
         return max((max_abs_error(g, w) for g, w in zip(got, want, strict=True)), default=0.0)
     try:
-        diff = abs(float(got) - float(want))
+        got_f, want_f = float(got), float(want)
     except (TypeError, ValueError):
         return math.inf
+    if got_f == want_f or (math.isnan(got_f) and math.isnan(want_f)):
+        return 0.0  # also NaN or inf where the export computed it: judged by quality, not here
+    diff = abs(got_f - want_f)
     return diff if math.isfinite(diff) else math.inf
