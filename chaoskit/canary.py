@@ -23,14 +23,19 @@ _INTS = {"DT_INT8", "DT_INT16", "DT_INT32", "DT_INT64", "DT_UINT8", "DT_UINT16",
          "DT_UINT32", "DT_UINT64"}  # fmt: skip
 
 
+def read_json_file(path: Path, *, what: str, where: str) -> Any:
+    """The JSON document in *path*; ConfigError naming *where*, *what* it is and the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {what} {str(path)!r}: {e.strerror}") from e
+    except ValueError as e:
+        raise ConfigError(f"{where}: {what} {str(path)!r} is not JSON: {e}") from e
+
+
 def read_canary_file(path: Path, *, where: str) -> list[Any]:
     """The rows of a request file in TF Serving's REST format; ConfigError naming *where*."""
-    try:
-        body = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"{where}: cannot read canary file {str(path)!r}: {e.strerror}") from e
-    except ValueError as e:
-        raise ConfigError(f"{where}: canary file {str(path)!r} is not JSON: {e}") from e
+    body = read_json_file(path, what="canary file", where=where)
     if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
         raise ConfigError(
             f"{where}: canary file {str(path)!r} must hold one of \"instances\" or \"inputs\" "

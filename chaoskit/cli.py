@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "run": "chaoskit.suite.cli",
     "init": "chaoskit.stackfile.init",
     "harden-check": "chaoskit.harden.cli",
+    "quality": "chaoskit.dr.online.quality_cli",
 }
 """Command -> the module that registers it.  Only the module of the command being run is
 imported (``chaoskit backup`` must start fast); help imports them all."""
