@@ -2,7 +2,8 @@
 
 Families: service (kill, hang), container (Docker stop/restart/remove, network or firewall
 partition), storage (damaged files of the model store and checkpoints), network
-(Toxiproxy toxics), security (ransomware on the primary).
+(Toxiproxy toxics), security (ransomware on the primary), training (poisoned labels, a
+diverging learning rate).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from chaoskit.faults.storage import (
     Truncate,
     ZeroRange,
 )
+from chaoskit.faults.training import DivergeTraining, PoisonTraining
 from chaoskit.faults.weights import SilentWeightChange, StaleModel
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "CheckpointStateFault",
     "DeleteFile",
     "DeleteVersion",
+    "DivergeTraining",
     "Fault",
     "FaultContext",
     "FirewallPartition",
@@ -47,6 +50,7 @@ __all__ = [
     "LimitData",
     "NetworkPartition",
     "Partition",
+    "PoisonTraining",
     "Ransomware",
     "RemoveContainer",
     "ResetPeer",

@@ -61,6 +61,8 @@ class ReferenceStack(GatewayedStack):
         self.model_base_path = self.data_dir / "models" / config.model_name
         self.checkpoint_dir = self.data_dir / "checkpoints"
         self.status_file = self.data_dir / "trainer-status.json"
+        self.trainer_control_file = self.data_dir / "trainer-control.json"
+        """Where training faults tell the trainer what to do (chaoskit.trainer.control)."""
         self.dr_site_root = self.data_dir / DR_SITE
         self.dr_site_token_file = self.data_dir / f"{DR_SITE}.token"
         self.replicas = replica_names(SERVING, config.replicas)
@@ -104,6 +106,8 @@ class ReferenceStack(GatewayedStack):
                 str(c.step_delay),
                 "--status-file",
                 str(self.status_file),
+                "--control-file",
+                str(self.trainer_control_file),
             ),
             env=self._env(),
             readiness=Readiness(file=str(self.status_file), timeout=c.start_timeout),

@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--status-file", type=Path, default=None)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this global step")
+    p.add_argument("--control-file", type=Path, default=None,
+                   help="a training fault's instructions, looked at every step")  # fmt: skip
     args = p.parse_args(argv)
     for name in ("checkpoint_every", "export_every", "max_to_keep"):
         if getattr(args, name) < 0:
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         status_file=args.status_file,
         max_steps=args.max_steps,
+        control_file=args.control_file,
     )
     journal = Journal.from_env(source="trainer")
     try:

@@ -232,3 +232,118 @@ def test_export_is_all_or_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         ref.export_saved_model(module, base, version=6, step=6)
     assert sorted(p.name for p in base.iterdir()) == ["5"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of its own (a checkpoint volume that can fill up), unmounted after."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "disk" / "ckpt"
+    mount.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(path: Path) -> int:
+    """Write *path* until the file system is full; the bytes written."""
+    written = 0
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                written += f.write(b"\0" * 65536)
+        except OSError as e:
+            assert e.errno == 28, e  # ENOSPC
+    return written
+
+
+def test_a_full_disk_fails_saves_with_events_and_training_goes_on(trainers, tmp_path, small_disk):
+    d = tmp_path / "disk"
+    proc = trainers.start("disk", "--checkpoint-every", "5", "--export-every", "100000",
+                          delay=0.02)  # fmt: skip
+    wait_until(lambda: len(events(d, "checkpoint.saved")) >= 2, 90, what="two checkpoints")
+    filler = small_disk / "fill"
+    assert fill(filler) > 0
+    failed = wait_until(lambda: events(d, "trainer.save_failed")[2:], 60, what="three failed saves")
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    first = events(d, "trainer.save_failed")[0]
+    assert first["kind"] == "checkpoint" and first["failures"] == 1
+    assert "space" in first["error"].lower(), first["error"]
+    assert failed[-1]["failures"] >= 3 and failed[-1]["step"] > first["step"]
+    # Nothing half-written is left: every checkpoint on disk is whole and listed.
+    listed_step = latest_checkpoint_step(small_disk)
+    saved_steps = [e["step"] for e in events(d, "checkpoint.saved")]
+    assert listed_step == saved_steps[-1] < first["step"]
+    leftovers = [p.name for p in small_disk.iterdir()
+                 if "_temp" in p.name or p.name.startswith(f"ckpt-{first['step']}.")]  # fmt: skip
+    assert leftovers == []
+    # The disk gets space again: saves resume, and a restart resumes from the newest.
+    filler.unlink()
+    resumed = wait_until(lambda: events(d, "trainer.save_resumed"), 60, what="saves resuming")
+    assert resumed[0]["kind"] == "checkpoint" and resumed[0]["failures"] >= 3
+    wait_until(lambda: events(d, "checkpoint.saved")[len(saved_steps):], 30, what="a new save")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    newest = latest_checkpoint_step(small_disk)
+    assert newest > first["step"]
+    again = trainers.start("disk", "--checkpoint-every", "5", "--max-steps", str(newest))
+    assert again.wait(timeout=90) == 0, again.stderr.read() if again.stderr else ""
+    assert events(d, "trainer.started")[-1]["resumed_from"].endswith(f"ckpt-{newest}")
+
+
+def held_out_error(version_dir: Path) -> float:
+    """Mean squared error of an exported version on the reference held-out set."""
+    import numpy as np
+
+    from chaoskit.dr.online.quality import reference_labelled_set
+    from chaoskit.model import import_tensorflow
+
+    tf = import_tensorflow()
+    labelled = reference_labelled_set(1000)
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    outputs = serve(x=tf.constant(labelled.instances, dtype=tf.float32))["y"].numpy()
+    return float(np.mean((outputs - labelled.expected) ** 2))
+
+
+def test_poisoned_labels_train_a_worse_version(trainers, tmp_path):
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"labels": "flip", "fault": "poison-training"}))
+    args = ("--checkpoint-every", "0", "--export-every", "300", "--max-steps", "300")
+    clean = trainers.start("clean", *args)
+    poisoned = trainers.start("poisoned", *args, "--control-file", str(control))
+    for proc in (clean, poisoned):
+        assert proc.wait(timeout=180) == 0, proc.stderr.read() if proc.stderr else ""
+    (applied,) = events(tmp_path / "poisoned", "trainer.control")
+    assert applied["step"] == 0 and applied["labels"] == "flip"
+    assert applied["fault"] == "poison-training" and applied["learning_rate"] == pytest.approx(0.01)
+    assert events(tmp_path / "clean", "trainer.control") == []
+    good = held_out_error(tmp_path / "clean" / "models" / "300")
+    bad = held_out_error(tmp_path / "poisoned" / "models" / "300")
+    assert bad > 5 * good, (good, bad)
+
+
+def test_a_diverging_rate_ends_in_non_finite_weights_and_its_revert_restores_the_rate(
+    trainers, tmp_path
+):
+    import math
+
+    control = tmp_path / "control.json"
+    proc = trainers.start("diverge", "--checkpoint-every", "0", "--export-every", "0",
+                          "--control-file", str(control), delay=0.02)  # fmt: skip
+    d = tmp_path / "diverge"
+    wait_until(lambda: status(d).get("step", 0) >= 5, 90, what="training under way")
+    control.write_text(json.dumps({"learning_rate": 1e30, "fault": "diverge-training"}))
+    applied = wait_until(lambda: events(d, "trainer.control"), 30, what="the control applied")
+    assert applied[0]["learning_rate"] == pytest.approx(1e30)
+    wait_until(lambda: not math.isfinite(status(d).get("loss") or 0.0), 30, what="divergence")
+    control.unlink()
+    restored = wait_until(lambda: events(d, "trainer.control")[1:], 30, what="the revert")
+    assert restored[0]["labels"] == "none" and restored[0]["learning_rate"] == pytest.approx(0.01)
+    assert restored[0]["fault"] is None
+    control.write_text("{")
+    refused = wait_until(lambda: events(d, "trainer.control_refused"), 30, what="a refusal")
+    assert "trainer control file" in refused[0]["error"]
+    assert proc.poll() is None

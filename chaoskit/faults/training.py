@@ -1,0 +1,83 @@
+"""Training faults: the trainer goes on, but what it learns is wrong.
+
+:class:`PoisonTraining` makes the next versions learn from negated or shuffled targets
+(poisoned or mislabeled data); :class:`DivergeTraining` blows the learning rate up until
+the weights are NaN or inf.  Both are valid, newly trained versions to every integrity
+check: only their quality on labelled data tells them apart (see
+:mod:`chaoskit.dr.online.quality`).  They reach the trainer through its control file
+(:mod:`chaoskit.trainer.control`); the revert removes the file, and the trainer trains
+as configured from the next step on.  A stack whose trainer reads no control file
+refuses them with one message.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chaoskit.errors import FaultError
+from chaoskit.faults.base import Changes, Fault, FaultContext
+from chaoskit.trainer.control import Control, write_control
+
+
+def _control_file(stack: Any, fault: str) -> Path:
+    path = getattr(stack, "trainer_control_file", None)
+    if path is None:
+        raise FaultError(f"{fault}: the stack's trainer reads no control file "
+                         "(chaoskit's trainer does, with --control-file)")  # fmt: skip
+    if Path(path).exists():
+        raise FaultError(f"{fault}: another training fault is in force ({path} exists)")
+    return Path(path)
+
+
+class _TrainingFault(Fault):
+    """Writes one control file; the revert removes it."""
+
+    def control(self) -> Control:
+        raise NotImplementedError
+
+    def _inject(self, ctx: FaultContext) -> Changes:
+        path = _control_file(ctx.stack, self.kind)
+        control = self.control()
+        write_control(path, control)
+        step = ctx.stack.trainer_step() if hasattr(ctx.stack, "trainer_step") else None
+        return Changes({"control_file": str(path), **control.as_json(), "step": step}, path)
+
+    def _revert(self, ctx: FaultContext, changes: Changes) -> None:
+        changes.undo.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PoisonTraining(_TrainingFault):
+    """The trainer learns from targets negated (``flip``) or shuffled across each batch."""
+
+    kind = "poison-training"
+    labels: str = "flip"
+
+    def __post_init__(self) -> None:
+        if self.labels not in ("flip", "shuffle"):
+            raise FaultError(f"{self.kind}: labels must be 'flip' or 'shuffle', got "
+                             f"{self.labels!r}")  # fmt: skip
+
+    def control(self) -> Control:
+        return Control(labels=self.labels, fault=self.kind)
+
+
+@dataclass(frozen=True)
+class DivergeTraining(_TrainingFault):
+    """The optimizer's learning rate becomes *learning_rate* until the revert."""
+
+    kind = "diverge-training"
+    learning_rate: float = 1e30
+
+    def __post_init__(self) -> None:
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) \
+                or not math.isfinite(rate) or rate <= 0:  # fmt: skip
+            raise FaultError(f"{self.kind}: learning_rate must be a finite number > 0, got "
+                             f"{rate!r}")  # fmt: skip
+
+    def control(self) -> Control:
+        return Control(learning_rate=float(self.learning_rate), fault=self.kind)
