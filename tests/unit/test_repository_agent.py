@@ -148,3 +148,30 @@ def test_agent_on_a_writer_key_backs_up_each_checkpoint_once_across_restarts(
     assert (tmp_path / "out" / "ckpt-1.data-00000-of-00001").read_bytes() == data
     with pytest.raises(PermissionDeniedError):
         writer.restore(first.id, tmp_path / "refused")
+
+
+def test_memory_keeps_the_recent_recovery_points_and_those_still_on_disk(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chaoskit.dr.protect.repository.agent as agent_module
+
+    monkeypatch.setattr(agent_module, "RECENT", 2)
+    ckpts = tmp_path / "ckpts"
+    agent = BackupAgent(repo, ckpts)
+
+    def back_up(step: int) -> list[int | None]:
+        save(ckpts, step)
+        assert agent.poll_once() is not None
+        return [s.checkpoint_step for s in agent.snapshots]
+
+    def delete(step: int) -> None:
+        for path in ckpts.glob(f"ckpt-{step}.*"):
+            path.unlink()
+
+    assert [back_up(1), back_up(2), back_up(3)][-1] == [1, 2, 3]  # 1 is still on disk
+    delete(1)
+    assert back_up(4) == [2, 3, 4]
+    delete(2)
+    delete(3)
+    assert back_up(5) == [4, 5]
+    assert len(repo.snapshots()) == 5  # the repository keeps every one

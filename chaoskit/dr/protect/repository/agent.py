@@ -29,7 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chaoskit.background import BackgroundLoop
-from chaoskit.dr.protect.checkpoints import Checkpoint, CheckpointFormat, TFFormat, bundle_files
+from chaoskit.dr.protect.checkpoints import (
+    Checkpoint,
+    CheckpointFormat,
+    TFFormat,
+    bundle_files,
+    from_snapshot,
+)
 from chaoskit.dr.protect.manifest import (
     CHECKPOINT_SUFFIX,
     RULE_FIRST_SIGHT,
@@ -57,6 +63,13 @@ def discard_snapshot(repo: Repository, snap: Snapshot) -> None:
     key may not forget: it then stays in the repository, never journaled or used)."""
     if repo.allows("forget"):
         repo.forget(ids=[snap.id])
+
+
+RECENT = 64
+"""Recovery points an agent keeps in memory besides those of checkpoints still on disk:
+the store guard scans and sorts them every pass, so a list that grew with every save
+(~3,600 an hour on the reference stack) cost memory and time without end; older ones
+stay in the repository (``chaoskit backup restore``)."""
 
 
 class BackupAgent(BackgroundLoop):
@@ -137,10 +150,23 @@ class BackupAgent(BackgroundLoop):
             self._record(snap, checkpoint.name, verdict)
             self._done.add(checkpoint.name)
             self.snapshots.append(snap)
+            self._trim()
             if self.on_backup is not None:
                 self.on_backup(snap)
             return snap
         return None
+
+    def _trim(self) -> None:
+        """Keep the newest :data:`RECENT` recovery points and any older one whose
+        checkpoint still has a file on disk (a format that keeps many stays guarded)."""
+        if len(self.snapshots) <= RECENT:
+            return
+        older, recent = self.snapshots[:-RECENT], self.snapshots[-RECENT:]
+        on_disk = [
+            snap for snap in older
+            if any((self.dir / path).exists() for path in from_snapshot(snap, self.format).files)
+        ]  # fmt: skip
+        self.snapshots = on_disk + recent
 
     def forget_lost(self, kept: set[str]) -> None:
         """Forget the backups whose snapshots are no longer in the repository (lost with
