@@ -146,17 +146,21 @@ class ServingClient:
             for sample in family.samples
         }
 
-    def available_version(self, *, timeout: float | None = None) -> int | None:
-        """The highest version in state AVAILABLE, or None (also when unreachable)."""
+    def available_versions(self, *, timeout: float | None = None) -> list[int]:
+        """Every version in state AVAILABLE, ascending; none when it cannot be asked."""
         try:
             answer = self.status(timeout=timeout)
         except OSError:
-            return None
+            return []
         if not answer.ok:
-            return None
-        versions = [
+            return []
+        return sorted(
             int(v["version"])
             for v in answer.body.get("model_version_status", [])
-            if v.get("state") == "AVAILABLE"
-        ]
-        return max(versions) if versions else None
+            if v.get("state") == "AVAILABLE" and str(v.get("version", "")).isdigit()
+        )
+
+    def available_version(self, *, timeout: float | None = None) -> int | None:
+        """The highest version in state AVAILABLE, or None (also when unreachable)."""
+        versions = self.available_versions(timeout=timeout)
+        return versions[-1] if versions else None

@@ -50,12 +50,6 @@ def trained(steps: int) -> object:
     return model
 
 
-def available(server: Server) -> set[int]:
-    answer = server.client().status()
-    return {int(s["version"]) for s in answer.body.get("model_version_status", [])
-            if s["state"] == "AVAILABLE"}  # fmt: skip
-
-
 def diverged() -> object:
     """A model whose weights blew up to NaN, as a run with a learning rate blow-up ends."""
     model = ref.build_model(seed=0)
@@ -72,7 +66,7 @@ def test_a_worse_and_a_diverged_version_are_refused(servers, tmp_path: Path):  #
     config.write_text(json.dumps({"model_version_policy": {"all": {}}}))
     server = start(servers, tmp_path, base, "--model-config-file", str(config))
     client = server.client()
-    wait_until(lambda: available(server) == {1, 2, 3, 4}, 60, what="all four versions loaded")
+    wait_until(lambda: client.available_versions() == [1, 2, 3, 4], 60, what="all four loaded")
     labelled = reference_labelled_set(1000)
     gate = QualityGate(REGRESSION, margin=0.25, min_samples=1000)
 
@@ -111,7 +105,7 @@ def test_the_quality_command_judges_a_servers_versions(servers, tmp_path: Path):
     config = tmp_path / "model-config.json"
     config.write_text(json.dumps({"model_version_policy": {"all": {}}}))
     server = start(servers, tmp_path, base, "--model-config-file", str(config))
-    wait_until(lambda: available(server) == {1, 2}, 60, what="both versions loaded")
+    wait_until(lambda: server.client().available_versions() == [1, 2], 60, what="both loaded")
     address = f"127.0.0.1:{server.port}"
     common = ("--server", address, "--model", "reference", "--labelled", "reference")
 

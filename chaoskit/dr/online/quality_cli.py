@@ -107,16 +107,8 @@ def run_quality(args: argparse.Namespace) -> int:
 
 
 def _available(client: Any) -> list[int]:
-    try:
-        answer = client.status()
-    except OSError as e:
-        raise ConfigError(f"--server {client.host}:{client.port} does not answer: {e}") from e
-    if not answer.ok:
-        raise ConfigError(f"model {client.model!r} on --server {client.host}:{client.port}: "
-                          f"{answer.body.get('error', answer.status)}")  # fmt: skip
-    versions = sorted(int(s["version"]) for s in answer.body.get("model_version_status", [])
-                      if s.get("state") == "AVAILABLE")  # fmt: skip
+    versions: list[int] = client.available_versions()
     if not versions:
         raise ConfigError(f"model {client.model!r} has no AVAILABLE version on --server "
-                          f"{client.host}:{client.port}")  # fmt: skip
+                          f"{client.host}:{client.port} (or it does not answer)")  # fmt: skip
     return versions

@@ -69,7 +69,7 @@ class RecordedGoldens(Goldens):
             except ChaosKitError:
                 return  # a replica not started yet: nothing to ask
             for client in clients:
-                for version in available_versions(client):
+                for version in client.available_versions(timeout=1.0):
                     if version not in self._by_version:
                         self._record(client, version)
 
@@ -107,18 +107,3 @@ class RecordedGoldens(Goldens):
         atomic_write_text(self.store / f"{version}.json", json.dumps(canary))
         with self._lock:
             self._by_version[version] = canary
-
-
-def available_versions(client: ServingClient, *, timeout: float = 1.0) -> list[int]:
-    """Every version serving reports AVAILABLE (none when it cannot be asked)."""
-    try:
-        answer = client.status(timeout=timeout)
-    except OSError:
-        return []
-    if not answer.ok:
-        return []
-    return sorted(
-        int(v["version"])
-        for v in answer.body.get("model_version_status", [])
-        if v.get("state") == "AVAILABLE" and str(v.get("version", "")).isdigit()
-    )
