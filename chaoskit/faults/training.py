@@ -12,12 +12,11 @@ refuses them with one message.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaoskit.errors import FaultError
+from chaoskit.errors import ConfigError, FaultError
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.trainer.control import Control, write_control
 
@@ -73,11 +72,10 @@ class DivergeTraining(_TrainingFault):
     learning_rate: float = 1e30
 
     def __post_init__(self) -> None:
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) \
-                or not math.isfinite(rate) or rate <= 0:  # fmt: skip
-            raise FaultError(f"{self.kind}: learning_rate must be a finite number > 0, got "
-                             f"{rate!r}")  # fmt: skip
+        try:
+            self.control()  # the control file's own check of the rate
+        except ConfigError as e:
+            raise FaultError(f"{self.kind}: {e}") from None
 
     def control(self) -> Control:
-        return Control(learning_rate=float(self.learning_rate), fault=self.kind)
+        return Control(learning_rate=self.learning_rate, fault=self.kind)

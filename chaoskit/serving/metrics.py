@@ -15,6 +15,7 @@ exact sample names.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -47,8 +48,7 @@ class RequestMetrics:
                 entrypoint: str = "REST") -> None:  # fmt: skip
         """One finished request of *model* through *api*, answered with *code*."""
         micros = seconds * 1e6
-        index = next((i for i, limit in enumerate(LATENCY_BUCKETS_US) if micros <= limit),
-                     len(LATENCY_BUCKETS_US))  # fmt: skip
+        index = bisect.bisect_left(LATENCY_BUCKETS_US, micros)  # the first limit >= micros
         with self._lock:
             self._counts[(model, code)] += 1
             cell = self._latency.setdefault(

@@ -183,7 +183,7 @@ class Trainer:
         if self._unlisted is not None:  # still listed: its manifest is owed; swept: not
             pending, pending_step = self._unlisted
             self._unlisted = None
-            if any(os.path.basename(p) == pending for p in self.manager.checkpoints):
+            if self._listed(pending):
                 self._write_manifest(pending, pending_step)
         prefix = f"{CHECKPOINT_NAME}-{step}"
         try:
@@ -206,6 +206,10 @@ class Trainer:
         self._record("checkpoint.saved", step=step, path=path, wall_created=wall)
         return str(path)
 
+    def _listed(self, prefix: str) -> bool:
+        """Whether the checkpoint manager lists the checkpoint *prefix*."""
+        return any(os.path.basename(p) == prefix for p in self.manager.checkpoints)
+
     def _write_manifest(self, prefix: str, step: int) -> None:
         """The producer manifest of a saved checkpoint; kept pending while it fails."""
         directory = self.config.checkpoint_dir
@@ -220,7 +224,7 @@ class Trainer:
         ``_temp`` directory) deleted, so no half checkpoint is left for a restart or the
         store guard, and a full disk gets its space back."""
         self.manager = self._read_manager()
-        if any(os.path.basename(p) == prefix for p in self.manager.checkpoints):
+        if self._listed(prefix):
             return  # whole and listed: only what came after the save failed
         directory = self.config.checkpoint_dir
         for name in os.listdir(directory):
