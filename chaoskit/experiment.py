@@ -17,6 +17,7 @@ from typing import Any
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.engine import DRConfig, DREngine
 from chaoskit.dr.online.failover import FailoverThenRepair
+from chaoskit.dr.online.quality_guard import STABLE, QualityGuard, QualityTargets
 from chaoskit.dr.online.recovery import (
     ObservePlatform,
     RecoveryAction,
@@ -68,6 +69,8 @@ class Experiment:
         learned_baseline: float | None = None,
         declared: tuple[str, ...] | None = None,
         session_loops: Sequence[BackgroundLoop] = (),
+        quality: QualityTargets | None = None,
+        store_guard: Any = None,
     ) -> None:
         self.name = name
         self.stack = stack
@@ -86,6 +89,11 @@ class Experiment:
         """Seconds of steady state the learned detectors train on; None: no learned detection."""
         self.session_loops = list(session_loops)
         """Loops that outlive experiments (store guard, replicator): checked at start."""
+        self.quality = quality
+        """A quality gate's targets: clients predict on ``stable``, which only a version
+        that passed the gate reaches (None: clients predict on the newest version)."""
+        self.store_guard = store_guard
+        self._quality_guard: QualityGuard | None = None
         self.client = stack.client()
         self.goldens = stack.goldens
         self._injections: list[Injection] = []
@@ -144,7 +152,11 @@ class Experiment:
         self._tail = JournalTail(self.journal.path)
         if self.fresh_recovery_point:
             self._await_fresh_recovery_point()
-        self._load = LoadGenerator(self.client, self.goldens, self.journal, rate=self.load_rate)
+        load_client = self.client
+        if self.quality is not None:
+            self._quality_guard = self._start_quality_guard(self.quality)
+            load_client = self.client.on_label(STABLE)
+        self._load = LoadGenerator(load_client, self.goldens, self.journal, rate=self.load_rate)
         self._load.start()
         restart = RestartService(
             self.stack, self.client, self.goldens, self.journal,
@@ -167,6 +179,22 @@ class Experiment:
         if self.learned_baseline is not None:
             self._start_learned_monitor(recovery, replicas)
         return self
+
+    def _start_quality_guard(self, targets: QualityTargets) -> QualityGuard:
+        from chaoskit.dr.online.quality import QualityGate
+
+        labelled_set = getattr(self.stack, "labelled_set", None)
+        if labelled_set is None:
+            raise StackError(f"experiment {self.name}: the stack has no labelled set to "
+                             "judge model versions on")  # fmt: skip
+        labelled = labelled_set()
+        if self.stack.trainer is not None:  # a baseline it trained, with a checkpoint to
+            self._await_version_count(2, "the quality gate")  # rewind to (not step 0)
+        gate = QualityGate(labelled.task, margin=targets.margin, floor=targets.floor,
+                           min_samples=targets.min_samples)  # fmt: skip
+        guard = QualityGuard(self.stack, labelled, gate, self.journal,
+                             store_guard=self.store_guard)  # fmt: skip
+        return guard.start()
 
     def _start_learned_monitor(self, recovery: RecoveryAction, replicas: list[str]) -> None:
         """Learned detection: train on this experiment's steady state (1 s windows), then
@@ -264,18 +292,20 @@ class Experiment:
         self._injections.append(injection)
         return injection
 
-    def _await_versions(self, fault: Fault, timeout: float = 90.0) -> None:
+    def _await_versions(self, fault: Fault) -> None:
         """Hold *fault* until the model store has the versions it needs, each backed up
         (a stale-model fault needs a previous version: its absence is a precondition to
         await, not a failure of the stack)."""
-        needed = fault.versions_needed()
+        self._await_version_count(fault.versions_needed(), fault.kind)
+
+    def _await_version_count(self, needed: int, what: str, timeout: float = 90.0) -> None:
         if needed <= 1 or len(version_dirs(self.stack.model_base_path)) >= needed:
             return
         deadline = time.monotonic() + timeout
         while len(version_dirs(self.stack.model_base_path)) < needed:
             if time.monotonic() > deadline:
                 raise StackError(
-                    f"experiment {self.name}: {fault.kind} needs {needed} model versions; "
+                    f"experiment {self.name}: {what} needs {needed} model versions; "
                     f"{self.stack.model_base_path} has "
                     f"{len(version_dirs(self.stack.model_base_path))} after {timeout:g}s "
                     "(is the trainer exporting?)"
@@ -419,7 +449,7 @@ class Experiment:
                 journal("fault.revert_failed", fault=injection.fault.kind, error=str(e))
         if not errors and any(engine.running for engine in self._engines):
             self._await_failback()  # with a fault still applied, or no engine, it cannot come
-        loops = [self._monitor, *self._engines, self._load]
+        loops = [self._monitor, *self._engines, self._load, self._quality_guard]
         for loop in loops:  # each one, even after another raised; a stopped one is a no-op
             if loop is None:
                 continue

@@ -80,6 +80,12 @@ def pytest_configure(config: pytest.Config) -> None:
         "chaos_learned(baseline=None): learned detectors in this experiment, trained on "
         "its steady state for `baseline` (default: ini chaos_learned_baseline)",
     )
+    config.addinivalue_line(
+        "markers",
+        "chaos_quality(margin=0.5, min_samples=1000, floor=None): clients predict on the "
+        "'stable' label, and every new model version must pass chaoskit's quality gate on "
+        "the stack's labelled set before it moves there",
+    )
     backend = config.getoption("chaos_backend") or config.getini("chaos_backend") or "process"
     if backend not in BACKENDS:
         choices = ", ".join(BACKENDS)
@@ -162,6 +168,19 @@ def _learned_baseline(item: pytest.Item) -> float | None:
     return _baseline_seconds(value, where)
 
 
+def _quality(item: pytest.Item) -> Any:
+    """The item's quality targets (``chaos_quality``), or None when it has no gate."""
+    marker = item.get_closest_marker("chaos_quality")
+    if marker is None:
+        return None
+    from chaoskit.dr.online.quality_guard import QualityTargets
+
+    where = f"{item.nodeid}: @pytest.mark.chaos_quality"
+    if marker.args:
+        raise ConfigError(f"{where} takes keywords only (margin=, min_samples=, floor=)")
+    return QualityTargets.parse(dict(marker.kwargs), where=where)
+
+
 def _baseline_seconds(value: Any, where: str) -> float:
     from chaoskit.durations import parse_duration
 
@@ -185,6 +204,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         try:
             _objectives(item)
             _learned_baseline(item)
+            _quality(item)
             _skip_unless_stack_has(item)
         except ConfigError as e:
             item.stash[MARKER_ERROR] = str(e)
@@ -203,11 +223,14 @@ def _plan(config: pytest.Config) -> Any:
 def _skip_unless_stack_has(item: pytest.Item) -> None:
     """``@pytest.mark.chaos_needs("trainer", ...)``: skip, naming what the stack lacks."""
     marker = item.get_closest_marker("chaos_needs")
-    if marker is None:
+    needs = () if marker is None else tuple(marker.args)
+    if item.get_closest_marker("chaos_quality") is not None:
+        needs = (*needs, "quality-gate")
+    if not needs:
         return
     from chaoskit.stack.protocol import missing_roles
 
-    lacking = missing_roles(_plan(item.config), tuple(marker.args))
+    lacking = missing_roles(_plan(item.config), needs)
     if lacking:
         which = item.config.stash[STATE].stack_file or "the reference stack"
         item.add_marker(pytest.mark.skip(reason=f"{which} lacks {'; '.join(lacking)}"))
@@ -288,6 +311,7 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
     state.cleanups.append(guard.stop)
     guard.start()
     state.session_loops.append(guard)
+    state.store_guard = guard
     if site is not None:
         replicator = Replicator(writer, site, state.journal, repository_lock=shipping)
         state.cleanups.append(replicator.stop)
@@ -321,6 +345,8 @@ def _new_experiment(
         fresh_recovery_point=True,
         progress=_progress_writer(request.config),
         learned_baseline=_learned_baseline(item),
+        quality=_quality(item),
+        store_guard=state.store_guard,
         declared=tuple(dict.fromkeys(declared)),
         session_loops=state.session_loops,
     )

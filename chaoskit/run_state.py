@@ -36,6 +36,8 @@ class RunState:
     session_loops: list[Any] = field(default_factory=list)
     """The loops that live for the whole run (store guard, replicator): one that died
     between experiments fails the next experiment instead of leaving it unguarded."""
+    store_guard: Any = None
+    """The stack's store guard (a quality gate sets bad versions aside through it)."""
     cleanup_failures: list[str] = field(default_factory=list)
     """``<cleanup>: <Type>: <message>`` of every cleanup that raised, for the summary."""
 

@@ -65,8 +65,11 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
 
     # a DR site cut off gets a panel of its RPO: rising while recovery points queue
     rpo = _dr_site_rpo(events, fault) if fault is not None else []
-    ratios = [1.0, 3.0, 1.5] + ([1.5] if rpo else [])
-    fig = Figure(figsize=(11, 6.2 + (1.4 if rpo else 0.0)))
+    # a quality gate gets a panel of each version's score and the gate's verdict
+    verdicts = [e for e in events if e["event"] == "quality.verdict"]
+    extra = [p for p, shown in (("rpo", rpo), ("quality", verdicts)) if shown]
+    ratios = [1.0, 3.0, 1.5] + [1.5] * len(extra)
+    fig = Figure(figsize=(11, 6.2 + 1.4 * len(extra)))
     grid = fig.add_gridspec(
         len(ratios), 1, height_ratios=ratios, hspace=0.08, left=0.08, right=0.98, top=0.9,
         bottom=0.17,
@@ -76,8 +79,11 @@ def timeline_png(start: Event, events: list[Event], result: ExperimentResult) ->
     ax_e = fig.add_subplot(grid[2], sharex=ax_s)
     axes = [ax_s, ax_l, ax_e]
     if rpo:
-        axes.append(fig.add_subplot(grid[3], sharex=ax_s))
+        axes.append(fig.add_subplot(grid[len(axes)], sharex=ax_s))
         _rpo_panel(axes[-1], rpo)
+    if verdicts:
+        axes.append(fig.add_subplot(grid[len(axes)], sharex=ax_s))
+        _quality_panel(axes[-1], verdicts, origin)
     verdict = result.verdict.upper()
     faults = result.faults or result.fault or "none"
     title = _plain(f"{result.name}\nfault: {faults}  -  verdict: {verdict}")
@@ -187,6 +193,35 @@ def _rpo_panel(ax: Axes, series: list[tuple[float, float]]) -> None:
     ax.plot([x for x, _ in series], [r for _, r in series], color=METRIC_COLORS["rpo"], lw=1.4)
     ax.set_ylim(0, max(1.0, max(r for _, r in series) * 1.15))
     ax.set_ylabel("DR-site RPO (s)")
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def _quality_panel(ax: Axes, verdicts: list[Event], origin: float) -> None:
+    """Each judged version's score when the gate judged it: promoted (green), refused
+    (red; a version whose outputs were not finite sits at the top, marked x) or
+    inconclusive (grey, at the bottom), with its version number."""
+    metric = next((e.get("metric") for e in verdicts if e.get("metric")), "score")
+    errors = metric == "mse"  # errors span decades: a log axis; an accuracy is 0..1
+    scores = [float(e["score"]) for e in verdicts if e.get("score") is not None]
+    top = max(scores, default=1.0) * 2.0 if errors else 1.05
+    bottom = min(scores, default=1.0) / 2.0 if errors else -0.05
+    colors = {"promote": RECOVERED, "breach": FAULT}
+    for e in verdicts:
+        x = e["t"] - origin
+        decision = e.get("decision")
+        if e.get("score") is not None:
+            y, marker = float(e["score"]), "o"
+        else:
+            y, marker = (top, "x") if decision == "breach" else (bottom, "s")
+        ax.scatter([x], [y], s=30, marker=marker, color=colors.get(str(decision), PROBE), zorder=3)
+        ax.annotate(f"v{e.get('version')}", (x, y), xytext=(3, 3), textcoords="offset points",
+                    fontsize=7)  # fmt: skip
+    if errors:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom / 1.5, top * 1.5)
+    else:
+        ax.set_ylim(bottom - 0.05, top + 0.05)
+    ax.set_ylabel(_plain(f"quality ({metric})"))
     ax.grid(True, axis="y", alpha=0.3)
 
 

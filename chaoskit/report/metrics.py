@@ -99,6 +99,24 @@ def detections_text(detections: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _wrong_predictions(events: list[Event]) -> int:
+    """Answers that match no exported version's canary and, behind a quality gate,
+    answers from a version the gate refused (from its breach until a version of that
+    number passes: a rewound trainer exports the number again): what such a version
+    computes is what was exported, but not good enough to serve."""
+    refused: set[Any] = set()
+    wrong = 0
+    for e in events:
+        if e["event"] == "quality.verdict":
+            if e.get("decision") == "breach":
+                refused.add(e.get("version"))
+            elif e.get("decision") == "promote":
+                refused.discard(e.get("version"))
+        elif e["event"] == "request" and e.get("ok"):
+            wrong += e.get("correct") is False or e.get("version") in refused
+    return wrong
+
+
 def split_experiments(events: Iterable[Event]) -> list[tuple[Event, list[Event]]]:
     """(experiment.started event, events inside its window) for every experiment."""
     windows: list[tuple[Event, list[Event]]] = []
@@ -143,9 +161,7 @@ def compute(start: Event, events: list[Event]) -> ExperimentResult:
     if requests:
         result.failed_requests = sum(1 for e in requests if not e.get("ok"))
         result.retried_requests = sum(1 for e in requests if e.get("retried"))
-        result.wrong_predictions = sum(
-            1 for e in requests if e.get("ok") and e.get("correct") is False
-        )
+        result.wrong_predictions = _wrong_predictions(events)
     fault = first_event(events, "fault.injected", start["t"])
     reasons = result.reasons
     if fault is None:
@@ -358,11 +374,11 @@ def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
         _version_rpo(versions, fault.get("newest_version") or {}, seconds, steps)
     others = [e for e in restores if e.get("kind") != "model-version"]
     created = _newest(others, "recovery_point_created_wall")
-    if created is not None:
-        seconds.append(fault["wall"] - created)
+    if created is not None:  # one written after the fault loses nothing
+        seconds.append(max(0.0, fault["wall"] - created))
     step = _newest(others, "recovery_point_step")
     if step_at_fault is not None and step is not None:
-        steps.append(int(step_at_fault) - int(step))
+        steps.append(max(0, int(step_at_fault) - int(step)))
     resumed = first_event(events, "trainer.started", fault["t"])
     if not restores and resumed is not None and resumed.get("step") is not None:
         if step_at_fault is not None:

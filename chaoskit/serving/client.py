@@ -32,7 +32,7 @@ class ServingClient:
 
     def __init__(
         self, host: str, port: int, model: str, *, timeout: float = 5.0,
-        signature_name: str | None = None,
+        signature_name: str | None = None, label: str | None = None,
     ) -> None:  # fmt: skip
         self.host = host
         self.port = port
@@ -40,6 +40,14 @@ class ServingClient:
         self.timeout = timeout
         self.signature_name = signature_name
         """Sent with every ``:predict`` that names none (None: the server's default)."""
+        self.label = label
+        """The version label every ``:predict`` naming no version or label asks for
+        (None: the default version); clients behind a quality gate ask for ``stable``."""
+
+    def on_label(self, label: str) -> ServingClient:
+        """The same server and model, predicting on version label *label*."""
+        return ServingClient(self.host, self.port, self.model, timeout=self.timeout,
+                             signature_name=self.signature_name, label=label)  # fmt: skip
 
     def _model_path(self, version: int | str | None, label: str | None = None) -> str:
         """``/v1/models/M``, ``.../versions/N`` or ``.../labels/L`` (both: TF Serving's 400)."""
@@ -118,6 +126,8 @@ class ServingClient:
         else:
             payload["instances"] = instances
         body = json.dumps(payload).encode()
+        if version is None and label is None:
+            label = self.label
         path = self._model_path(version, label) + ":predict"
         return self.request("POST", path, body, timeout=timeout)
 

@@ -131,6 +131,13 @@ def read_config(path: Path) -> tuple[bytes, ServingConfig]:
     return raw, parse_config(raw, str(path))
 
 
+def write_config(path: Path, config: ServingConfig) -> None:
+    """Replace *path* with *config* atomically: a server polling it never reads half a file."""
+    from chaoskit.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps(config.as_json()) + "\n")
+
+
 def model_server_config_text(name: str, base_path: str, config: ServingConfig) -> str:
     """The same settings as tensorflow/serving's ``--model_config_file`` (protobuf text)."""
     policy = config.policy

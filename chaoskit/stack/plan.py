@@ -24,6 +24,8 @@ class StackPlan:
     recovery: str
     toxiproxy_url: str | None = "planned"
     """Every stack chaoskit runs has its gateway's proxies."""
+    model_config_file: str | None = None
+    """The replicas' model config file (a quality gate needs it)."""
 
 
 def plan_stack(stack_file: Path | None) -> StackPlan:
@@ -32,7 +34,8 @@ def plan_stack(stack_file: Path | None) -> StackPlan:
         from chaoskit.stack.reference import DR_SITE, SERVING, TRAINER, StackConfig
 
         return StackPlan(replica_names(SERVING, StackConfig().replicas), TRAINER, DR_SITE,
-                         "checkpoints", "tf", "chaoskit")  # fmt: skip
+                         "checkpoints", "tf", "chaoskit",
+                         model_config_file="model-config.json")  # fmt: skip
     from chaoskit.stackfile import load_stack_file
 
     file = load_stack_file(stack_file)

@@ -96,7 +96,7 @@ class Stack(Protocol):
         returns what it had to repair."""
 
 
-NEEDS = ("trainer", "checkpoints", "dr-site", "replicas>=2", "proxies")
+NEEDS = ("trainer", "checkpoints", "dr-site", "replicas>=2", "proxies", "quality-gate")
 
 
 def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
@@ -117,6 +117,9 @@ def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
             lacking.append("a second serving replica (replicas = 2)")
         elif need == "proxies" and stack.toxiproxy_url is None:
             lacking.append("the gateway's proxies")
+        elif need == "quality-gate" and getattr(stack, "model_config_file", None) is None:
+            lacking.append("a model config file its replicas poll and a labelled set (the "
+                           "reference stack has both; a stack file cannot declare them yet)")
     return lacking
 
 

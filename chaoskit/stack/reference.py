@@ -18,10 +18,12 @@ from pathlib import Path
 from chaoskit.atomic import ensure_secret_file
 from chaoskit.dr.online.engine import DRConfig
 from chaoskit.dr.online.goldens import Goldens
+from chaoskit.dr.online.quality import LabelledSet, reference_labelled_set
 from chaoskit.dr.protect.checkpoints import checkpoint_format
 from chaoskit.errors import StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.objectives import Objectives
+from chaoskit.serving.config import ServingConfig, write_config
 from chaoskit.stack.backend import BACKENDS, Backend
 from chaoskit.stack.gatewayed import GatewayedStack, replica_names
 from chaoskit.stack.service import Readiness, ServiceSpec
@@ -44,6 +46,9 @@ class StackConfig:
     serving_port: int = 0
     start_timeout: float = 90.0
     replicas: int = 2
+    model_config_poll: float = 0.1
+    """Seconds between the replicas' reads of the model config file (a quality gate
+    pins and rolls back the ``stable`` label through it)."""
 
 
 class ReferenceStack(GatewayedStack):
@@ -63,6 +68,9 @@ class ReferenceStack(GatewayedStack):
         self.status_file = self.data_dir / "trainer-status.json"
         self.trainer_control_file = self.data_dir / "trainer-control.json"
         """Where training faults tell the trainer what to do (chaoskit.trainer.control)."""
+        self.model_config_file = self.data_dir / "model-config.json"
+        """The replicas' version policy and labels (chaoskit.serving.config); the default
+        (the newest version) until a quality gate takes it over."""
         self.dr_site_root = self.data_dir / DR_SITE
         self.dr_site_token_file = self.data_dir / f"{DR_SITE}.token"
         self.replicas = replica_names(SERVING, config.replicas)
@@ -76,6 +84,10 @@ class ReferenceStack(GatewayedStack):
         self.dr_config = DRConfig()
         self.objectives = Objectives()
         self.model_name = config.model_name
+
+    def labelled_set(self) -> LabelledSet:
+        """Held-out data from the trainer's teacher, that it never trains on."""
+        return reference_labelled_set()
 
     def trainer_step(self) -> int | None:
         """The trainer's progress: its status file's step, or its newest checkpoint if later."""
@@ -131,6 +143,10 @@ class ReferenceStack(GatewayedStack):
                 "{bind_host}",
                 "--poll-interval",
                 str(c.poll_interval),
+                "--model-config-file",
+                str(self.model_config_file),
+                "--model-config-file-poll-wait-seconds",
+                str(c.model_config_poll),
             ),
             ports={"rest": c.serving_port if name == SERVING else 0},
             env=self._env(),
@@ -154,6 +170,7 @@ class ReferenceStack(GatewayedStack):
         then the gateway."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         ensure_secret_file(self.dr_site_token_file)  # the DR site's bearer token
+        write_config(self.model_config_file, ServingConfig())
         try:
             self._start_services()
         except BaseException:

@@ -265,10 +265,30 @@ class QualityGate:
             return None
         return min(limits) if self.lower_is_better else max(limits)
 
+    @property
+    def metric(self) -> str:
+        return "mse" if self.lower_is_better else "accuracy"
+
     def judge(self, version: int, outputs: np.ndarray | None, labelled: LabelledSet,
               serving_outputs: np.ndarray | None = None) -> Verdict:  # fmt: skip
         """The verdict on *version* from its *outputs* on *labelled* (None or fewer rows
-        than the set: only the first ``len(outputs)`` instances were answered)."""
+        than the set: only the first ``len(outputs)`` instances were answered); a
+        promoted version joins the recent ones the next are judged against."""
+        verdict = self._decide(version, outputs, labelled, serving_outputs)
+        if verdict.decision == PROMOTE:
+            assert verdict.score is not None
+            self.promoted.append((version, verdict.score))
+        return verdict
+
+    def check(self, version: int, outputs: np.ndarray | None,
+              labelled: LabelledSet) -> str | None:  # fmt: skip
+        """None when *outputs* would be promoted now, else why not (nothing recorded):
+        a served version's quality confirmed again."""
+        verdict = self._decide(version, outputs, labelled, None)
+        return None if verdict.decision == PROMOTE else verdict.reason
+
+    def _decide(self, version: int, outputs: np.ndarray | None, labelled: LabelledSet,
+                serving_outputs: np.ndarray | None) -> Verdict:  # fmt: skip
         answered = 0 if outputs is None else len(outputs)
         best = self.best()
         if answered < self.min_samples:
@@ -292,6 +312,4 @@ class QualityGate:
             decision, reason = PROMOTE, f"{name} {value:.4g} within the bound {bound:.4g}"
         else:
             decision, reason = BREACH, f"{name} {value:.4g} beyond the bound {bound:.4g}"
-        if decision == PROMOTE:
-            self.promoted.append((version, value))
         return Verdict(version, decision, value, best, answered, reason, **drift)

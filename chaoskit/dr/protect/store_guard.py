@@ -38,11 +38,14 @@ first sight; every ``backup.recovery_point`` says which ``rule`` applied.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from chaoskit.atomic import atomic_write_bytes, fsync_dir
 from chaoskit.background import BackgroundLoop
@@ -58,9 +61,10 @@ from chaoskit.dr.protect.repository.repo import Repository
 from chaoskit.dr.protect.repository.snapshots import Snapshot
 from chaoskit.dr.protect.repository.source import STATE_FILE, parse_checkpoint_state
 from chaoskit.dr.protect.repository.verify import verify_snapshot
-from chaoskit.errors import ChaosKitError
+from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.journal import Journal, JournalTail
 
+T = TypeVar("T")
 HOUSEKEEPING_SETTLE = 0.1
 """Seconds a checkpoint problem must persist to count (see ``_scan_checkpoints``)."""
 SWEEP_SETTLE = 1.0
@@ -129,6 +133,9 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
         self.offsite = offsite
         self.repository_lock = repository_lock  # the replicator's (see guard_repository)
         self.repo_watch = RepositoryWatch(repo.root)
+        self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> Self:
@@ -140,6 +147,7 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._serve_requests()
             try:
                 if self.repair:
                     self._guard_repository()
@@ -171,6 +179,96 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
             version_dir = self.model_base / str(version)
             for directory in (version_dir, version_dir / "variables", version_dir / "assets.extra"):
                 self._watcher.watch(directory)
+
+    # -- work asked for by other loops -------------------------------------------------
+    def call(self, work: Callable[[], T], *, timeout: float = 120.0) -> T:
+        """Run *work* on the guard's own thread between two scans and return its result:
+        what moves or restores guarded files must not race a scan that would take it
+        for damage.  StackError when the guard is not running or *timeout* passes."""
+        if not self.running:
+            raise StackError("the store guard is not running: nothing can change the store")
+        done: Future[T] = Future()
+        self._requests.put((work, done))
+        deadline = time.monotonic() + timeout
+        while not done.done():
+            if not self.running:
+                raise StackError("the store guard stopped before it did what was asked")
+            if time.monotonic() > deadline:
+                raise StackError(f"the store guard did not do what was asked in {timeout:g}s")
+            time.sleep(0.02)
+        return done.result()
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                work, done = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.set_result(work())
+            except BaseException as e:
+                done.set_exception(e)
+
+    def set_version_aside(self, version: int, reason: str) -> None:
+        """Move model *version* out of the store, for good (a version judged too bad to
+        serve): it is no longer guarded, so nothing restores it.  Call through :meth:`call`."""
+        to = quarantine_dir(self.model_base)
+        moved = move_aside(self.model_base, [str(version)], to)
+        self.versions.pop(version, None)
+        self.refused_versions.pop(version, None)
+        self.journal.record("model.quarantined", version=version, files=moved, to=str(to),
+                            reason=reason)  # fmt: skip
+
+    def rewind_trainer(self, step: int, reason: str) -> bool:
+        """Restart the trainer from its newest recovery point at or before *step* (the
+        checkpoint a good model version came from), setting every newer checkpoint aside:
+        what it learned since is what made the bad versions.  True once it resumed there
+        and the restored checkpoint verifies.  Call through :meth:`call`."""
+        if self.trainer is None or self.checkpoint_dir is None:
+            raise StackError("rewinding training needs a trainer and its checkpoints")
+        assert self.agent is not None
+        candidates = [s for s in self._newest_first()
+                      if s.checkpoint_step is not None and s.checkpoint_step <= step]  # fmt: skip
+        self.journal.record("recovery.started", action="rewind", service=self.trainer,
+                            step=step, reason=reason)  # fmt: skip
+        tail = JournalTail(self.journal.path)
+        self.stack.backend.stop(self.trainer)
+        restored = None
+        for candidate in candidates:
+            floor = candidate.checkpoint_step or 0
+            newer = [c for c in self.format.checkpoints(self.checkpoint_dir)
+                     if c.step is not None and c.step > floor]  # fmt: skip
+            if newer:
+                to = quarantine_dir(self.checkpoint_dir)
+                moved = move_aside(self.checkpoint_dir, [r for c in newer for r in c.files], to)
+                self.journal.record("checkpoint.quarantined", files=moved, to=str(to),
+                                    reason=f"trained after step {step}: {reason}")  # fmt: skip
+            self.agent.forget_newer_than(floor)
+            restored, _ = self._restore_files([candidate], with_state=True)
+            if restored is not None:
+                self._restore_listed()
+                break
+        since = time.time()
+        self.stack.backend.restart(self.trainer)
+        if restored is None:
+            self._finish(self.checkpoint_dir, None, False, action="rewind", service=self.trainer)
+            return False
+        self._set_aside_newer_than(restored)
+        resumed = self._trainer_resumed_at(tail, restored.checkpoint_step, since)
+        intact = resumed and not self._verify_checkpoint(restored)
+        self._finish(self.checkpoint_dir, restored, intact, action="rewind",
+                     service=self.trainer, kind="checkpoint-files")  # fmt: skip
+        return intact
+
+    def _restore_listed(self) -> None:
+        """Put back the older checkpoints a restored state file lists that the trainer's
+        rotation had deleted, so they are not taken for damage."""
+        assert self.checkpoint_dir is not None
+        listed = {c.name for c in self.format.checkpoints(self.checkpoint_dir)}
+        gone = [s for s in self._snapshots if s.summary.get("checkpoint") in listed]
+        gone = [s for s in gone if self._verify_checkpoint(s)]
+        if gone:
+            self._restore_files(gone)
 
     # -- scanning ------------------------------------------------------------------------
     def scan(self) -> list[Damage]:

@@ -175,6 +175,14 @@ class BackupAgent(BackgroundLoop):
         self.snapshots = [s for s in self.snapshots if s.id in kept]
         self._done -= {str(s.summary.get("checkpoint")) for s in lost}
 
+    def forget_newer_than(self, step: int) -> None:
+        """Stop guarding the recovery points of checkpoints after *step*: training was
+        rewound past them, and the checkpoints it writes next reuse their names.  The
+        snapshots stay in the repository."""
+        newer = [s for s in self.snapshots if (s.checkpoint_step or 0) > step]
+        self.snapshots = [s for s in self.snapshots if (s.checkpoint_step or 0) <= step]
+        self._done -= {str(s.summary.get("checkpoint")) for s in newer}
+
     def _vet(self, checkpoint: Checkpoint) -> Verdict | None:
         """The producer manifest's verdict; None while it may still be written."""
         verdict = vet_checkpoint(self.dir, checkpoint.name, checkpoint.files)

@@ -1,0 +1,262 @@
+"""The quality guard: no model version is served as ``stable`` before it proved good enough.
+
+Clients behind it predict on the version label ``stable``.  The guard owns the serving
+replicas' model config file (:mod:`chaoskit.serving.config`): each new version the
+trainer exports is loaded beside the stable one (policy ``specific``), scored on the
+labelled set through one replica's ``/versions/N``, and judged by a
+:class:`~chaoskit.dr.online.quality.QualityGate` (``quality.verdict``):
+
+- *promote*: ``stable`` moves to it, and the previous version is unloaded;
+- *breach*: ``detected`` (service ``model``, signal ``quality``), then the rollback:
+  ``stable`` stays on (or goes back to) the last good version, the bad one is unloaded
+  and set aside out of the model store for good (quarantined: never served again), the
+  stable label's quality is confirmed on the labelled set (``steady_state.ok``), and,
+  when the stack has a trainer whose checkpoints the store guard keeps, the trainer is
+  rewound to the checkpoint the last good version came from: it would otherwise go on
+  from the weights that made the bad version (NaN weights never heal);
+- *inconclusive* (too few answers): nothing moves; it is never a pass.
+
+What the rollback lost (RPO) is measured from the rewind's ``restore.done``.  On stop the
+config goes back to the stack's default (serve the newest version).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chaoskit.background import BackgroundLoop
+from chaoskit.dr.online.quality import BREACH, PROMOTE, LabelledSet, QualityGate, answers
+from chaoskit.errors import ChaosKitError, ConfigError, StackError
+from chaoskit.journal import Journal
+from chaoskit.model import load_canary, version_dirs
+from chaoskit.serving.client import ServingClient
+from chaoskit.serving.config import ServingConfig, VersionPolicy, write_config
+
+STABLE = "stable"
+MODEL = "model"
+"""The service name a quality breach is detected on: the model, not a process."""
+
+
+@dataclass(frozen=True)
+class QualityTargets:
+    """What an experiment's gate demands (``@pytest.mark.chaos_quality``): see
+    :class:`~chaoskit.dr.online.quality.QualityGate` for *margin*, *floor*, *min_samples*."""
+
+    margin: float = 0.5
+    min_samples: int = 1000
+    floor: float | None = None
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any], *, where: str) -> QualityTargets:
+        unknown = sorted(set(fields) - {"margin", "min_samples", "floor"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting {unknown[0]!r} "
+                              "(known: margin, min_samples, floor)")  # fmt: skip
+        for name in ("margin", "floor"):
+            value = fields.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):  # fmt: skip
+                raise ConfigError(f"{where}: {name} must be a number >= 0, got {value!r}")
+        samples = fields.get("min_samples", cls.min_samples)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigError(f"{where}: min_samples must be a whole number >= 1, got {samples!r}")
+        return cls(float(fields.get("margin", cls.margin)), samples,
+                   None if fields.get("floor") is None else float(fields["floor"]))  # fmt: skip
+
+
+def pinned(*versions: int, stable: int) -> ServingConfig:
+    """Serve exactly *versions*, with ``stable`` on *stable*."""
+    return ServingConfig(VersionPolicy("specific", versions=frozenset(versions)), {STABLE: stable})
+
+
+class QualityGuard(BackgroundLoop):
+    """Judges every new version of *stack*'s model before clients see it (see module)."""
+
+    thread_name = "chaoskit-quality"
+    stop_timeout = 240.0
+    """A rollback in progress ends first: a trainer rewind waits for TensorFlow to start."""
+
+    def __init__(
+        self,
+        stack: Any,
+        labelled: LabelledSet,
+        gate: QualityGate,
+        journal: Journal,
+        *,
+        store_guard: Any = None,
+        interval: float = 0.2,
+        load_timeout: float = 60.0,
+    ) -> None:
+        super().__init__()
+        if getattr(stack, "model_config_file", None) is None:
+            raise StackError("a quality gate needs the replicas' model config file "
+                             "(the stack has none)")  # fmt: skip
+        self.stack = stack
+        self.labelled = labelled
+        self.gate = gate
+        self.journal = journal
+        self.store_guard = store_guard
+        self.interval = interval
+        self.load_timeout = load_timeout
+        self.config_file = stack.model_config_file
+        self.stable: int | None = None
+        self.stable_outputs: np.ndarray | None = None
+        self.judged: set[int] = set()
+        self._rewound_wall = 0.0
+        """When the trainer was last rewound: versions exported before come from the
+        training run it discarded."""
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> QualityGuard:
+        """Judge the newest version now; it must be promoted, or there is nothing good to
+        serve as ``stable`` and no experiment can start (StackError saying why)."""
+        newest = max(version_dirs(self.stack.model_base_path), default=None)
+        if newest is None:
+            raise StackError(f"no model version in {self.stack.model_base_path} to judge")
+        try:
+            verdict = self._judge(newest)
+        except BaseException:
+            self._reset()
+            raise
+        if verdict != PROMOTE:
+            self._reset()
+            raise StackError(
+                f"the quality gate did not promote version {newest}, the newest: no version "
+                "is good enough to serve as 'stable' (see quality.verdict in the journal)"
+            )
+        return super().start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        super().stop(timeout)
+        self._reset()
+
+    def _reset(self) -> None:
+        """The stack's default again: the replicas serve the newest version."""
+        write_config(self.config_file, ServingConfig())
+        self.journal.record("quality.released", stable=self.stable)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            present = version_dirs(self.stack.model_base_path)
+            newest = max(present, default=None)
+            if newest is not None and newest not in self.judged and newest > (self.stable or 0):
+                self._judge(newest)
+            self._stop.wait(self.interval)
+
+    # -- judging ---------------------------------------------------------------------
+    def _clients(self) -> list[ServingClient]:
+        return [self.stack.direct_client(r, timeout=10.0) for r in self.stack.replicas]
+
+    def _loaded_everywhere(self, version: int) -> bool:
+        """Wait until every replica has *version* AVAILABLE (False after load_timeout)."""
+        deadline = time.monotonic() + self.load_timeout
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if all(version in c.available_versions(timeout=2.0) for c in self._clients()):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _judge(self, version: int) -> str:
+        """Load *version* beside stable, score it, and act on the verdict."""
+        self.judged.add(version)
+        if self.stable is None:
+            write_config(self.config_file, pinned(version, stable=version))
+        else:
+            write_config(self.config_file, pinned(self.stable, version, stable=self.stable))
+        outputs = None
+        if self._loaded_everywhere(version):
+            outputs = answers(self._clients()[0], self.labelled, version=version).outputs
+        verdict = self.gate.judge(version, outputs, self.labelled, self.stable_outputs)
+        self.journal.record("quality.verdict", **verdict.fields(), step=self._step(version),
+                            stable=self.stable, metric=self.gate.metric)  # fmt: skip
+        if verdict.decision == PROMOTE:
+            self._promote(version, outputs)
+        elif verdict.decision == BREACH:
+            self._roll_back(version, verdict.reason)
+        else:  # inconclusive: unload it again, stable stays
+            if self.stable is not None:
+                write_config(self.config_file, pinned(self.stable, stable=self.stable))
+        return verdict.decision
+
+    def _step(self, version: int) -> int:
+        """The trainer step *version* was exported at (its canary says; else the version)."""
+        try:
+            step = load_canary(self.stack.model_base_path / str(version)).get("step")
+        except (OSError, ValueError, ChaosKitError):  # set aside meanwhile: its number
+            step = None
+        return int(step) if isinstance(step, int) else version
+
+    def _promote(self, version: int, outputs: Any) -> None:
+        write_config(self.config_file, pinned(version, stable=version))
+        self.stable, self.stable_outputs = version, np.asarray(outputs, dtype=np.float64)
+        self._await_label(version)
+        self.journal.record("quality.promoted", version=version, label=STABLE)
+
+    def _await_label(self, version: int) -> None:
+        """Until every replica answers ``stable`` with *version* (the config is polled)."""
+        deadline = time.monotonic() + self.load_timeout
+        while time.monotonic() < deadline and not self._stop.is_set():
+            if all(c.label_version(STABLE, timeout=2.0) == version for c in self._clients()):
+                return
+            time.sleep(0.02)
+        raise StackError(f"the replicas did not move {STABLE!r} to version {version} "
+                         f"within {self.load_timeout:g}s (see serving.config_refused)")  # fmt: skip
+
+    def _roll_back(self, version: int, reason: str) -> None:
+        """Keep serving the last good version, set the bad one aside, rewind training."""
+        self.journal.record("detected", service=MODEL, signal="quality", version=version,
+                            reason=f"version {version}: {reason}")  # fmt: skip
+        good = self.stable
+        self.journal.record("recovery.started", action="rollback", service=MODEL,
+                            version=version, stable=good)  # fmt: skip
+        if good is None:
+            self.journal.record("recovery.failed", action="rollback", service=MODEL,
+                                reason="no good version to roll back to")  # fmt: skip
+            return
+        write_config(self.config_file, pinned(good, stable=good))
+        self._await_label(good)
+        exported = self._exported_wall(version)
+        why = f"quality breach of version {version}: {reason}"
+        self._set_aside(version, why)
+        self.journal.record("recovered", action="rollback", service=MODEL, stable=good,
+                            quarantined=version)  # fmt: skip
+        self._confirm(good)
+        if self.store_guard is None or self.stack.trainer is None:
+            return
+        if exported < self._rewound_wall:
+            return  # the run that exported it was already rewound
+        self._rewound_wall = time.time()
+        step = self._step(good)
+        self.store_guard.call(lambda: self.store_guard.rewind_trainer(step, why), timeout=180.0)
+        for stale in version_dirs(self.stack.model_base_path):
+            if stale > good and self._exported_wall(stale) < self._rewound_wall:
+                self.judged.add(stale)
+                self._set_aside(stale, f"exported by the training rewound after the {why}")
+
+    def _exported_wall(self, version: int) -> float:
+        try:
+            return (self.stack.model_base_path / str(version)).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def _set_aside(self, version: int, reason: str) -> None:
+        """Out of the model store for good, through the store guard (which would otherwise
+        restore it as a deleted version)."""
+        if self.store_guard is not None:
+            self.store_guard.call(lambda: self.store_guard.set_version_aside(version, reason))
+            self.judged.discard(version)  # gone: the number exported again is a new version
+
+    def _confirm(self, good: int) -> None:
+        """Clients' path (the gateway, label ``stable``) scores as *good* did."""
+        client = self.stack.client(timeout=10.0).on_label(STABLE)
+        got = answers(client, self.labelled).outputs
+        verdict = self.gate.check(good, got, self.labelled)
+        if verdict is None:
+            self.journal.record("steady_state.ok", phase="recovery", label=STABLE, version=good)
+        else:
+            self.journal.record("steady_state.violated", phase="recovery", reason=verdict)

@@ -1,0 +1,45 @@
+"""A valid, newly trained version that is worse: it must never be served as ``stable``.
+
+Clients predict on the ``stable`` label; chaoskit's quality gate scores every version
+the trainer exports on held-out labelled data before ``stable`` moves to it
+(:mod:`chaoskit.dr.online.quality_guard`).  Poisoned labels and a diverged learning
+rate each make the trainer export versions that load, answer and match their own
+canary: only their quality gives them away.  The gate must refuse such a version (TTD:
+the fault until that verdict), keep ``stable`` on the last good version, set the bad
+one aside, and rewind the trainer to the checkpoint the good version came from (RPO:
+the training lost).  Once the fault is gone, the rewound trainer's next version must be
+good enough to promote again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chaoskit.faults.training import DivergeTraining, PoisonTraining
+
+FAULTS = {
+    "poison-flip": PoisonTraining(labels="flip"),
+    "diverge-1e30": DivergeTraining(learning_rate=1e30),
+}
+
+
+@pytest.mark.chaos(ttd="45s", rto="60s", rpo="60s")
+@pytest.mark.chaos_quality(margin=0.5)
+@pytest.mark.chaos_needs("trainer", "checkpoints")
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+def test_a_worse_version_is_never_served(chaos, fault):
+    with chaos.inject(fault):
+        (breach,) = chaos.wait_for("quality.verdict", decision="breach", timeout=90)
+    reverted = time.monotonic()
+    chaos.wait_for("quality.promoted", since=reverted, timeout=120)
+    assert chaos.wait_recovered(), "the DR engine did not confirm recovery in time"
+    result = chaos.verify()
+    assert result.wrong_predictions == 0
+    assert result.integrity is True
+    assert result.rpo_steps is not None and result.rpo_steps >= 0
+    quarantined = [e for e in chaos.events() if e["event"] == "model.quarantined"]
+    assert breach["version"] in [e["version"] for e in quarantined]
+    served = {e.get("version") for e in chaos.events() if e["event"] == "request" and e["ok"]}
+    assert breach["version"] not in served
