@@ -17,7 +17,8 @@ from typing import Any
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.engine import DRConfig, DREngine
 from chaoskit.dr.online.failover import FailoverThenRepair
-from chaoskit.dr.online.quality_guard import STABLE, QualityGuard, QualityTargets
+from chaoskit.dr.online.quality_guard import STABLE, QualityGuard
+from chaoskit.dr.online.quality_targets import QualityTargets
 from chaoskit.dr.online.recovery import (
     ObservePlatform,
     RecoveryAction,

@@ -173,7 +173,7 @@ def _quality(item: pytest.Item) -> Any:
     marker = item.get_closest_marker("chaos_quality")
     if marker is None:
         return None
-    from chaoskit.dr.online.quality_guard import QualityTargets
+    from chaoskit.dr.online.quality_targets import QualityTargets
 
     where = f"{item.nodeid}: @pytest.mark.chaos_quality"
     if marker.args:

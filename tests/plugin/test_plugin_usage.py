@@ -104,6 +104,33 @@ def test_bad_learned_marker_names_test_and_value(
     assert not (pytester.path / "reports").exists()
 
 
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("margin=-1", "*test_x*chaos_quality: margin must be a number >= 0, got -1*"),
+        ("0.5", "*test_x*chaos_quality takes keywords only (margin=, min_samples=, floor=)*"),
+        ("samples=5", "*test_x*chaos_quality: unknown setting 'samples'*"),
+    ],
+)
+def test_bad_quality_marker_names_test_and_value(
+    pytester: pytest.Pytester, marker: str, message: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.chaos_quality({marker})
+        def test_x(chaos):
+            pass
+
+        def test_other():
+            pass
+        """
+    )
+    assert_only_that_test_errors(pytester.runpytest(), message)
+    assert not (pytester.path / "reports").exists()
+
+
 def test_bad_learned_baseline_ini_is_a_usage_error_when_learned_is_on(
     pytester: pytest.Pytester,
 ) -> None:
@@ -144,11 +171,16 @@ def test_needs_skip_names_what_the_stack_lacks(pytester: pytest.Pytester) -> Non
         def test_x(chaos):
             pass
 
+        @pytest.mark.chaos_quality()
+        def test_gated(chaos):
+            pass
+
         def test_per_replica(chaos_replica):
             assert chaos_replica == "serving"
         """
     )
     result = pytester.runpytest("--chaos-stack=chaoskit.toml", "-rs")
-    result.assert_outcomes(passed=1, skipped=1)
+    result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines(["*chaoskit.toml lacks a service with role 'trainer'; "
-                                 "a second serving replica (replicas = 2)*"])
+                                 "a second serving replica (replicas = 2)*",
+                                 "*chaoskit.toml lacks a model config file its replicas poll*"])

@@ -65,3 +65,19 @@ def test_damaged_canary_files_are_skipped(tmp_path):
     goldens = Goldens(tmp_path)
     assert goldens.for_version(2) is None
     assert goldens.latest()[0] == 1
+
+
+def test_a_forgotten_version_number_exported_again_gets_its_own_goldens(tmp_path):
+    """A rewound trainer exports version 20 again with other weights: the first 20's
+    outputs are no longer correct, the new one's are."""
+    import shutil
+
+    write_canary(tmp_path, 10, [[1.0, 1.0, 1.0, 1.0]])
+    write_canary(tmp_path, 20, [[2.0, 2.0, 2.0, 2.0]])
+    goldens = Goldens(tmp_path)
+    assert goldens.matching_version([[2.0, 2.0, 2.0, 2.0]]) == 20
+    shutil.rmtree(tmp_path / "20")
+    goldens.forget(20)
+    write_canary(tmp_path, 20, [[3.0, 3.0, 3.0, 3.0]])
+    assert goldens.matching_version([[2.0, 2.0, 2.0, 2.0]]) is None
+    assert goldens.matching_version([[3.0, 3.0, 3.0, 3.0]]) == 20

@@ -300,3 +300,30 @@ def test_rpo_is_the_worst_of_what_applies():
     events.insert(events.index(fault) + 1, ev(fault["t"] + 0.5, "trainer.started", step=160))
     [r] = results_from_events(events)
     assert r.rpo_steps == 1 and math.isclose(r.rpo_s, 6.5)
+
+
+def test_a_checkpoint_restored_from_after_the_fault_loses_nothing():
+    [r] = results_from_events(rpo_journal(
+        {"trainer_step": 500},
+        ev(12.0, "restore.done", kind="checkpoint-files", recovery_point_step=520,
+           recovery_point_created_wall=WALL + 2.0, integrity=True),
+    ))  # fmt: skip
+    assert r.rpo_steps == 0 and r.rpo_s == 0.0
+
+
+def test_behind_a_quality_gate_answers_of_a_refused_version_are_wrong_until_it_passes():
+    """Version 400 is refused, so its answers count as wrong; the rewound trainer exports
+    a new 400 that passes: from then on its answers are right."""
+    [r] = results_from_events(rpo_journal(
+        {},
+        ev(11.1, "request", ok=True, correct=True, version=200),
+        ev(11.2, "quality.verdict", version=400, decision="breach"),
+        ev(11.3, "request", ok=True, correct=True, version=400),
+        ev(11.4, "request", ok=True, correct=True, version=200),
+        ev(11.5, "request", ok=False, correct=None, version=None),
+        ev(12.0, "quality.verdict", version=400, decision="promote"),
+        ev(12.1, "request", ok=True, correct=True, version=400),
+        ev(12.2, "request", ok=True, correct=False, version=None),
+    ))  # fmt: skip
+    assert r.wrong_predictions == 2 and r.failed_requests == 1
+    assert any("2 wrong predictions" in reason for reason in r.reasons)

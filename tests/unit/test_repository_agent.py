@@ -175,3 +175,25 @@ def test_memory_keeps_the_recent_recovery_points_and_those_still_on_disk(
     delete(3)
     assert back_up(5) == [4, 5]
     assert len(repo.snapshots()) == 5  # the repository keeps every one
+
+
+def test_a_rewound_trainer_reuses_checkpoint_names_and_each_is_backed_up_anew(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """After a rewind to step 1 the trainer writes ckpt-2 again, with new weights: the
+    agent must back that up (not skip the name it has seen) and stop guarding the old."""
+    ckpts = tmp_path / "ckpts"
+    agent = BackupAgent(repo, ckpts)
+    save(ckpts, 1)
+    first = agent.poll_once()
+    save(ckpts, 2)
+    old = agent.poll_once()
+    assert first is not None and old is not None
+    agent.forget_newer_than(1)
+    assert [s.id for s in agent.snapshots] == [first.id]
+    data = save(ckpts, 2)  # the same name, other content
+    new = agent.poll_once()
+    assert new is not None and new.id != old.id and new.checkpoint_step == 2
+    repo.restore(new.id, tmp_path / "out")
+    assert (tmp_path / "out" / "ckpt-2.data-00000-of-00001").read_bytes() == data
+    assert {s.id for s in repo.snapshots()} >= {first.id, old.id, new.id}  # nothing lost

@@ -36,6 +36,12 @@ class Goldens:
             with self._lock:
                 self._by_version[version] = canary
 
+    def forget(self, version: int) -> None:
+        """*version* left the store for good: a version exported later under the same
+        number (a rewound trainer's) has goldens of its own, read when it appears."""
+        with self._lock:
+            self._by_version.pop(version, None)
+
     def for_version(self, version: int) -> dict[str, Any] | None:
         if version not in self._by_version:
             self.refresh()

@@ -22,16 +22,14 @@ config goes back to the stack's default (serve the newest version).
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.quality import BREACH, PROMOTE, LabelledSet, QualityGate, answers
-from chaoskit.errors import ChaosKitError, ConfigError, StackError
+from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.journal import Journal
 from chaoskit.model import load_canary, version_dirs
 from chaoskit.serving.client import ServingClient
@@ -40,33 +38,6 @@ from chaoskit.serving.config import ServingConfig, VersionPolicy, write_config
 STABLE = "stable"
 MODEL = "model"
 """The service name a quality breach is detected on: the model, not a process."""
-
-
-@dataclass(frozen=True)
-class QualityTargets:
-    """What an experiment's gate demands (``@pytest.mark.chaos_quality``): see
-    :class:`~chaoskit.dr.online.quality.QualityGate` for *margin*, *floor*, *min_samples*."""
-
-    margin: float = 0.5
-    min_samples: int = 1000
-    floor: float | None = None
-
-    @classmethod
-    def parse(cls, fields: dict[str, Any], *, where: str) -> QualityTargets:
-        unknown = sorted(set(fields) - {"margin", "min_samples", "floor"})
-        if unknown:
-            raise ConfigError(f"{where}: unknown setting {unknown[0]!r} "
-                              "(known: margin, min_samples, floor)")  # fmt: skip
-        for name in ("margin", "floor"):
-            value = fields.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value < 0):  # fmt: skip
-                raise ConfigError(f"{where}: {name} must be a number >= 0, got {value!r}")
-        samples = fields.get("min_samples", cls.min_samples)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ConfigError(f"{where}: min_samples must be a whole number >= 1, got {samples!r}")
-        return cls(float(fields.get("margin", cls.margin)), samples,
-                   None if fields.get("floor") is None else float(fields["floor"]))  # fmt: skip
 
 
 def pinned(*versions: int, stable: int) -> ServingConfig:

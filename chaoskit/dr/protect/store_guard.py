@@ -216,6 +216,7 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
         moved = move_aside(self.model_base, [str(version)], to)
         self.versions.pop(version, None)
         self.refused_versions.pop(version, None)
+        self.goldens.forget(version)
         self.journal.record("model.quarantined", version=version, files=moved, to=str(to),
                             reason=reason)  # fmt: skip
 
