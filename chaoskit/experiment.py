@@ -194,7 +194,8 @@ class Experiment:
         gate = QualityGate(labelled.task, margin=targets.margin, floor=targets.floor,
                            min_samples=targets.min_samples)  # fmt: skip
         guard = QualityGuard(self.stack, labelled, gate, self.journal,
-                             store_guard=self.store_guard)  # fmt: skip
+                             store_guard=self.store_guard,
+                             max_slowdown=targets.max_slowdown)  # fmt: skip
         return guard.start()
 
     def _start_learned_monitor(self, recovery: RecoveryAction, replicas: list[str]) -> None:

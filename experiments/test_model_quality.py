@@ -8,7 +8,8 @@ canary: only their quality gives them away.  The gate must refuse such a version
 the fault until that verdict), keep ``stable`` on the last good version, set the bad
 one aside, and rewind the trainer to the checkpoint the good version came from (RPO:
 the training lost).  Once the fault is gone, the rewound trainer's next version must be
-good enough to promote again.
+good enough to promote again.  A version that answers right but far slower (a slow
+model) is refused the same way, without rewinding training: its weights are fine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 import pytest
 
-from chaoskit.faults.training import DivergeTraining, PoisonTraining
+from chaoskit.faults.training import DivergeTraining, PoisonTraining, SlowModel
 
 FAULTS = {
     "poison-flip": PoisonTraining(labels="flip"),
@@ -49,3 +50,21 @@ def test_a_worse_version_is_never_served(chaos, fault):
     early = [e for e in chaos.events() if e["event"] == "request" and e["ok"]
              and e.get("version") == breach["version"] and e["t"] < passed]  # fmt: skip
     assert not early, f"{len(early)} answers from refused version {breach['version']}"
+
+
+@pytest.mark.chaos(ttd="45s", rto="60s")
+@pytest.mark.chaos_quality(margin=0.5, max_slowdown=3)
+@pytest.mark.chaos_needs("trainer")
+def test_a_slower_version_is_never_served(chaos):
+    with chaos.inject(SlowModel(repeat=2000)):
+        (breach,) = chaos.wait_for("quality.verdict", decision="breach", timeout=90)
+    reverted = time.monotonic()
+    chaos.wait_for("quality.promoted", since=reverted, timeout=120)
+    assert chaos.wait_recovered(), "the DR engine did not confirm recovery in time"
+    result = chaos.verify()
+    assert result.wrong_predictions == 0
+    assert "slower than the stable version's" in breach["reason"]
+    (latency,) = [e for e in chaos.events()
+                  if e["event"] == "quality.latency" and e["version"] == breach["version"]]
+    assert latency["median_s"] > 3 * latency["stable_median_s"]
+    assert not [e for e in chaos.events() if e.get("action") == "rewind"]  # weights are fine

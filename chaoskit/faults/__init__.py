@@ -28,7 +28,7 @@ from chaoskit.faults.storage import (
     Truncate,
     ZeroRange,
 )
-from chaoskit.faults.training import DivergeTraining, PoisonTraining
+from chaoskit.faults.training import DivergeTraining, PoisonTraining, SlowModel
 from chaoskit.faults.weights import SilentWeightChange, StaleModel
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "DeleteFile",
     "DeleteVersion",
     "DivergeTraining",
+    "SlowModel",
     "Fault",
     "FaultContext",
     "FirewallPartition",

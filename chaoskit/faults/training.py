@@ -79,3 +79,21 @@ class DivergeTraining(_TrainingFault):
 
     def control(self) -> Control:
         return Control(learning_rate=self.learning_rate, fault=self.kind)
+
+
+@dataclass(frozen=True)
+class SlowModel(_TrainingFault):
+    """The versions exported until the revert run the model *repeat* times per predict:
+    the same answers, each far slower (a costly change shipped in a new version)."""
+
+    kind = "slow-model"
+    repeat: int = 2000
+
+    def __post_init__(self) -> None:
+        try:
+            self.control()
+        except ConfigError as e:
+            raise FaultError(f"{self.kind}: {e}") from None
+
+    def control(self) -> Control:
+        return Control(slow_repeat=self.repeat, fault=self.kind)

@@ -3,11 +3,14 @@
 A JSON object, written atomically by a fault (:mod:`chaoskit.faults.training`) and
 removed by its revert; every key is optional::
 
-    {"labels": "flip" | "shuffle", "learning_rate": 1e30, "fault": "poison-training"}
+    {"labels": "flip" | "shuffle", "learning_rate": 1e30, "slow_repeat": 2000,
+     "fault": "poison-training"}
 
 ``labels``: the trainer learns from targets negated ("flip") or shuffled across the
 batch ("shuffle") — poisoned or mislabeled data; ``learning_rate``: the optimizer's rate
-while the file is there — a blow-up that ends in NaN/inf weights.  The trainer looks at
+while the file is there — a blow-up that ends in NaN/inf weights; ``slow_repeat``: the
+versions exported meanwhile run the model that many times per predict (a slow model,
+the same answers).  The trainer looks at
 the file before every step (one ``stat``; it is read again only when it changed), and a
 missing file means training as configured.  A user's trainer that honours the same
 file can be poisoned the same way.
@@ -26,6 +29,9 @@ from chaoskit.atomic import atomic_write_text
 from chaoskit.errors import ConfigError
 
 LABEL_MODES = ("none", "flip", "shuffle")
+MAX_SLOW_REPEAT = 100_000
+"""Beyond it one predict would take seconds: a hang, not a slow model."""
+KEYS = ("labels", "learning_rate", "slow_repeat", "fault")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class Control:
 
     labels: str = "none"
     learning_rate: float | None = None
+    slow_repeat: int | None = None
     fault: str | None = None
 
     def __post_init__(self) -> None:
@@ -44,6 +51,11 @@ class Control:
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
                                  or not math.isfinite(rate) or rate <= 0):  # fmt: skip
             raise ConfigError(f"learning_rate must be a finite number > 0, got {rate!r}")
+        repeat = self.slow_repeat
+        if repeat is not None and (isinstance(repeat, bool) or not isinstance(repeat, int)
+                                   or not 2 <= repeat <= MAX_SLOW_REPEAT):  # fmt: skip
+            raise ConfigError(f"slow_repeat must be a whole number from 2 to "
+                              f"{MAX_SLOW_REPEAT}, got {repeat!r}")  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and v != "none"}
@@ -57,9 +69,9 @@ def read_control(path: Path) -> Control:
         return Control()
     except (OSError, ValueError) as e:
         raise ConfigError(f"trainer control file {path}: {e}") from e
-    if not isinstance(doc, dict) or set(doc) - {"labels", "learning_rate", "fault"}:
-        raise ConfigError(f"trainer control file {path}: expected an object with labels, "
-                          f"learning_rate, fault; got {doc!r}")  # fmt: skip
+    if not isinstance(doc, dict) or set(doc) - set(KEYS):
+        raise ConfigError(f"trainer control file {path}: expected an object with "
+                          f"{', '.join(KEYS)}; got {doc!r}")  # fmt: skip
     try:
         return Control(**doc)
     except ConfigError as e:

@@ -93,6 +93,9 @@ class Trainer:
         config.model_base_path.mkdir(parents=True, exist_ok=True)
         self.manager = self._read_manager()
         self.exportable = ref.serving_module(self.model)
+        self._slow: dict[int, Any] = {}
+        """Slow serving modules by repeat (a slow-model fault), each traced once."""
+        self.slow_repeat: int | None = None
         self.last_checkpoint: dict[str, Any] | None = None
         self.last_export: dict[str, Any] | None = None
         self.last_loss: float | None = None
@@ -242,7 +245,12 @@ class Trainer:
         existing = ref.version_dirs(self.config.model_base_path)
         if existing and max(existing) >= step:
             return None
-        path = ref.export_saved_model(self.exportable, self.config.model_base_path, step, step)
+        module, repeat = self.exportable, self.slow_repeat
+        if repeat is not None:
+            if repeat not in self._slow:
+                self._slow[repeat] = ref.serving_module(self.model, repeat=repeat)
+            module = self._slow[repeat]
+        path = ref.export_saved_model(module, self.config.model_base_path, step, step)
         self.last_export = {"version": step, "wall": time.time()}
         self._record("model.exported", version=step, step=step, path=str(path))
         return path
@@ -292,9 +300,10 @@ class Trainer:
             return
         self.label_mode.assign(LABEL_MODES.index(control.labels))
         self.optimizer.learning_rate.assign(control.learning_rate or self.config.learning_rate)
+        self.slow_repeat = control.slow_repeat
         self._record("trainer.control", step=int(self.step.numpy()), labels=control.labels,
                      learning_rate=float(self.optimizer.learning_rate.numpy()),
-                     fault=control.fault)  # fmt: skip
+                     slow_repeat=control.slow_repeat, fault=control.fault)  # fmt: skip
 
     def attempt_save(self, kind: str, save: Callable[[], Any]) -> Any:
         """*save* (a checkpoint or an export); its failure is ``trainer.save_failed``

@@ -1,7 +1,7 @@
 """The model-quality experiments (experiments/test_model_quality.py) end to end, on
-processes and on Docker: a worse version is refused, never answers a client, is set
-aside, the trainer is rewound to the good version's checkpoint, and the replicas' model
-config is the default again afterwards."""
+processes and on Docker: a worse (or slower) version is refused, never answers a
+client, is set aside, the trainer is rewound to the good version's checkpoint (not for
+a slow one), and the replicas' model config is the default again afterwards."""
 
 from __future__ import annotations
 
@@ -37,13 +37,15 @@ def test_a_worse_version_is_refused_set_aside_and_training_rewound(
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", f"--chaos-backend={name}", *only, timeout=900
     )
-    result.assert_outcomes(passed=2 if name == "process" else 1)
+    result.assert_outcomes(passed=3 if name == "process" else 1)
     latest = pytester.path / "reports" / "latest"
     with open(latest / "results.csv") as f:
         rows = list(csv.DictReader(f))
     for row in rows:
         assert row["verdict"] == "pass" and int(row["wrong_predictions"]) == 0, row
-        assert row["ttd_s"] and row["rto_s"] and row["rpo_s"] and row["rpo_steps"], row
+        assert row["ttd_s"] and row["rto_s"], row
+        if row["fault"] != "slow-model":  # a slow version rolls back without a rewind
+            assert row["rpo_s"] and row["rpo_steps"], row
     events = read_journal(latest / "journal.jsonl")
     breaches = [e for e in events if e["event"] == "quality.verdict" and e["decision"] == "breach"]
     assert len(breaches) >= len(rows)
@@ -52,6 +54,8 @@ def test_a_worse_version_is_refused_set_aside_and_training_rewound(
                     if e["event"] == "model.quarantined" and e["version"] == breach["version"]
                     and e["t"] >= breach["t"]][:1]  # fmt: skip
         assert (Path(aside["to"]) / str(breach["version"])).is_dir()  # moved, not deleted
+        if "slower than the stable version's" in breach["reason"]:
+            continue  # its weights are fine: training goes on
         good = breach["stable"]
         rewind = next(e for e in events if e["event"] == "recovery.started"
                       and e.get("action") == "rewind" and e["t"] >= breach["t"])  # fmt: skip

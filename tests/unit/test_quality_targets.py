@@ -14,9 +14,10 @@ from chaoskit.serving.config import parse_config
 
 
 def test_defaults_and_given_values():
-    assert QualityTargets.parse({}, where="w") == QualityTargets(0.5, 1000, None)
-    got = QualityTargets.parse({"margin": 1, "min_samples": 10, "floor": 0.2}, where="w")
-    assert got == QualityTargets(1.0, 10, 0.2)
+    assert QualityTargets.parse({}, where="w") == QualityTargets(0.5, 1000, None, 3.0)
+    got = QualityTargets.parse({"margin": 1, "min_samples": 10, "floor": 0.2,
+                                "max_slowdown": 2}, where="w")  # fmt: skip
+    assert got == QualityTargets(1.0, 10, 0.2, 2.0)
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,9 @@ def test_defaults_and_given_values():
         ({"floor": float("nan")}, "floor must be a number >= 0, got nan"),
         ({"min_samples": 0}, "min_samples must be a whole number >= 1, got 0"),
         ({"min_samples": True}, "min_samples must be a whole number >= 1, got True"),
-        ({"margins": 1}, "unknown setting 'margins' (known: margin, min_samples, floor)"),
+        ({"max_slowdown": 0.5}, "max_slowdown must be a number >= 1, got 0.5"),
+        ({"margins": 1}, "unknown setting 'margins' (known: margin, min_samples, floor, "
+                         "max_slowdown)"),
     ],
 )
 def test_bad_settings_name_the_value(fields, named):

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from chaoskit.errors import ConfigError, FaultError
-from chaoskit.faults import DivergeTraining, FaultContext, PoisonTraining
+from chaoskit.faults import DivergeTraining, FaultContext, PoisonTraining, SlowModel
 from chaoskit.journal import Journal, read_journal
 from chaoskit.trainer.control import Control, ControlWatch, read_control
 
@@ -43,7 +43,16 @@ def test_diverge_sets_the_learning_rate(ctx):
         assert read_control(ctx.stack.trainer_control_file).learning_rate == 1e30
 
 
+def test_slow_model_asks_for_slow_exports_and_the_revert_ends_them(ctx):
+    path = ctx.stack.trainer_control_file
+    with SlowModel(repeat=500).inject(ctx):
+        assert json.loads(path.read_text()) == {"slow_repeat": 500, "fault": "slow-model"}
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("make, message", [
+    (lambda: SlowModel(repeat=1), "slow_repeat must be a whole number from 2 to 100000, got 1"),
+    (lambda: SlowModel(repeat=10**6), "got 1000000"),
     (lambda: PoisonTraining(labels="swap"), "labels must be 'flip' or 'shuffle', got 'swap'"),
     (lambda: DivergeTraining(learning_rate=0), "learning_rate must be a finite number > 0, got 0"),
     (lambda: DivergeTraining(learning_rate=float("inf")), "got inf"),
@@ -81,6 +90,7 @@ def test_the_watch_notices_a_new_a_changed_and_a_removed_file(tmp_path):
     ('{"labels": "sideways"}', "labels must be one of none, flip, shuffle, got 'sideways'"),
     ('{"learning_rate": -1}', "learning_rate must be a finite number > 0, got -1"),
     ('{"learning_rate": true}', "got True"),
+    ('{"slow_repeat": 2.5}', "slow_repeat must be a whole number from 2 to 100000, got 2.5"),
 ])  # fmt: skip
 def test_a_bad_control_file_is_one_message(tmp_path, text, message):
     path = tmp_path / "control.json"

@@ -22,13 +22,21 @@ config goes back to the stack's default (serve the newest version).
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
 import numpy as np
 
 from chaoskit.background import BackgroundLoop
-from chaoskit.dr.online.quality import BREACH, PROMOTE, LabelledSet, QualityGate, answers
+from chaoskit.dr.online.quality import (
+    BREACH,
+    PROMOTE,
+    LabelledSet,
+    QualityGate,
+    Verdict,
+    answers,
+)
 from chaoskit.errors import ChaosKitError, StackError
 from chaoskit.journal import Journal
 from chaoskit.model import load_canary, version_dirs
@@ -36,6 +44,10 @@ from chaoskit.serving.client import ServingClient
 from chaoskit.serving.config import ServingConfig, VersionPolicy, write_config
 
 STABLE = "stable"
+LATENCY_SAMPLES = 15
+"""Canary predicts per version when comparing a new version's latency with stable's."""
+LATENCY_NOISE_S = 0.01
+"""A slowdown smaller than this is noise on a loaded machine, whatever its ratio."""
 MODEL = "model"
 """The service name a quality breach is detected on: the model, not a process."""
 
@@ -60,6 +72,7 @@ class QualityGuard(BackgroundLoop):
         journal: Journal,
         *,
         store_guard: Any = None,
+        max_slowdown: float = 3.0,
         interval: float = 0.2,
         load_timeout: float = 60.0,
     ) -> None:
@@ -72,6 +85,7 @@ class QualityGuard(BackgroundLoop):
         self.gate = gate
         self.journal = journal
         self.store_guard = store_guard
+        self.max_slowdown = max_slowdown
         self.interval = interval
         self.load_timeout = load_timeout
         self.config_file = stack.model_config_file
@@ -139,20 +153,49 @@ class QualityGuard(BackgroundLoop):
             write_config(self.config_file, pinned(version, stable=version))
         else:
             write_config(self.config_file, pinned(self.stable, version, stable=self.stable))
-        outputs = None
+        outputs, slow = None, None
         if self._loaded_everywhere(version):
-            outputs = answers(self._clients()[0], self.labelled, version=version).outputs
-        verdict = self.gate.judge(version, outputs, self.labelled, self.stable_outputs)
+            slow = self._slower(version)
+            if slow is None:
+                outputs = answers(self._clients()[0], self.labelled, version=version).outputs
+        if slow is None:
+            verdict = self.gate.judge(version, outputs, self.labelled, self.stable_outputs)
+        else:  # its quality does not matter: too slow to serve
+            verdict = Verdict(version, BREACH, None, self.gate.best(), 0, slow)
         self.journal.record("quality.verdict", **verdict.fields(), step=self._step(version),
                             stable=self.stable, metric=self.gate.metric)  # fmt: skip
         if verdict.decision == PROMOTE:
             self._promote(version, outputs)
-        elif verdict.decision == BREACH:
-            self._roll_back(version, verdict.reason)
+        elif verdict.decision == BREACH:  # a slow version is no trainer's fault: no rewind
+            self._roll_back(version, verdict.reason, rewind=slow is None)
         else:  # inconclusive: unload it again, stable stays
             if self.stable is not None:
                 write_config(self.config_file, pinned(self.stable, stable=self.stable))
         return verdict.decision
+
+    def _slower(self, version: int) -> str | None:
+        """Why *version* is too slow to serve, or None: the median latency of canary
+        predicts on it against the stable version's, asked in turns on one replica."""
+        if self.stable is None:
+            return None
+        client, inputs = self._clients()[0], self.stack.goldens.inputs()
+        times: dict[int, list[float]] = {version: [], self.stable: []}
+        for _ in range(LATENCY_SAMPLES):
+            for asked in times:
+                start = time.monotonic()
+                answer = client.predict(inputs, version=asked)
+                if answer.ok:
+                    times[asked].append(time.monotonic() - start)
+        if not times[version] or not times[self.stable]:
+            return None  # no answers: the labelled set's scoring says so
+        new, old = (statistics.median(times[v]) for v in (version, self.stable))
+        self.journal.record("quality.latency", version=version, median_s=round(new, 6),
+                            stable=self.stable, stable_median_s=round(old, 6))  # fmt: skip
+        if new > self.max_slowdown * old and new - old > LATENCY_NOISE_S:
+            return (f"its predict is {new / old:.1f}x slower than the stable version's (median "
+                    f"{new * 1000:.1f} ms against {old * 1000:.1f} ms; at most "
+                    f"{self.max_slowdown:g}x)")  # fmt: skip
+        return None
 
     def _step(self, version: int) -> int:
         """The trainer step *version* was exported at (its canary says; else the version)."""
@@ -180,7 +223,7 @@ class QualityGuard(BackgroundLoop):
         raise StackError(f"the replicas did not move {STABLE!r} to version {version} "
                          f"within {self.load_timeout:g}s (see serving.config_refused)")  # fmt: skip
 
-    def _roll_back(self, version: int, reason: str) -> None:
+    def _roll_back(self, version: int, reason: str, *, rewind: bool = True) -> None:
         """Keep serving the last good version, set the bad one aside, rewind training."""
         self.journal.record("detected", service=MODEL, signal="quality", version=version,
                             reason=f"version {version}: {reason}")  # fmt: skip
@@ -199,7 +242,7 @@ class QualityGuard(BackgroundLoop):
         self.journal.record("recovered", action="rollback", service=MODEL, stable=good,
                             quarantined=version)  # fmt: skip
         self._confirm(good)
-        if self.store_guard is None or self.stack.trainer is None:
+        if not rewind or self.store_guard is None or self.stack.trainer is None:
             return
         if exported < self._rewound_wall:
             return  # the run that exported it was already rewound
