@@ -26,17 +26,23 @@ FAULTS = {
 }
 
 
-@pytest.mark.chaos(ttd="45s", rto="60s", rpo="60s")
-@pytest.mark.chaos_quality(margin=0.5)
-@pytest.mark.chaos_needs("trainer", "checkpoints")
-@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
-def test_a_worse_version_is_never_served(chaos, fault):
+def refused_then_recovered(chaos, fault):
+    """Hold *fault* until the gate refuses a version; once it is gone, a version must be
+    promoted again and the engine confirm recovery.  (the breach verdict, the result)"""
     with chaos.inject(fault):
         (breach,) = chaos.wait_for("quality.verdict", decision="breach", timeout=90)
     reverted = time.monotonic()
     chaos.wait_for("quality.promoted", since=reverted, timeout=120)
     assert chaos.wait_recovered(), "the DR engine did not confirm recovery in time"
-    result = chaos.verify()
+    return breach, chaos.verify()
+
+
+@pytest.mark.chaos(ttd="45s", rto="60s", rpo="60s")
+@pytest.mark.chaos_quality(margin=0.5)
+@pytest.mark.chaos_needs("trainer", "checkpoints")
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+def test_a_worse_version_is_never_served(chaos, fault):
+    breach, result = refused_then_recovered(chaos, fault)
     assert result.wrong_predictions == 0
     assert result.integrity is True
     assert result.rpo_steps is not None and result.rpo_steps >= 0
@@ -56,12 +62,7 @@ def test_a_worse_version_is_never_served(chaos, fault):
 @pytest.mark.chaos_quality(margin=0.5, max_slowdown=3)
 @pytest.mark.chaos_needs("trainer")
 def test_a_slower_version_is_never_served(chaos):
-    with chaos.inject(SlowModel(repeat=2000)):
-        (breach,) = chaos.wait_for("quality.verdict", decision="breach", timeout=90)
-    reverted = time.monotonic()
-    chaos.wait_for("quality.promoted", since=reverted, timeout=120)
-    assert chaos.wait_recovered(), "the DR engine did not confirm recovery in time"
-    result = chaos.verify()
+    breach, result = refused_then_recovered(chaos, SlowModel(repeat=2000))
     assert result.wrong_predictions == 0
     assert "slower than the stable version's" in breach["reason"]
     (latency,) = [e for e in chaos.events()

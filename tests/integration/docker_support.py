@@ -55,6 +55,17 @@ def docker_client() -> object:
     return _engine
 
 
+@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def backend(request: pytest.FixtureRequest) -> tuple[str, object]:
+    """(backend, its engine), for a test that runs on both: set up before ``pytester``,
+    whose sys.modules snapshot would otherwise drop the docker SDK imported later and
+    break the session's client."""
+    if request.param == "process":
+        return "process", None
+    engine_or_skip()  # skips without an engine, unless CI requires one
+    return "docker", request.getfixturevalue("docker_client")
+
+
 def http_spec(name: str = "web", port: int = 0, timeout: float = 20.0) -> ServiceSpec:
     """A tiny HTTP service (the venv's Python serving a directory) on all interfaces."""
     return ServiceSpec(

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from docker_support import docker_client, engine_or_skip  # noqa: F401
+from docker_support import backend, docker_client  # noqa: F401
 
 from chaoskit.journal import read_journal
 from chaoskit.stack.docker_engine import managed_objects
@@ -19,17 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments" / "test_model_quality.py"
 
 
-@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
-def backend(request: pytest.FixtureRequest) -> tuple[str, object]:
-    """(backend, its engine), set up before ``pytester`` (see test_ransomware_drill)."""
-    if request.param == "process":
-        return "process", None
-    engine_or_skip()
-    return "docker", request.getfixturevalue("docker_client")
-
-
 def test_a_worse_version_is_refused_set_aside_and_training_rewound(
-    backend: tuple[str, object], pytester: pytest.Pytester
+    backend: tuple[str, object], pytester: pytest.Pytester  # noqa: F811
 ) -> None:
     name, engine = backend
     pytester.makepyfile(test_model_quality=EXPERIMENTS.read_text())

@@ -8,7 +8,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from docker_support import docker_client, engine_or_skip  # noqa: F401
+from docker_support import backend, docker_client  # noqa: F401
 
 from chaoskit.journal import read_journal
 from chaoskit.stack.docker_engine import managed_objects
@@ -17,18 +17,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DRILL = Path(__file__).resolve().parents[2] / "experiments" / "test_ransomware.py"
 
 
-@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
-def backend(request: pytest.FixtureRequest) -> tuple[str, object]:
-    """(backend, its engine): set up before ``pytester``, whose sys.modules snapshot
-    would otherwise drop the docker SDK imported later and break the session's client."""
-    if request.param == "process":
-        return "process", None
-    engine_or_skip()  # skips without an engine, unless CI requires one
-    return "docker", request.getfixturevalue("docker_client")
-
-
 def test_the_drill_passes_from_the_off_site_copy(
-    backend: tuple[str, object], pytester: pytest.Pytester
+    backend: tuple[str, object], pytester: pytest.Pytester  # noqa: F811
 ) -> None:
     name, engine = backend
     pytester.makepyfile(test_ransomware=DRILL.read_text())

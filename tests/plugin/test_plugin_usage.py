@@ -80,46 +80,26 @@ def test_tests_without_chaos_write_no_report(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ('baseline="a while"', "*test_x*chaos_learned baseline='a while'*not a duration*"),
-        ('baseline="5s"', "*test_x*chaos_learned baseline='5s': needs at least 10s*"),
-        ('"30s"', "*test_x*chaos_learned takes one keyword only: baseline=*"),
+        ('chaos_learned(baseline="a while")',
+         "*test_x*chaos_learned baseline='a while'*not a duration*"),
+        ('chaos_learned(baseline="5s")',
+         "*test_x*chaos_learned baseline='5s': needs at least 10s*"),
+        ('chaos_learned("30s")', "*test_x*chaos_learned takes one keyword only: baseline=*"),
+        ("chaos_quality(margin=-1)",
+         "*test_x*chaos_quality: margin must be a number >= 0, got -1*"),
+        ("chaos_quality(0.5)",
+         "*test_x*chaos_quality takes keywords only (margin=, min_samples=, floor=)*"),
+        ("chaos_quality(samples=5)", "*test_x*chaos_quality: unknown setting 'samples'*"),
     ],
-)
-def test_bad_learned_marker_names_test_and_value(
+)  # fmt: skip
+def test_bad_learned_or_quality_marker_names_test_and_value(
     pytester: pytest.Pytester, marker: str, message: str
 ) -> None:
     pytester.makepyfile(
         f"""
         import pytest
 
-        @pytest.mark.chaos_learned({marker})
-        def test_x(chaos):
-            pass
-
-        def test_other():
-            pass
-        """
-    )
-    assert_only_that_test_errors(pytester.runpytest(), message)
-    assert not (pytester.path / "reports").exists()
-
-
-@pytest.mark.parametrize(
-    ("marker", "message"),
-    [
-        ("margin=-1", "*test_x*chaos_quality: margin must be a number >= 0, got -1*"),
-        ("0.5", "*test_x*chaos_quality takes keywords only (margin=, min_samples=, floor=)*"),
-        ("samples=5", "*test_x*chaos_quality: unknown setting 'samples'*"),
-    ],
-)
-def test_bad_quality_marker_names_test_and_value(
-    pytester: pytest.Pytester, marker: str, message: str
-) -> None:
-    pytester.makepyfile(
-        f"""
-        import pytest
-
-        @pytest.mark.chaos_quality({marker})
+        @pytest.mark.{marker}
         def test_x(chaos):
             pass
 
