@@ -179,13 +179,14 @@ def synthetic_batch(step: Any, seed: int = 0, teacher: Any = None) -> tuple[tf.T
     return x, y
 
 
-def serving_module(model: Any, *, repeat: int = 1) -> Any:
+def serving_module(model: Any, *, repeat: int = 1, input_scale: float = 1.0) -> Any:
     """Wrap a Keras model with the serving signature (a wrapped one passes through).
 
     Build it once and export it many times: tracing the signature costs ~0.2 s.
     *repeat* > 1 makes a slow version (a slow-model fault): the signature runs the model
     that many times, each run depending on the last so nothing can skip them, and
-    answers what one run answers.
+    answers what one run answers.  *input_scale* != 1 makes a skewed version (a
+    preprocessing-skew fault): the signature scales its inputs before the model sees them.
     """
     tf = import_tensorflow()
 
@@ -203,6 +204,8 @@ def serving_module(model: Any, *, repeat: int = 1) -> Any:
             input_signature=[tf.TensorSpec([None, INPUT_DIM], tf.float32, name=INPUT_NAME)]
         )
         def serve(self, x: Any) -> dict[str, Any]:
+            if input_scale != 1.0:
+                x = x * input_scale
             y = self.model(x)
             if repeat > 1:
 

@@ -2,14 +2,16 @@
 
 Clients predict on the ``stable`` label; chaoskit's quality gate scores every version
 the trainer exports on held-out labelled data before ``stable`` moves to it
-(:mod:`chaoskit.dr.online.quality_guard`).  Poisoned labels and a diverged learning
-rate each make the trainer export versions that load, answer and match their own
-canary: only their quality gives them away.  The gate must refuse such a version (TTD:
-the fault until that verdict), keep ``stable`` on the last good version, set the bad
-one aside, and rewind the trainer to the checkpoint the good version came from (RPO:
-the training lost).  Once the fault is gone, the rewound trainer's next version must be
-good enough to promote again.  A version that answers right but far slower (a slow
-model) is refused the same way, without rewinding training: its weights are fine.
+(:mod:`chaoskit.dr.online.quality_guard`).  Poisoned labels, a diverged learning rate
+and a preprocessing skew (inputs scaled before the model) each make the trainer export
+versions that load, answer and match their own canary: only their quality gives them
+away.  The gate must refuse such a version (TTD: the fault until that verdict), keep
+``stable`` on the last good version, set the bad one aside, and rewind the trainer to
+the checkpoint the good version came from (RPO: the training lost; the gate cannot
+tell a skew from bad weights, so it rewinds for all three).  Once the fault is gone,
+the rewound trainer's next version must be good enough to promote again.  A version
+that answers right but far slower (a slow model) is refused the same way, without
+rewinding training: its weights are fine.
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ import time
 
 import pytest
 
-from chaoskit.faults.training import DivergeTraining, PoisonTraining, SlowModel
+from chaoskit.faults.training import (
+    DivergeTraining,
+    PoisonTraining,
+    SkewPreprocessing,
+    SlowModel,
+)
 
 FAULTS = {
     "poison-flip": PoisonTraining(labels="flip"),
     "diverge-1e30": DivergeTraining(learning_rate=1e30),
+    "skew-10x": SkewPreprocessing(scale=10.0),
 }
 
 

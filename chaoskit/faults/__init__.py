@@ -28,7 +28,12 @@ from chaoskit.faults.storage import (
     Truncate,
     ZeroRange,
 )
-from chaoskit.faults.training import DivergeTraining, PoisonTraining, SlowModel
+from chaoskit.faults.training import (
+    DivergeTraining,
+    PoisonTraining,
+    SkewPreprocessing,
+    SlowModel,
+)
 from chaoskit.faults.weights import SilentWeightChange, StaleModel
 
 __all__ = [
@@ -40,7 +45,6 @@ __all__ = [
     "DeleteFile",
     "DeleteVersion",
     "DivergeTraining",
-    "SlowModel",
     "Fault",
     "FaultContext",
     "FirewallPartition",
@@ -57,8 +61,10 @@ __all__ = [
     "ResetPeer",
     "RestartContainer",
     "SilentWeightChange",
-    "StaleModel",
+    "SkewPreprocessing",
     "Slicer",
+    "SlowModel",
+    "StaleModel",
     "StopService",
     "Truncate",
     "ZeroRange",

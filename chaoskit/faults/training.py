@@ -97,3 +97,23 @@ class SlowModel(_TrainingFault):
 
     def control(self) -> Control:
         return Control(slow_repeat=self.repeat, fault=self.kind)
+
+
+@dataclass(frozen=True)
+class SkewPreprocessing(_TrainingFault):
+    """The versions exported until the revert scale their inputs by *scale* before the
+    model: serving's preprocessing no longer matches training's (the same weights)."""
+
+    kind = "skew-preprocessing"
+    scale: float = 10.0
+
+    def __post_init__(self) -> None:
+        try:
+            self.control()
+        except ConfigError as e:
+            raise FaultError(f"{self.kind}: {e}") from None
+        if self.scale == 1:
+            raise FaultError(f"{self.kind}: scale 1 changes nothing; give another factor")
+
+    def control(self) -> Control:
+        return Control(input_scale=float(self.scale), fault=self.kind)

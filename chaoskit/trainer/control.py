@@ -4,13 +4,14 @@ A JSON object, written atomically by a fault (:mod:`chaoskit.faults.training`) a
 removed by its revert; every key is optional::
 
     {"labels": "flip" | "shuffle", "learning_rate": 1e30, "slow_repeat": 2000,
-     "fault": "poison-training"}
+     "input_scale": 10.0, "fault": "poison-training"}
 
 ``labels``: the trainer learns from targets negated ("flip") or shuffled across the
 batch ("shuffle") — poisoned or mislabeled data; ``learning_rate``: the optimizer's rate
 while the file is there — a blow-up that ends in NaN/inf weights; ``slow_repeat``: the
 versions exported meanwhile run the model that many times per predict (a slow model,
-the same answers).  The trainer looks at
+the same answers); ``input_scale``: they multiply their inputs by it before the model
+(a preprocessing skew between training and serving).  The trainer looks at
 the file before every step (one ``stat``; it is read again only when it changed), and a
 missing file means training as configured.  A user's trainer that honours the same
 file can be poisoned the same way.
@@ -31,7 +32,7 @@ from chaoskit.errors import ConfigError
 LABEL_MODES = ("none", "flip", "shuffle")
 MAX_SLOW_REPEAT = 100_000
 """Beyond it one predict would take seconds: a hang, not a slow model."""
-KEYS = ("labels", "learning_rate", "slow_repeat", "fault")
+KEYS = ("labels", "learning_rate", "slow_repeat", "input_scale", "fault")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Control:
     labels: str = "none"
     learning_rate: float | None = None
     slow_repeat: int | None = None
+    input_scale: float | None = None
     fault: str | None = None
 
     def __post_init__(self) -> None:
@@ -56,6 +58,10 @@ class Control:
                                    or not 2 <= repeat <= MAX_SLOW_REPEAT):  # fmt: skip
             raise ConfigError(f"slow_repeat must be a whole number from 2 to "
                               f"{MAX_SLOW_REPEAT}, got {repeat!r}")  # fmt: skip
+        scale = self.input_scale
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                  or not math.isfinite(scale) or scale == 0):  # fmt: skip
+            raise ConfigError(f"input_scale must be a finite number other than 0, got {scale!r}")
 
     def as_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and v != "none"}

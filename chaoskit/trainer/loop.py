@@ -93,9 +93,10 @@ class Trainer:
         config.model_base_path.mkdir(parents=True, exist_ok=True)
         self.manager = self._read_manager()
         self.exportable = ref.serving_module(self.model)
-        self._slow: dict[int, Any] = {}
-        """Slow serving modules by repeat (a slow-model fault), each traced once."""
-        self.slow_repeat: int | None = None
+        self._variants: dict[tuple[int, float], Any] = {}
+        """Serving modules a fault asked for, by (repeat, input scale), each traced once."""
+        self.variant = (1, 1.0)
+        """What the next exports run: the model *repeat* times, on inputs times *scale*."""
         self.last_checkpoint: dict[str, Any] | None = None
         self.last_export: dict[str, Any] | None = None
         self.last_loss: float | None = None
@@ -245,11 +246,14 @@ class Trainer:
         existing = ref.version_dirs(self.config.model_base_path)
         if existing and max(existing) >= step:
             return None
-        module, repeat = self.exportable, self.slow_repeat
-        if repeat is not None:
-            if repeat not in self._slow:
-                self._slow[repeat] = ref.serving_module(self.model, repeat=repeat)
-            module = self._slow[repeat]
+        module = self.exportable
+        if self.variant != (1, 1.0):
+            if self.variant not in self._variants:
+                repeat, scale = self.variant
+                self._variants[self.variant] = ref.serving_module(
+                    self.model, repeat=repeat, input_scale=scale
+                )
+            module = self._variants[self.variant]
         path = ref.export_saved_model(module, self.config.model_base_path, step, step)
         self.last_export = {"version": step, "wall": time.time()}
         self._record("model.exported", version=step, step=step, path=str(path))
@@ -300,10 +304,11 @@ class Trainer:
             return
         self.label_mode.assign(LABEL_MODES.index(control.labels))
         self.optimizer.learning_rate.assign(control.learning_rate or self.config.learning_rate)
-        self.slow_repeat = control.slow_repeat
+        self.variant = (control.slow_repeat or 1, control.input_scale or 1.0)
         self._record("trainer.control", step=int(self.step.numpy()), labels=control.labels,
                      learning_rate=float(self.optimizer.learning_rate.numpy()),
-                     slow_repeat=control.slow_repeat, fault=control.fault)  # fmt: skip
+                     slow_repeat=control.slow_repeat, input_scale=control.input_scale,
+                     fault=control.fault)  # fmt: skip
 
     def attempt_save(self, kind: str, save: Callable[[], Any]) -> Any:
         """*save* (a checkpoint or an export); its failure is ``trainer.save_failed``

@@ -28,7 +28,7 @@ def test_a_worse_version_is_refused_set_aside_and_training_rewound(
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", f"--chaos-backend={name}", *only, timeout=900
     )
-    result.assert_outcomes(passed=3 if name == "process" else 1)
+    result.assert_outcomes(passed=4 if name == "process" else 1)
     latest = pytester.path / "reports" / "latest"
     with open(latest / "results.csv") as f:
         rows = list(csv.DictReader(f))

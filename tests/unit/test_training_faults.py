@@ -9,7 +9,13 @@ from types import SimpleNamespace
 import pytest
 
 from chaoskit.errors import ConfigError, FaultError
-from chaoskit.faults import DivergeTraining, FaultContext, PoisonTraining, SlowModel
+from chaoskit.faults import (
+    DivergeTraining,
+    FaultContext,
+    PoisonTraining,
+    SkewPreprocessing,
+    SlowModel,
+)
 from chaoskit.journal import Journal, read_journal
 from chaoskit.trainer.control import Control, ControlWatch, read_control
 
@@ -43,16 +49,23 @@ def test_diverge_sets_the_learning_rate(ctx):
         assert read_control(ctx.stack.trainer_control_file).learning_rate == 1e30
 
 
-def test_slow_model_asks_for_slow_exports_and_the_revert_ends_them(ctx):
+@pytest.mark.parametrize("fault, control", [
+    (SlowModel(repeat=500), {"slow_repeat": 500, "fault": "slow-model"}),
+    (SkewPreprocessing(scale=-3), {"input_scale": -3.0, "fault": "skew-preprocessing"}),
+])  # fmt: skip
+def test_export_faults_ask_for_other_exports_and_the_revert_ends_them(ctx, fault, control):
     path = ctx.stack.trainer_control_file
-    with SlowModel(repeat=500).inject(ctx):
-        assert json.loads(path.read_text()) == {"slow_repeat": 500, "fault": "slow-model"}
+    with fault.inject(ctx):
+        assert json.loads(path.read_text()) == control
     assert not path.exists()
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda: SlowModel(repeat=1), "slow_repeat must be a whole number from 2 to 100000, got 1"),
     (lambda: SlowModel(repeat=10**6), "got 1000000"),
+    (lambda: SkewPreprocessing(scale=0), "input_scale must be a finite number other than 0"),
+    (lambda: SkewPreprocessing(scale=float("nan")), "got nan"),
+    (lambda: SkewPreprocessing(scale=1), "scale 1 changes nothing"),
     (lambda: PoisonTraining(labels="swap"), "labels must be 'flip' or 'shuffle', got 'swap'"),
     (lambda: DivergeTraining(learning_rate=0), "learning_rate must be a finite number > 0, got 0"),
     (lambda: DivergeTraining(learning_rate=float("inf")), "got inf"),
