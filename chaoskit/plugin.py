@@ -73,7 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "chaos_needs(*roles): skip this experiment, saying why, when the stack under test "
-        "lacks one of: trainer, checkpoints, dr-site, replicas>=2, proxies",
+        "lacks one of: trainer, checkpoints, dr-site, replicas>=2, proxies, quality-gate, "
+        "checkpoint-volume",
     )
     config.addinivalue_line(
         "markers",

@@ -386,13 +386,32 @@ def _rpo(result: ExperimentResult, fault: Event, events: list[Event]) -> None:
         created = _checkpoint_created(fault, events, int(resumed["step"]))
         if created is not None:  # a checkpoint saved after the fault loses nothing
             seconds.append(max(0.0, fault["wall"] - created))
-    if steps:
-        result.rpo_steps = max(steps)
     outage = _dr_site_outage_rpo(fault, events)
     if outage is not None:
         seconds.append(outage)
+    _disk_full_rpo(fault, events, seconds, steps)
+    if steps:
+        result.rpo_steps = max(steps)
     if seconds:
         result.rpo_s = round(max(seconds), 3)
+
+
+def _disk_full_rpo(fault: Event, events: list[Event], seconds: list[float],
+                   steps: list[int]) -> None:  # fmt: skip
+    """A full checkpoint volume: the training a crash would have lost at the worst
+    moment, from the newest checkpoint at the fault to the first one saved (and backed
+    up) after the volume filled, or to the end of the window when none was."""
+    full = first_event(events, "detected", fault["t"], signal="disk-full")
+    newest = fault.get("newest_checkpoint") or {}
+    if full is None or newest.get("created_wall") is None:
+        return
+    resumed = next((e for e in events if e["event"] == "backup.recovery_point"
+                    and "checkpoint" in e and (e.get("wall_created") or 0) > full["wall"]),
+                   None)  # fmt: skip
+    until = resumed["wall_created"] if resumed else max(e["wall"] for e in events)
+    seconds.append(max(0.0, float(until) - float(newest["created_wall"])))
+    if resumed is not None and resumed.get("step") is not None and newest.get("step") is not None:
+        steps.append(max(0, int(resumed["step"]) - int(newest["step"])))
 
 
 def _checkpoint_created(fault: Event, events: list[Event], step: int) -> float | None:

@@ -26,16 +26,21 @@ class StackPlan:
     """Every stack chaoskit runs has its gateway's proxies."""
     model_config_file: str | None = None
     """The replicas' model config file (a quality gate needs it)."""
+    checkpoint_volume: str | None = None
+    """The checkpoints get a file system of their own (a disk-full fault needs it)."""
 
 
 def plan_stack(stack_file: Path | None) -> StackPlan:
     """The plan of the stack file's stack, or of the reference stack (None)."""
     if stack_file is None:
         from chaoskit.stack.reference import DR_SITE, SERVING, TRAINER, StackConfig
+        from chaoskit.stack.volume import cannot_mount
 
+        volume = "tmpfs" if StackConfig().checkpoint_volume_mb and not cannot_mount() else None
         return StackPlan(replica_names(SERVING, StackConfig().replicas), TRAINER, DR_SITE,
                          "checkpoints", "tf", "chaoskit",
-                         model_config_file="model-config.json")  # fmt: skip
+                         model_config_file="model-config.json",
+                         checkpoint_volume=volume)  # fmt: skip
     from chaoskit.stackfile import load_stack_file
 
     file = load_stack_file(stack_file)

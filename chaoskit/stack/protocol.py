@@ -96,7 +96,8 @@ class Stack(Protocol):
         returns what it had to repair."""
 
 
-NEEDS = ("trainer", "checkpoints", "dr-site", "replicas>=2", "proxies", "quality-gate")
+NEEDS = ("trainer", "checkpoints", "dr-site", "replicas>=2", "proxies", "quality-gate",
+         "checkpoint-volume")
 
 
 def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
@@ -117,6 +118,9 @@ def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
             lacking.append("a second serving replica (replicas = 2)")
         elif need == "proxies" and stack.toxiproxy_url is None:
             lacking.append("the gateway's proxies")
+        elif need == "checkpoint-volume" and getattr(stack, "checkpoint_volume", None) is None:
+            lacking.append("a checkpoint directory on a file system of its own (the "
+                           "reference stack mounts one when run as root on Linux)")
         elif need == "quality-gate" and getattr(stack, "model_config_file", None) is None:
             lacking.append("a model config file its replicas poll and a labelled set (the "
                            "reference stack has both; a stack file cannot declare them yet)")

@@ -24,6 +24,7 @@ from chaoskit.errors import StackError
 from chaoskit.journal import JOURNAL_ENV
 from chaoskit.objectives import Objectives
 from chaoskit.serving.config import ServingConfig, write_config
+from chaoskit.stack import volume
 from chaoskit.stack.backend import BACKENDS, Backend
 from chaoskit.stack.gatewayed import GatewayedStack, replica_names
 from chaoskit.stack.service import Readiness, ServiceSpec
@@ -32,6 +33,8 @@ from chaoskit.stack.trainer_progress import newest_step
 TRAINER = "trainer"
 SERVING = "serving"
 DR_SITE = "dr-site"
+CHECKPOINTS = "checkpoints"
+"""The checkpoint directory under the data directory (a volume of its own when it can)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,9 @@ class StackConfig:
     serving_port: int = 0
     start_timeout: float = 90.0
     replicas: int = 2
+    checkpoint_volume_mb: int | None = 16
+    """A tmpfs of this size on the checkpoint directory, so a disk-full fault fills only
+    it (when this process can mount: root on Linux; None: never)."""
     model_config_poll: float = 0.1
     """Seconds between the replicas' reads of the model config file (a quality gate
     pins and rolls back the ``stable`` label through it)."""
@@ -64,13 +70,16 @@ class ReferenceStack(GatewayedStack):
         self.data_dir = Path(data_dir)
         self.journal_path = Path(journal_path)
         self.model_base_path = self.data_dir / "models" / config.model_name
-        self.checkpoint_dir = self.data_dir / "checkpoints"
+        self.checkpoint_dir = self.data_dir / CHECKPOINTS
         self.status_file = self.data_dir / "trainer-status.json"
         self.trainer_control_file = self.data_dir / "trainer-control.json"
         """Where training faults tell the trainer what to do (chaoskit.trainer.control)."""
         self.model_config_file = self.data_dir / "model-config.json"
         """The replicas' version policy and labels (chaoskit.serving.config); the default
         (the newest version) until a quality gate takes it over."""
+        self._mounted = False
+        self.checkpoint_volume_note: str | None = None
+        """Why the checkpoints have no volume of their own (None: they have one)."""
         self.dr_site_root = self.data_dir / DR_SITE
         self.dr_site_token_file = self.data_dir / f"{DR_SITE}.token"
         self.replicas = replica_names(SERVING, config.replicas)
@@ -172,11 +181,41 @@ class ReferenceStack(GatewayedStack):
         ensure_secret_file(self.dr_site_token_file)  # the DR site's bearer token
         write_config(self.model_config_file, ServingConfig())
         try:
+            self._mount_checkpoint_volume()
             self._start_services()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _mount_checkpoint_volume(self) -> None:
+        volume.reap_orphans()
+        size = self.config.checkpoint_volume_mb
+        self.checkpoint_volume_note = volume.cannot_mount() if size else "not asked for"
+        if self.checkpoint_volume_note is None:
+            assert size is not None
+            volume.mount_volume(self.data_dir / CHECKPOINTS, size)
+            self._mounted = True
+
+    def close(self) -> None:
+        """Stop everything, then unmount the checkpoint volume (its trainer is gone)."""
+        try:
+            super().close()
+        finally:
+            if self._mounted:
+                volume.unmount_volume(self.data_dir / CHECKPOINTS)
+                self._mounted = False
+
+    @property
+    def checkpoint_volume(self) -> str | None:
+        """"tmpfs" while the checkpoints have a file system of their own, else None."""
+        return "tmpfs" if self._mounted else None
+
+    def describe(self) -> dict[str, object]:
+        note = self.checkpoint_volume_note
+        size = self.config.checkpoint_volume_mb if self._mounted else None
+        return {**super().describe(), "checkpoint_volume_mb": size,
+                **({"checkpoint_volume": note} if note else {})}  # fmt: skip
 
     def __enter__(self) -> ReferenceStack:
         return self.start()

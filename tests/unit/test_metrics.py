@@ -327,3 +327,14 @@ def test_behind_a_quality_gate_answers_of_a_refused_version_are_wrong_until_it_p
     ))  # fmt: skip
     assert r.wrong_predictions == 2 and r.failed_requests == 1
     assert any("2 wrong predictions" in reason for reason in r.reasons)
+
+
+def test_rpo_of_a_full_checkpoint_disk_is_the_gap_until_saves_resumed():
+    newest = {"step": 480, "created_wall": WALL - 0.5}
+    [r] = results_from_events(rpo_journal(
+        {"trainer_step": 490, "newest_checkpoint": newest},
+        ev(11.5, "detected", service="checkpoint-store", signal="disk-full"),
+        ev(13.0, "backup.recovery_point", checkpoint="ckpt-520", step=520,
+           wall_created=WALL + 1.8),
+    ))  # fmt: skip
+    assert r.rpo_steps == 40 and math.isclose(r.rpo_s, 2.3)

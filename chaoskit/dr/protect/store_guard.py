@@ -47,7 +47,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from chaoskit.atomic import atomic_write_bytes, fsync_dir
+from chaoskit.atomic import atomic_move, atomic_write_bytes, fsync_dir
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.recovery import confirm_steady_state
 from chaoskit.dr.protect.checkpoints import CheckpointFormat, TFFormat, from_snapshot
@@ -72,6 +72,11 @@ SWEEP_SETTLE = 1.0
 CheckpointManager's own sweep looks like until it rewrites the state file, which a
 loaded machine can delay well past ``HOUSEKEEPING_SETTLE``."""
 CHECKPOINT_TAG = "checkpoint"
+CHECKPOINT_STORE = "checkpoint-store"
+"""The service name a full checkpoint volume is detected on."""
+FREE_FLOOR = 1 << 20
+"""Free bytes below which the checkpoint volume counts as full (or a tenth of a smaller
+volume): a checkpoint no longer fits, or soon will not."""
 WATCHED_VERSIONS = 3
 """Model versions guarded: the newest ones (what serving loads and a rollback needs);
 older ones stay in the repository."""
@@ -133,6 +138,8 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
         self.offsite = offsite
         self.repository_lock = repository_lock  # the replicator's (see guard_repository)
         self.repo_watch = RepositoryWatch(repo.root)
+        self._full_since: float | None = None
+        """Since when the checkpoint volume is full (wall time), None while it is not."""
         self._requests: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = (
             queue.SimpleQueue()
         )
@@ -152,6 +159,7 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
                 if self.repair:
                     self._guard_repository()
                 self._backup_new_versions()
+                self._watch_space()
                 status = None if self.trainer is None else self.stack.backend.status(self.trainer)
                 if not self.repair:
                     self._observe(status)
@@ -179,6 +187,34 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
             version_dir = self.model_base / str(version)
             for directory in (version_dir, version_dir / "variables", version_dir / "assets.extra"):
                 self._watcher.watch(directory)
+
+    # -- free space ----------------------------------------------------------------------
+    def _watch_space(self) -> None:
+        """A checkpoint volume about to be full is a detection (``disk-full``): the
+        trainer's next saves fail and what a crash would lose grows.  Nothing here can
+        free it; it is back once space is free again and a checkpoint written after the
+        detection has been backed up (saves resumed)."""
+        if self.checkpoint_dir is None:
+            return
+        try:
+            fs = os.statvfs(self.checkpoint_dir)
+        except OSError:
+            return
+        free, size = fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+        floor = min(FREE_FLOOR, size // 10)
+        if self._full_since is None:
+            if free < floor:
+                self._full_since = time.time()
+                self.journal.record("detected", service=CHECKPOINT_STORE, signal="disk-full",
+                                    free_bytes=free, volume_bytes=size,
+                                    reason=f"{free} bytes free on {self.checkpoint_dir}'s file "
+                                    f"system (of {size}; the floor is {floor})")  # fmt: skip
+            return
+        newest = max((s.time for s in self._snapshots), default=0.0)
+        if free >= floor and newest > self._full_since:
+            self._full_since = None
+            self.journal.record("steady_state.ok", phase="recovery", service=CHECKPOINT_STORE,
+                                free_bytes=free, reason="checkpoints are saved again")  # fmt: skip
 
     # -- work asked for by other loops -------------------------------------------------
     def call(self, work: Callable[[], T], *, timeout: float = 120.0) -> T:
@@ -530,7 +566,7 @@ class StoreGuard(FirstSight, OffsiteRecovery, BackgroundLoop):
             for rel in wanted:
                 if (staging / rel).is_file():
                     (self.checkpoint_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(staging / rel, self.checkpoint_dir / rel)
+                    atomic_move(staging / rel, self.checkpoint_dir / rel)
             fsync_dir(self.checkpoint_dir)
             restored = snap
         shutil.rmtree(staging, ignore_errors=True)
