@@ -122,3 +122,33 @@ def test_a_volume_left_by_a_killed_owner_is_unmounted_by_the_next(tmp_path: Path
     assert volume.is_mount_point(path)  # SIGKILL: nobody unmounted it
     assert volume.reap_orphans() == [path]
     wait_until(lambda: not volume.is_mount_point(path), 10, what="the orphan unmounted")
+
+
+def test_ctrl_c_reverts_the_fill(mounted: Path, tmp_path: Path):
+    # a shell's background job inherits SIGINT ignored; the user's process has Ctrl-C's default
+    script = textwrap.dedent(f"""
+        import signal, time
+        from pathlib import Path
+        from types import SimpleNamespace
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from chaoskit.faults import DiskFull, FaultContext
+        from chaoskit.journal import Journal
+        stack = SimpleNamespace(checkpoint_dir=Path({str(mounted)!r}), model_base_path=None)
+        ctx = FaultContext(Journal({str(tmp_path / 'j.jsonl')!r}), stack=stack)
+        with DiskFull("checkpoints").inject(ctx):
+            print("injected", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "injected"
+        assert (mounted / FILL_NAME).exists() and free_bytes(mounted) < 1 << 20
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "KeyboardInterrupt" in err
+    assert not (mounted / FILL_NAME).exists() and free_bytes(mounted) > 3 << 20
