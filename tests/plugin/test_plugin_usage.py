@@ -155,12 +155,18 @@ def test_needs_skip_names_what_the_stack_lacks(pytester: pytest.Pytester) -> Non
         def test_gated(chaos):
             pass
 
+        @pytest.mark.chaos_needs("checkpoint-volume")
+        def test_disk(chaos):
+            pass
+
         def test_per_replica(chaos_replica):
             assert chaos_replica == "serving"
         """
     )
     result = pytester.runpytest("--chaos-stack=chaoskit.toml", "-rs")
-    result.assert_outcomes(passed=1, skipped=2)
+    result.assert_outcomes(passed=1, skipped=3)
     result.stdout.fnmatch_lines(["*chaoskit.toml lacks a service with role 'trainer'; "
                                  "a second serving replica (replicas = 2)*",
-                                 "*chaoskit.toml lacks a model config file its replicas poll*"])
+                                 "*chaoskit.toml lacks a model config file its replicas poll*",
+                                 "*chaoskit.toml lacks a checkpoint directory on a file system "
+                                 "of its own*"])
