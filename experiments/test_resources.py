@@ -1,4 +1,4 @@
-"""The machine runs out of something under the stack: here, the trainer's disk.
+"""The machine runs out of something under the stack: the trainer's disk, a replica's CPU.
 
 The checkpoint volume fills (a file takes every free byte): the trainer's saves fail
 with ENOSPC while it trains on, so a crash would lose more and more (RPO grows).  The
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from chaoskit.faults.resources import DiskFull
+from chaoskit.faults.resources import CpuStarvation, DiskFull
+from chaoskit.stack.cgroup import cannot_limit
+from chaoskit.suite import assert_requests_kept
 
 
 @pytest.mark.chaos(ttd="2s", rto="30s", rpo="30s")
@@ -28,3 +30,18 @@ def test_a_full_checkpoint_disk_is_seen_and_saves_resume(chaos):
     assert result.rpo_s is not None and result.rpo_s > 0 and result.rpo_steps
     resumed = [e for e in chaos.events() if e["event"] == "trainer.save_resumed"]
     assert resumed and resumed[0]["kind"] == "checkpoint"
+
+
+@pytest.mark.chaos(ttd="2s", rto="15s")
+@pytest.mark.chaos_needs("replicas>=2")
+def test_a_starved_replica_is_failed_over_and_repaired(chaos):
+    """A replica capped at 2 % of a CPU answers, too slowly: the DR engine fails over
+    to the other one and restarts it (a new process, or container, without the cap)."""
+    if chaos.backend == "process" and cannot_limit():
+        pytest.skip(f"the process backend cannot starve a service: {cannot_limit()}")
+    result = chaos.run(CpuStarvation(chaos.stack.replicas[0], cpus=0.02))
+    assert result.detected_by == "latency", result.detections
+    assert result.wrong_predictions == 0
+    assert_requests_kept(chaos.stack, result, allowed=1)  # a try may wait out its deadline
+    gateway = chaos.stack.gateway
+    assert gateway.routed == gateway.primary, "the gateway did not fail back after the repair"

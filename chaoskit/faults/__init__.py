@@ -18,7 +18,7 @@ from chaoskit.faults.container import (
 )
 from chaoskit.faults.network import Bandwidth, Latency, LimitData, Partition, ResetPeer, Slicer
 from chaoskit.faults.ransomware import Ransomware
-from chaoskit.faults.resources import DiskFull
+from chaoskit.faults.resources import CpuStarvation, DiskFull
 from chaoskit.faults.service import HangService, KillService
 from chaoskit.faults.storage import (
     AppendBytes,
@@ -43,6 +43,7 @@ __all__ = [
     "BitFlip",
     "Changes",
     "CheckpointStateFault",
+    "CpuStarvation",
     "DeleteFile",
     "DeleteVersion",
     "DiskFull",

@@ -6,6 +6,11 @@ it goes on training, so what a crash would lose (RPO) grows until the revert rem
 file.  It acts only on a directory that is a file system of its own (a mount point): on
 one shared with the host it would fill the host's disk, the run's journal included.
 The reference stack mounts a small tmpfs there when it can (root on Linux).
+
+:class:`CpuStarvation` caps one service at a fraction of a CPU (a CFS quota: a cgroup of
+its own on the process backend, ``docker update`` on Docker): it still answers, slowly,
+as behind a noisy neighbour or a throttled container.  A restart escapes it (the new
+process or container is not limited), as a task rescheduled off a starved node does.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaoskit.errors import FaultError
+from chaoskit.errors import ChaosKitError, FaultError
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.stack.volume import is_mount_point
 
@@ -85,3 +90,37 @@ class DiskFull(Fault):
 
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
         changes.undo.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class CpuStarvation(Fault):
+    """*service* may use at most *cpus* CPUs until the revert."""
+
+    kind = "cpu-starvation"
+    service: str = "serving"
+    cpus: float = 0.05
+
+    def __post_init__(self) -> None:
+        most = os.cpu_count() or 1
+        if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)) \
+                or not 0.01 <= self.cpus < most:
+            raise FaultError(f"{self.kind}: cpus must be a number from 0.01 to below {most} "
+                             f"(this machine's CPUs), got {self.cpus!r}")  # fmt: skip
+
+    def _inject(self, ctx: FaultContext) -> Changes:
+        backend = ctx.stack.backend
+        limit = getattr(backend, "limit_cpu", None)
+        if limit is None:
+            raise FaultError(f"{self.kind}: the {backend.name} backend cannot limit CPU")
+        instance = backend.instance(self.service)
+        try:
+            lift = limit(self.service, float(self.cpus))
+        except ChaosKitError as e:
+            raise FaultError(f"{self.kind}: {e}") from e
+        return Changes({"service": self.service, "cpus": self.cpus, "instance": instance}, lift)
+
+    def _revert(self, ctx: FaultContext, changes: Changes) -> None:
+        try:
+            changes.undo()
+        except ChaosKitError as e:
+            raise FaultError(f"{self.kind}: {e}") from e

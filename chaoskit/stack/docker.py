@@ -40,6 +40,7 @@ import os
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ BIND_HOST = "0.0.0.0"
 all its interfaces for the published port to reach it (the process backend: 127.0.0.1)."""
 VOLUMES = ("models", "checkpoints", "backups", "dr-site")
 RESTART_MODES = ("replace", "in_place")
+CPU_PERIOD_US = 100_000
 
 
 def _remove_quietly(client: Any, project: str) -> None:
@@ -385,6 +387,26 @@ class DockerBackend:
     def pause(self, service: str) -> None:
         with engine.engine_errors(f"pausing service {service!r}"):
             self.client.api.pause(self._container(service))
+
+    def limit_cpu(self, service: str, cpus: float) -> Callable[[], None]:
+        """At most *cpus* CPUs for the service's container (``docker update``); returns
+        the undo.  A restart replaces the container by one without the limit."""
+        container = self._container(service)
+        with engine.engine_errors(f"limiting the CPU of service {service!r}"):
+            self.client.api.update_container(container, cpu_period=CPU_PERIOD_US,
+                                             cpu_quota=max(1000, round(cpus * CPU_PERIOD_US)))
+
+        def lift() -> None:
+            import docker.errors
+
+            try:
+                with engine.engine_errors(f"lifting the CPU limit of service {service!r}"):
+                    self.client.api.update_container(container, cpu_quota=-1)  # -1: none
+            except BackendError as e:
+                if not isinstance(e.__cause__, docker.errors.NotFound):
+                    raise  # gone: a restart replaced it by one without the limit
+
+        return lift
 
     def resume(self, service: str) -> None:
         with engine.engine_errors(f"resuming service {service!r}"):

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from chaoskit.errors import BackendError, ConfigError, StackError
+from chaoskit.stack.cgroup import CpuLimit
+from chaoskit.stack.cgroup import reap_orphans as reap_cgroups
 from chaoskit.stack.ports import HOST, allocate_ports, endpoint_in
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
@@ -122,6 +124,7 @@ class ProcessBackend:
         self._services: dict[str, _Running] = {}
         self._lock = threading.RLock()
         reap_orphans()
+        reap_cgroups()
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, spec: ServiceSpec) -> None:
@@ -208,6 +211,14 @@ class ProcessBackend:
         """SIGSTOP, and wait until the kernel reports the process stopped (it is async)."""
         pid = int(self.kill(service, "SIGSTOP"))
         wait_until(lambda: process_state(pid) in ("T", "Z", None), 5, what=f"{service} stopped")
+
+    def limit_cpu(self, service: str, cpus: float) -> Callable[[], None]:
+        """At most *cpus* CPUs for the running process (a cgroup of its own); returns
+        the undo.  A restart escapes it: the new process is not in that cgroup."""
+        pid = self.instance(service)
+        if pid is None:
+            raise StackError(f"cannot starve {service} of CPU: it is not running")
+        return CpuLimit(int(pid), service, cpus).lift
 
     def resume(self, service: str) -> None:
         pid = int(self.kill(service, "SIGCONT"))
