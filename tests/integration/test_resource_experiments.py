@@ -1,6 +1,7 @@
 """The resource experiments (experiments/test_resources.py) end to end, on processes and
-on Docker: a full checkpoint disk is detected, the trainer's saves fail and resume, the
-report has TTD, RTO and RPO, and no volume, fill file or container is left."""
+on Docker: a full checkpoint disk is detected, the trainer's saves fail and resume; a
+CPU-starved replica is failed over and repaired; the report has TTD, RTO and RPO, and no
+volume, fill file, cgroup or container is left."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from docker_support import backend, docker_client  # noqa: F401
 
 from chaoskit.journal import read_journal
-from chaoskit.stack import volume
+from chaoskit.stack import cgroup, volume
 from chaoskit.stack.docker_engine import managed_objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -29,19 +30,23 @@ def test_a_full_disk_is_seen_and_nothing_is_left(
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", f"--chaos-backend={name}", timeout=600
     )
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
     latest = pytester.path / "reports" / "latest"
     with open(latest / "results.csv") as f:
-        (row,) = csv.DictReader(f)
-    assert row["fault"] == "disk-full" and row["verdict"] == "pass", row
-    assert float(row["ttd_s"]) <= 2 and row["rto_s"] and float(row["rpo_s"]) > 0, row
+        rows = {row["fault"]: row for row in csv.DictReader(f)}
+    disk, cpu = rows["disk-full"], rows["cpu-starvation"]
+    assert disk["verdict"] == "pass" and cpu["verdict"] == "pass", rows
+    assert float(disk["ttd_s"]) <= 2 and disk["rto_s"] and float(disk["rpo_s"]) > 0, disk
+    assert cpu["detected_by"] == "latency" and float(cpu["rto_s"]) <= 15, cpu
     events = read_journal(latest / "journal.jsonl")
     (started,) = [e for e in events if e["event"] == "stack.started"]
     assert started["checkpoint_volume_mb"] == 16
-    (injected,) = [e for e in events if e["event"] == "fault.injected"]
+    (injected,) = [e for e in events
+                   if e["event"] == "fault.injected" and e["fault"] == "disk-full"]  # fmt: skip
     assert injected["changes"]["free_bytes"] < 1 << 20
     assert not Path(injected["changes"]["path"]).exists()
     assert set(volume.chaoskit_mounts()) == mounted_before  # unmounted on close
+    assert cgroup.reap_orphans() == []  # the starved replica's cgroup went with the revert
     if engine is not None:
         left = managed_objects(engine)
         assert left == {"containers": [], "networks": [], "volumes": []}, left
