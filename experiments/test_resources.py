@@ -40,7 +40,8 @@ def test_a_starved_replica_is_failed_over_and_repaired(chaos):
     if chaos.backend == "process" and cannot_limit():
         pytest.skip(f"the process backend cannot starve a service: {cannot_limit()}")
     result = chaos.run(CpuStarvation(chaos.stack.replicas[0], cpus=0.02))
-    assert result.detected_by == "latency", result.detections
+    # its answers come late (latency) or after the probe's deadline (probe: a timeout)
+    assert result.detected_by in ("latency", "probe"), result.detections
     assert result.wrong_predictions == 0
     assert_requests_kept(chaos.stack, result, allowed=1)  # a try may wait out its deadline
     gateway = chaos.stack.gateway
