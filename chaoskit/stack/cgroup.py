@@ -80,6 +80,12 @@ class CpuLimit:
 def _dissolve(group: Path, parent: Path) -> None:
     if not group.is_dir():
         return
+    # unlimited first: a task moved out while throttled can stay off the CPU for most
+    # of a second (the kernel keeps it on the dying group's throttled queue)
+    for name, unlimited in (("cpu.cfs_quota_us", "-1"), ("cpu.max", "max")):
+        if (group / name).exists():
+            with contextlib.suppress(OSError):
+                (group / name).write_text(f"{unlimited}\n")
     with contextlib.suppress(OSError):
         for pid in (group / "cgroup.procs").read_text().split():
             with contextlib.suppress(OSError):  # it may have exited meanwhile
