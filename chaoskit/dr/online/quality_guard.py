@@ -7,13 +7,16 @@ labelled set through one replica's ``/versions/N``, and judged by a
 :class:`~chaoskit.dr.online.quality.QualityGate` (``quality.verdict``):
 
 - *promote*: ``stable`` moves to it, and the previous version is unloaded;
-- *breach*: ``detected`` (service ``model``, signal ``quality``), then the rollback:
+- *breach* (a score beyond the gate's bound, non-finite outputs, or a predict more than
+  ``max_slowdown`` times slower than the stable version's, ``quality.latency``):
+  ``detected`` (service ``model``, signal ``quality``), then the rollback:
   ``stable`` stays on (or goes back to) the last good version, the bad one is unloaded
   and set aside out of the model store for good (quarantined: never served again), the
   stable label's quality is confirmed on the labelled set (``steady_state.ok``), and,
   when the stack has a trainer whose checkpoints the store guard keeps, the trainer is
   rewound to the checkpoint the last good version came from: it would otherwise go on
-  from the weights that made the bad version (NaN weights never heal);
+  from the weights that made the bad version (NaN weights never heal) -- not for a
+  slow version, whose weights are fine;
 - *inconclusive* (too few answers): nothing moves; it is never a pass.
 
 What the rollback lost (RPO) is measured from the rewind's ``restore.done``.  On stop the
