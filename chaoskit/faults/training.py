@@ -34,6 +34,12 @@ def _control_file(stack: Any, fault: str) -> Path:
 class _TrainingFault(Fault):
     """Writes one control file; the revert removes it."""
 
+    def __post_init__(self) -> None:
+        try:
+            self.control()  # the control file's own check of the parameters
+        except ConfigError as e:
+            raise FaultError(f"{self.kind}: {e}") from None
+
     def control(self) -> Control:
         raise NotImplementedError
 
@@ -71,12 +77,6 @@ class DivergeTraining(_TrainingFault):
     kind = "diverge-training"
     learning_rate: float = 1e30
 
-    def __post_init__(self) -> None:
-        try:
-            self.control()  # the control file's own check of the rate
-        except ConfigError as e:
-            raise FaultError(f"{self.kind}: {e}") from None
-
     def control(self) -> Control:
         return Control(learning_rate=self.learning_rate, fault=self.kind)
 
@@ -88,12 +88,6 @@ class SlowModel(_TrainingFault):
 
     kind = "slow-model"
     repeat: int = 2000
-
-    def __post_init__(self) -> None:
-        try:
-            self.control()
-        except ConfigError as e:
-            raise FaultError(f"{self.kind}: {e}") from None
 
     def control(self) -> Control:
         return Control(slow_repeat=self.repeat, fault=self.kind)
@@ -108,10 +102,7 @@ class SkewPreprocessing(_TrainingFault):
     scale: float = 10.0
 
     def __post_init__(self) -> None:
-        try:
-            self.control()
-        except ConfigError as e:
-            raise FaultError(f"{self.kind}: {e}") from None
+        super().__post_init__()
         if self.scale == 1:
             raise FaultError(f"{self.kind}: scale 1 changes nothing; give another factor")
 
