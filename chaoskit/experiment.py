@@ -17,6 +17,7 @@ from typing import Any
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.engine import DRConfig, DREngine
 from chaoskit.dr.online.failover import FailoverThenRepair
+from chaoskit.dr.online.quality import QualityGate
 from chaoskit.dr.online.quality_guard import STABLE, QualityGuard
 from chaoskit.dr.online.quality_targets import QualityTargets
 from chaoskit.dr.online.recovery import (
@@ -182,8 +183,6 @@ class Experiment:
         return self
 
     def _start_quality_guard(self, targets: QualityTargets) -> QualityGuard:
-        from chaoskit.dr.online.quality import QualityGate
-
         labelled_set = getattr(self.stack, "labelled_set", None)
         if labelled_set is None:
             raise StackError(f"experiment {self.name}: the stack has no labelled set to "
