@@ -3,7 +3,8 @@
 Order of start-up, chosen for a short and observable cold start: check the options,
 bind the port (a port in use fails within milliseconds, before the ~3 s TensorFlow
 import), write the port file, answer HTTP at once (status 404/503 until a version has
-loaded), then import TensorFlow and load the newest version.  Exit status: 0 after
+loaded), then import TensorFlow, answer gRPC (``--grpc-port``; its stubs need TensorFlow) and load
+the newest version.  A gRPC port in use is found before the import too.  Exit status: 0 after
 SIGTERM/SIGINT, 2 for a user error (one line on stderr, no traceback).
 """
 
@@ -27,10 +28,16 @@ def _fail(message: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=PROG, description="Serve a SavedModel over TF Serving REST.")
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Serve a SavedModel over TF Serving's REST (and gRPC) API."
+    )
     p.add_argument("--model-name", required=True)
     p.add_argument("--model-base-path", required=True, type=Path)
     p.add_argument("--rest-port", required=True, type=int, help="0 picks a free port")
+    p.add_argument(
+        "--grpc-port", type=int, default=None,
+        help="also serve TF Serving's gRPC API here (0 picks a free port; default: no gRPC)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
     p.add_argument("--port-file", type=Path, default=None, help="write the bound port here")
@@ -53,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 <= args.rest_port <= 65535:
         p.error(f"--rest-port must be 0..65535, got {args.rest_port}")
+    if args.grpc_port is not None and not 0 <= args.grpc_port <= 65535:
+        p.error(f"--grpc-port must be 0..65535, got {args.grpc_port}")
     if args.poll_interval <= 0:
         p.error(f"--poll-interval must be > 0, got {args.poll_interval}")
     if args.model_config_file_poll_wait_seconds < 0:
@@ -89,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         httpd = ServingHTTPServer((args.host, args.rest_port), store)
     except OSError as e:
-        where = f"{args.host}:{args.rest_port}"
-        if e.errno == errno.EADDRINUSE:
-            return _fail(f"cannot listen on {where}: address already in use")
-        if isinstance(e, PermissionError):
-            return _fail(f"cannot listen on {where}: permission denied")
-        return _fail(f"cannot listen on {where}: {e.strerror or e}")
+        return _fail(_listen_error(args.host, args.rest_port, e))
+    if args.grpc_port:  # refused now, not after the ~3 s TensorFlow import
+        try:
+            _check_free(args.host, args.grpc_port)
+        except OSError as e:
+            httpd.server_close()
+            return _fail(_listen_error(args.host, args.grpc_port, e))
     port = int(httpd.server_address[1])
     stop = threading.Event()
 
@@ -102,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         stop.set()
         store.wake.set()
 
+    grpc_server: Any = None
     StopSignals(on_stop).start()  # before any thread starts: see chaoskit.signals
     http_thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
@@ -130,15 +141,44 @@ def main(argv: list[str] | None = None) -> int:
             from chaoskit.model import import_tensorflow
 
             import_tensorflow(threads=max(1, args.tf_threads), lean=True)
+        if args.grpc_port is not None and not stop.is_set():
+            from chaoskit.serving import grpc_api
+
+            grpc_server, grpc_port = grpc_api.start(store, httpd.metrics, args.host,
+                                                    args.grpc_port, _reporter(journal))  # fmt: skip
+            if journal is not None:
+                journal.record("serving.grpc_started", port=grpc_port, pid=os.getpid())
         store.run(stop, args.poll_interval)
     except OSError as e:
         return _fail(str(e))
     finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=0)
         httpd.shutdown()
         httpd.server_close()
         if journal is not None:
             journal.close()
     return 0
+
+
+def _listen_error(host: str, port: int, e: OSError) -> str:
+    where = f"{host}:{port}"
+    if e.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: address already in use"
+    if isinstance(e, PermissionError):
+        return f"cannot listen on {where}: permission denied"
+    return f"cannot listen on {where}: {e.strerror or e}"
+
+
+def _check_free(host: str, port: int) -> None:
+    """OSError when *port* cannot be listened on (gRPC binds it later, after TensorFlow)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        probe.listen(1)
 
 
 def _reporter(journal: Any) -> Callable[[str, dict[str, Any]], None]:

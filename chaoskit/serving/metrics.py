@@ -31,7 +31,7 @@ CODE_OF_HTTP_STATUS = {
     504: "DEADLINE_EXCEEDED",
 }  # fmt: skip
 """The inverse of TF Serving's ``ToHTTPStatusCode`` where it is one-to-one; 500 is
-INTERNAL unless the answer says DATA_LOSS (see :class:`chaoskit.serving.server.ApiError`)."""
+INTERNAL unless the answer says DATA_LOSS (see :class:`chaoskit.serving.api.ApiError`)."""
 
 
 class RequestMetrics:

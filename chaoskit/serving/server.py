@@ -21,10 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-import numpy as np
-
-from chaoskit.serving import examples, tensors
-from chaoskit.serving.metrics import CODE_OF_HTTP_STATUS, CONTENT_TYPE, RequestMetrics
+from chaoskit.serving import api, examples, tensors
+from chaoskit.serving.api import ApiError
+from chaoskit.serving.metrics import CONTENT_TYPE, RequestMetrics
 from chaoskit.serving.store import ModelStore, Servable, Signature
 
 log = logging.getLogger(__name__)
@@ -39,17 +38,6 @@ _API = re.compile(r"/v1/.*", _FLAGS)
 _MAX_VERSION = 2**63 - 1
 METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's default prometheus_config.path
 MAX_BODY = 64 * 1024 * 1024
-
-
-class ApiError(Exception):
-    """An answer other than 200: HTTP status, TF Serving-style message, and the
-    canonical error code TF Serving would have answered it with (metrics, gRPC)."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code or CODE_OF_HTTP_STATUS.get(status, "UNKNOWN")
 
 
 class ServingHTTPServer(ThreadingHTTPServer):
@@ -214,39 +202,10 @@ class ServingHandler(BaseHTTPRequestHandler):
         return 200, self._status(name, version)
 
     def _servable(self, name: str, version: int | None, label: str | None) -> Servable:
-        """The version a request asks for: by number, by label, or the newest loaded."""
-        store = self.server.store
-        if label is not None:
-            labelled = store.label_version(label) if name == store.model_name else None
-            if labelled is None:
-                raise ApiError(400, f"Unrecognized servable version label: {label}")
-            version = labelled
-        if name == store.model_name and version is None:
-            servable = store.current()
-            if servable is None:
-                raise ApiError(503, f"Servable not available: no version of model {name} is loaded")
-            return servable
-        servable = None
-        if name == store.model_name and version is not None:
-            servable = store.loaded(version)
-        if servable is None:
-            spec = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
-            raise ApiError(404, f"Servable not found for request: {spec}")
-        return servable
+        return api.servable(self.server.store, name, version, label)
 
     def _status(self, name: str, version: int | None) -> dict[str, Any]:
-        """As TF Serving's GetModelStatus: a label is not looked at (all versions)."""
-        store = self.server.store
-        if name != store.model_name:
-            raise ApiError(404, f"Could not find any versions of model {name}")
-        states = store.status()
-        if version is not None:
-            states = [s for s in states if s["version"] == str(version)]
-            if not states:
-                raise ApiError(404, f"Could not find version {version} of model {name}")
-        elif not states:
-            raise ApiError(404, f"Could not find any versions of model {name}")
-        return {"model_version_status": states}
+        return {"model_version_status": api.model_status(self.server.store, name, version)}
 
     def _metadata(self, name: str, version: int | None, label: str | None) -> dict[str, Any]:
         servable = self._servable(name, version, label)
@@ -265,26 +224,7 @@ class ServingHandler(BaseHTTPRequestHandler):
         except tensors.RequestError as e:
             raise ApiError(400, str(e)) from None
         servable = self._servable(name, version, label)
-        signature = servable.signatures.get(signature_name)
-        if signature is None:
-            raise ApiError(
-                400, f'Serving signature name: "{signature_name}" not found in signature def'
-            )
-        return doc, servable, signature
-
-    @staticmethod
-    def _run(signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The signature's outputs; TensorFlow's errors as TF Serving answers them."""
-        import tensorflow as tf  # loaded by now: a version is
-
-        try:
-            return signature(inputs)
-        except tf.errors.InvalidArgumentError as e:
-            raise ApiError(400, _first_line(e.message)) from None
-        except tf.errors.DataLossError as e:
-            raise ApiError(500, f"Data loss: {_first_line(e.message)}", "DATA_LOSS") from None
-        except (tf.errors.OpError, ValueError, TypeError) as e:
-            raise ApiError(500, f"Internal: {_first_line(str(e))}") from None
+        return doc, servable, api.signature(servable, signature_name)
 
     def _predict(
         self, name: str, version: int | None, label: str | None, body: bytes
@@ -294,7 +234,7 @@ class ServingHandler(BaseHTTPRequestHandler):
             fmt, inputs = tensors.request_tensors(doc, signature.inputs)
         except tensors.RequestError as e:
             raise ApiError(400, str(e)) from None
-        outputs = self._run(signature, inputs)
+        outputs = api.run(signature, inputs)
         try:
             return tensors.response_body(fmt, outputs)
         except ValueError as e:
@@ -307,18 +247,6 @@ class ServingHandler(BaseHTTPRequestHandler):
         doc, servable, signature = self._signature(name, version, label, body)
         try:
             serialized = examples.serialized_examples(doc, method)
-            input_name = examples.input_name(
-                method, servable.signature_def.get(signature.name, {}), signature.inputs
-            )
         except examples.ExamplesError as e:
             raise ApiError(400, str(e)) from None
-        outputs = self._run(signature, {input_name: np.asarray(serialized, dtype=object)})
-        try:
-            return examples.results(method, outputs, len(serialized))
-        except examples.ExamplesError as e:
-            raise ApiError(400, str(e)) from None
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0] if lines else text
+        return api.run_examples(method, servable, signature, serialized)

@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chaoskit.journal import JOURNAL_ENV, read_journal
 from chaoskit.model import CANARY_INPUTS, import_tensorflow, load_canary, version_dirs
 from chaoskit.serving.client import ServingClient
+from chaoskit.stack.ports import free_port
 from chaoskit.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -366,7 +368,8 @@ def softmax(row: list[float]) -> list[float]:
 def test_classify_and_regress_on_tf_examples(servers, tmp_path):
     base = tmp_path / "models"
     export_examples_model(base, 1)
-    server = start(servers, tmp_path, base)
+    grpc_port = free_port()
+    server = start(servers, tmp_path, base, "--grpc-port", str(grpc_port))
     client = server.client()
     wait_until(lambda: client.available_version() == 1, 90, what="the examples model")
     path = f"/v1/models/{MODEL}"
@@ -428,6 +431,59 @@ def test_classify_and_regress_on_tf_examples(servers, tmp_path):
     key = (":tensorflow:serving:request_latency_count",
            (("API", "classify"), ("entrypoint", "REST"), ("model_name", MODEL)))  # fmt: skip
     assert counted[key] >= 10
+    grpc_classify_and_regress(grpc_port)
+
+
+def grpc_classify_and_regress(port: int) -> None:
+    """The same model over gRPC: Classify and Regress answer what the REST routes do,
+    the context's features merged, TF Serving's refusals as INVALID_ARGUMENT."""
+    import grpc
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        prediction_service_pb2_grpc,
+        regression_pb2,
+    )
+
+    def example(**features: list[float]) -> Any:
+        from tensorflow.core.example import example_pb2
+
+        made = example_pb2.Example()
+        for name, values in features.items():
+            made.features.feature[name].float_list.value.extend(values)
+        return made
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        ask = classification_pb2.ClassificationRequest()
+        ask.model_spec.name = MODEL
+        ask.input.example_list.examples.extend([example(x=[1.0, 2.0]),
+                                                example(x=[0.5, -1.0], bias=[3.0])])  # fmt: skip
+        got = stub.Classify(ask, timeout=30)
+        assert got.model_spec.version.value == 1
+        for row, want in zip(got.result.classifications, [[1.0, 2.0, 0.0], [0.5, -1.0, 3.0]],
+                             strict=True):  # fmt: skip
+            assert [c.label for c in row.classes] == ["a", "b", "c"]
+            assert [c.score for c in row.classes] == pytest.approx(softmax(want), abs=1e-6)
+        reg = regression_pb2.RegressionRequest()
+        reg.model_spec.name, reg.model_spec.signature_name = MODEL, "regress"
+        with_context = reg.input.example_list_with_context
+        with_context.context.CopyFrom(example(bias=[1.0]))
+        with_context.examples.extend([example(x=[1.0, 2.0]), example(x=[1.0, 2.0], bias=[2.0])])
+        values = [r.value for r in stub.Regress(reg, timeout=30).result.regressions]
+        assert values == [pytest.approx(4.0), pytest.approx(5.0)]
+        wrong = regression_pb2.RegressionRequest()
+        wrong.model_spec.name = MODEL  # serving_default is a classify signature
+        wrong.input.example_list.examples.append(example(x=[1.0, 2.0]))
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Regress(wrong, timeout=30)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Expected regression signature method_name" in refused.value.details()
+        empty = classification_pb2.ClassificationRequest()
+        empty.model_spec.name = MODEL
+        with pytest.raises(grpc.RpcError) as nothing:
+            stub.Classify(empty, timeout=30)
+        assert (nothing.value.code(), nothing.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT, "Input is empty")
 
 
 def test_no_version_is_503_until_one_appears(servers, exported, tmp_path):
@@ -456,15 +512,19 @@ def test_missing_base_path_exits_2_with_one_line(tmp_path):
     ]
 
 
-def test_port_in_use_exits_2_with_one_line(tmp_path):
+@pytest.mark.parametrize("which", ["--rest-port", "--grpc-port"])
+def test_port_in_use_exits_2_with_one_line(tmp_path, which):
+    """Also the gRPC port, which is bound only after TensorFlow's import: checked before."""
     (tmp_path / "models").mkdir()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        ports = {"--rest-port": "0", "--grpc-port": "0", which: str(port)}
         proc = subprocess.run(
             [sys.executable, "-m", "chaoskit.serving", "--model-name", MODEL,
-             "--model-base-path", str(tmp_path / "models"), "--rest-port", str(port)],
+             "--model-base-path", str(tmp_path / "models"),
+             *[part for flag, value in ports.items() for part in (flag, value)]],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
     assert proc.returncode == 2

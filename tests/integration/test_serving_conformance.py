@@ -1,6 +1,8 @@
-"""TF Serving REST conformance: version policies, version labels, ``/versions/N`` and
-``/labels/L`` routes and the exact error answers, run against chaoskit's model server
-and, when one is reachable, against a real tensorflow/serving with the same cases.
+"""TF Serving conformance over REST and gRPC: version policies, version labels,
+``/versions/N`` and ``/labels/L`` routes, the gRPC ``PredictionService`` and
+``ModelService`` (the rollback through ``HandleReloadConfigRequest``) and the exact error
+answers and codes, run against chaoskit's model server and, when one is reachable,
+against a real tensorflow/serving with the same cases.
 
 Answers are compared as parsed JSON, never as bytes (TF Serving pretty-prints).  To run
 the cases against a real tensorflow/serving, start one on a directory this test may
@@ -12,6 +14,8 @@ as protobuf text, there)::
         --model_config_file=/tfs/models.config --model_config_file_poll_wait_seconds=1
     TFSERVING_URL=http://127.0.0.1:8501 TFSERVING_BASE=/tmp/tfs TFSERVING_BASE_IN_SERVER=/tfs \\
         pytest tests/integration/test_serving_conformance.py
+
+(add ``-p 8500:8500`` and ``TFSERVING_GRPC=127.0.0.1:8500`` for the gRPC cases).
 
 Known, deliberate difference (not tested here): a request for the newest version of
 a model with no version loaded yet is 503 on chaoskit's server, 404 on TF Serving.
@@ -29,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -38,6 +43,7 @@ from chaoskit.atomic import atomic_write_text
 from chaoskit.journal import JOURNAL_ENV, read_journal
 from chaoskit.serving.client import Response, ServingClient
 from chaoskit.serving.config import ServingConfig, VersionPolicy, model_server_config_text
+from chaoskit.stack.ports import free_port
 from chaoskit.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -71,6 +77,10 @@ class Target:
 
     name = ""
     client: ServingClient
+    grpc: Any = None
+    """Its gRPC client (a GrpcServingClient), when it serves gRPC."""
+    base_in_server = ""
+    """The model base path as the server sees it (a ReloadConfigRequest names it)."""
     config_poll = 1.0
 
     def write_config(self, config: ServingConfig) -> None:
@@ -95,6 +105,8 @@ class ChaoskitTarget(Target):
         self.journal = root / "journal.jsonl"
         self.write_config(ServingConfig(VersionPolicy("all")))
         port_file = root / "port"
+        grpc_port = free_port()
+        self.base_in_server = str(self.base)
         self.stderr = (root / "stderr.txt").open("w")
         self.proc = subprocess.Popen(
             [
@@ -103,12 +115,16 @@ class ChaoskitTarget(Target):
                 "--port-file", str(port_file), "--poll-interval", str(POLL),
                 "--model-config-file", str(self.config_file),
                 "--model-config-file-poll-wait-seconds", str(POLL),
+                "--grpc-port", str(grpc_port),
             ],
             env={**os.environ, JOURNAL_ENV: str(self.journal)},
             stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True,
         )  # fmt: skip
         port = wait_until(lambda: port_file.exists() and port_file.read_text(), 30, what="port")
         self.client = ServingClient("127.0.0.1", int(port), M, timeout=30)
+        from chaoskit.serving.grpc_client import GrpcServingClient
+
+        self.grpc = GrpcServingClient("127.0.0.1", grpc_port, M, timeout=30)
 
     def write_config(self, config: ServingConfig) -> None:
         atomic_write_text(self.config_file, json.dumps(config.as_json()), durable=False)
@@ -122,6 +138,7 @@ class ChaoskitTarget(Target):
         return len(self.events("serving.config_refused"))
 
     def close(self) -> None:
+        self.grpc.close()
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
         assert self.proc.wait(timeout=30) == 0
@@ -141,6 +158,12 @@ class TFServingTarget(Target):
         shutil.rmtree(base / M, ignore_errors=True)
         shutil.copytree(exported, base / M)
         self.config_poll = float(os.environ.get("TFSERVING_CONFIG_POLL", "1"))
+        grpc_at = os.environ.get("TFSERVING_GRPC")
+        if grpc_at:
+            from chaoskit.serving.grpc_client import GrpcServingClient
+
+            host, _, grpc_port = grpc_at.rpartition(":")
+            self.grpc = GrpcServingClient(host or "127.0.0.1", int(grpc_port), M, timeout=30)
 
     def write_config(self, config: ServingConfig) -> None:
         text = model_server_config_text(M, self.base_in_server, config)
@@ -352,3 +375,157 @@ def test_moving_stable_back_under_load_answers_whole_versions(target, exported):
     assert errors == []
     assert set(answers) <= {2, 3} and answers[0] == 3 and answers[-1] == 2
     assert answers == sorted(answers, reverse=True)  # 3s, then 2s: never back
+
+
+# -- gRPC ------------------------------------------------------------------------------
+
+
+def grpc_of(target: Target) -> Any:
+    if target.grpc is None:
+        pytest.skip(f"{target.name}: no gRPC port given (TFSERVING_GRPC)")
+    return target.grpc
+
+
+def test_grpc_answers_as_rest_does(target, exported):
+    """Predict, GetModelMetadata and GetModelStatus over gRPC: the same answers as REST,
+    by version number, by label and by default."""
+    grpc = grpc_of(target)
+    configure(target, specific(2, 3, stable=2), available={2, 3})
+    rest = target.client
+    for asked in ({}, {"version": 3}, {"label": "stable"}):
+        got = grpc.predict(ref.CANARY_INPUTS, **asked)
+        assert got.status == 200, got.body
+        assert got.body == rest.predict(ref.CANARY_INPUTS, **asked).body
+    assert_is(predictions(grpc.predict(ref.CANARY_INPUTS, label="stable")), golden(exported, 2))
+    columnar = grpc.predict(inputs={"x": ref.CANARY_INPUTS}, version=2)
+    assert columnar.body == rest.predict(inputs=ref.CANARY_INPUTS, version=2).body
+    meta, want = grpc.metadata(label="stable"), rest.metadata(label="stable")
+    assert meta.body["model_spec"] == want.body["model_spec"]
+    got_sig = meta.body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    want_sig = want.body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert got_sig["method_name"] == want_sig["method_name"]
+    for side in ("inputs", "outputs"):
+        assert {k: (v["dtype"], [d["size"] for d in v["tensor_shape"]["dim"]])
+                for k, v in got_sig[side].items()} == \
+               {k: (v["dtype"], [d["size"] for d in v["tensor_shape"]["dim"]])
+                for k, v in want_sig[side].items()}  # fmt: skip
+    for version in (None, 2, 1):
+        assert grpc.status(version).body == rest.status(version).body
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "error"),
+    [
+        ("status:other", "NOT_FOUND", "Could not find any versions of model other"),
+        ("status:9", "NOT_FOUND", f"Could not find version 9 of model {M}"),
+        ("predict-model:other", "NOT_FOUND", "Servable not found for request: Latest(other)"),
+        ("predict:9", "NOT_FOUND", f"Servable not found for request: Specific({M}, 9)"),
+        ("metadata:9", "NOT_FOUND", f"Servable not found for request: Specific({M}, 9)"),
+        ("predict-label:nope", "INVALID_ARGUMENT", "Unrecognized servable version label: nope"),
+        ("predict-signature:nope", "INVALID_ARGUMENT",
+         'Serving signature name: "nope" not found in signature def'),
+    ],
+)  # fmt: skip
+def test_grpc_error_codes(target, call, code, error):
+    grpc = grpc_of(target)
+    configure(target, specific(2, 3, stable=2), available={2, 3})
+    kind, _, arg = call.partition(":")
+    other = type(grpc)(grpc.host, grpc.port, arg)  # a client of model *arg*
+    if kind == "status":
+        answer = grpc.status(int(arg)) if arg.isdigit() else other.status()
+    elif kind == "metadata":
+        answer = grpc.metadata(int(arg))
+    elif kind == "predict-model":
+        other._inputs = grpc._input_specs(None)  # rows need the input's name
+        answer = other.predict(ref.CANARY_INPUTS)
+    elif kind == "predict-label":
+        answer = grpc.predict(ref.CANARY_INPUTS, label=arg)
+    elif kind == "predict-signature":
+        answer = grpc.predict(inputs={"x": ref.CANARY_INPUTS}, signature_name=arg)
+    else:
+        answer = grpc.predict(ref.CANARY_INPUTS, version=int(arg))
+    other.close()
+    assert (answer.headers["grpc-status"], answer.body["error"]) == (code, error)
+    rest_status = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400}[code]
+    assert answer.status == rest_status  # as TF Serving's REST API maps the same error
+
+
+def test_grpc_refuses_bad_inputs_by_name_type_and_shape(target):
+    """A request that cannot run is INVALID_ARGUMENT, naming what is wrong."""
+    grpc = grpc_of(target)
+    configure(target, specific(2, 3, stable=2), available={2, 3})
+    wrong_name = grpc.predict(inputs={"nope": ref.CANARY_INPUTS}, version=2)
+    assert wrong_name.headers["grpc-status"] == "INVALID_ARGUMENT"
+    assert "nope" in wrong_name.body["error"]
+    import numpy as np
+
+    as_double = grpc.predict(inputs={"x": np.asarray(ref.CANARY_INPUTS, dtype=np.float64)},
+                             version=2)  # fmt: skip
+    assert as_double.headers["grpc-status"] == "INVALID_ARGUMENT", as_double.body
+    said = as_double.body["error"].lower()  # TF Serving: "float", chaoskit: "DT_FLOAT"
+    assert "float" in said and "double" in said
+    short_row = grpc.predict(inputs={"x": [[1.0, 2.0]]}, version=2)
+    assert short_row.headers["grpc-status"] == "INVALID_ARGUMENT", short_row.body
+
+
+def test_rollback_through_handle_reload_config_request(target, exported):
+    """The quality guard's rollback as a real tensorflow/serving takes it: stable 3 -> 2
+    by ``HandleReloadConfigRequest`` under gRPC load; every answer is one whole version,
+    3s then 2s, none fails; a label on a version not loaded is refused
+    (FAILED_PRECONDITION) and the config in force stays."""
+    grpc = grpc_of(target)
+    configure(target, specific(2, 3), available={2, 3})
+    pinned = grpc.reload_config(specific(2, 3, stable=3), target.base_in_server)
+    assert pinned.status == 200, pinned.body
+    assert grpc.label_version("stable") == 3
+    answers: list[int | None] = []
+    errors: list[Response] = []
+    done = threading.Event()
+
+    def hammer() -> None:
+        while not done.is_set():
+            answer = grpc.predict(ref.CANARY_INPUTS, label="stable")
+            if answer.ok:
+                answers.append(answered_by(answer.body["predictions"], exported))
+            else:
+                errors.append(answer)
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        wait_until(lambda: len(answers) >= 3, 30, what="answers before the rollback")
+        rolled = grpc.reload_config(specific(2, 3, stable=2), target.base_in_server)
+        assert rolled.status == 200, rolled.body
+        seen = len(answers)
+        wait_until(lambda: len(answers) >= seen + 3, 30, what="answers after the rollback")
+    finally:
+        done.set()
+        worker.join(timeout=30)
+    assert errors == []
+    assert set(answers) <= {2, 3} and answers[0] == 3 and answers[-1] == 2
+    assert answers == sorted(answers, reverse=True)
+    assert grpc.label_version("stable") == 2 and target.client.label_version("stable") == 2
+
+    refused = grpc.reload_config(specific(2, 3, stable=1), target.base_in_server)
+    assert refused.headers["grpc-status"] == "FAILED_PRECONDITION", refused.body
+    assert "not currently available for inference" in refused.body["error"]
+    assert grpc.label_version("stable") == 2
+    if isinstance(target, ChaoskitTarget):  # one model, from one base path: says so
+        elsewhere = grpc.reload_config(specific(2), "/nowhere")
+        assert elsewhere.headers["grpc-status"] == "INVALID_ARGUMENT"
+        assert "/nowhere" in elsewhere.body["error"]
+
+
+def test_grpc_requests_are_counted_with_their_entrypoint(target):
+    grpc = grpc_of(target)
+    if not isinstance(target, ChaoskitTarget):
+        pytest.skip("tensorflow/serving's metrics page needs a monitoring config")
+    configure(target, specific(2, 3, stable=2), available={2, 3})
+    key = (":tensorflow:serving:request_latency_count",
+           (("API", "predict"), ("entrypoint", "GRPC"), ("model_name", M)))  # fmt: skip
+    before = target.client.metrics().get(key, 0)
+    assert grpc.predict(ref.CANARY_INPUTS, version=2).ok
+    assert grpc.predict(ref.CANARY_INPUTS, version=9).status == 404
+    assert target.client.metrics()[key] == before + 2
+    not_found = (":tensorflow:serving:request_count", (("model_name", M), ("status", "NOT_FOUND")))
+    assert target.client.metrics()[not_found] >= 1
