@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chaoskit.dr.online.engine import DRConfig
 from chaoskit.dr.online.goldens import Goldens
@@ -21,6 +22,9 @@ from chaoskit.stack.backend import Backend
 from chaoskit.stack.gateway import GATEWAY, Gateway
 from chaoskit.stack.protocol import Recovery
 from chaoskit.stack.service import ServiceSpec
+
+if TYPE_CHECKING:
+    from chaoskit.serving.grpc_client import GrpcServingClient
 
 
 def replica_names(service: str, count: int) -> list[str]:
@@ -49,6 +53,8 @@ class GatewayedStack:
     signature_name: str | None = None
     serving_port: str = "rest"
     """The named port of each replica where TF Serving's REST API answers."""
+    grpc_port: str = "grpc"
+    """The named port where a replica answers TF Serving's gRPC API, when it has one."""
     dr_site_port: str = "http"
 
     gateway: Gateway | None = None
@@ -126,6 +132,16 @@ class GatewayedStack:
     def direct_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
         """One replica on its own port, bypassing every proxy (tells link from process)."""
         return self._client(self.backend.endpoint(replica, self.serving_port), timeout)
+
+    def grpc_client(self, replica: str, *, timeout: float = 5.0) -> GrpcServingClient | None:
+        """One replica's gRPC API on its own port, or None when it has no ``grpc`` port."""
+        if self.grpc_port not in self.specs[replica].ports:
+            return None
+        from chaoskit.serving.grpc_client import GrpcServingClient  # its stubs import TF
+
+        return GrpcServingClient(*self.backend.endpoint(replica, self.grpc_port),
+                                 self.model_name, timeout=timeout,
+                                 signature_name=self.signature_name)  # fmt: skip
 
     def dr_site_endpoint(self) -> tuple[str, int]:
         """The DR site as the backup agent reaches it: through its proxy, where links break."""

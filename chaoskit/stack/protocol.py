@@ -85,6 +85,10 @@ class Stack(Protocol):
     def direct_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
         """One replica on its own port, bypassing every proxy (tells link from process)."""
 
+    def grpc_client(self, replica: str, *, timeout: float = 5.0) -> Any:
+        """One replica's gRPC API on its own port (a ``GrpcServingClient``), or None when
+        it has no port named ``grpc``."""
+
     def dr_site_endpoint(self) -> tuple[str, int]:
         """The DR site as the replicator reaches it (through its proxy)."""
 

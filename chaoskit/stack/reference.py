@@ -156,8 +156,10 @@ class ReferenceStack(GatewayedStack):
                 str(self.model_config_file),
                 "--model-config-file-poll-wait-seconds",
                 str(c.model_config_poll),
+                "--grpc-port",
+                "{port_grpc}",
             ),
-            ports={"rest": c.serving_port if name == SERVING else 0},
+            ports={"rest": c.serving_port if name == SERVING else 0, "grpc": 0},
             env=self._env(),
             readiness=Readiness(http_path=f"/v1/models/{c.model_name}", timeout=c.start_timeout),
         )

@@ -177,6 +177,17 @@ class DR(Strict):
     ``<repository>.writer-password`` beside it, created with its key when missing."""
 
 
+class Quality(Strict):
+    """The labelled set a quality gate judges new versions on (``chaos_quality``); the
+    gate pins versions through the serving replicas' port named ``grpc``
+    (``HandleReloadConfigRequest``, as a real tensorflow/serving takes it)."""
+
+    labelled: str
+    """A JSON file: ``{"instances": [...], "targets": [...]}`` (regression) or
+    ``{"instances": [...], "labels": [...]}`` (classification: class indices)."""
+    task: Literal["regression", "classification"] = "regression"
+
+
 class Budgets(Strict):
     ttd: Seconds | None = None
     rto: Seconds | None = None
@@ -191,6 +202,16 @@ class StackFile(Strict):
     services: dict[ServiceName, Service] = Field(min_length=1)
     dr: DR = DR()
     budgets: Budgets = Budgets()
+    quality: Quality | None = None
+
+    @model_validator(mode="after")
+    def _quality_needs_grpc(self) -> StackFile:
+        serving = self.named("serving")
+        if self.quality is not None and serving is not None \
+                and "grpc" not in self.services[serving].ports:
+            raise ValueError("[quality] needs the serving service's gRPC port (ports = { ..., "
+                             "grpc = 0 }): the gate pins versions with HandleReloadConfigRequest")
+        return self
 
     @model_validator(mode="after")
     def _one_of_each(self) -> StackFile:

@@ -1,9 +1,14 @@
 """The quality guard: no model version is served as ``stable`` before it proved good enough.
 
 Clients behind it predict on the version label ``stable``.  The guard owns the serving
-replicas' model config file (:mod:`chaoskit.serving.config`): each new version the
-trainer exports is loaded beside the stable one (policy ``specific``), scored on the
-labelled set through one replica's ``/versions/N``, and judged by a
+replicas' model config (:mod:`chaoskit.serving.config`): it sends each config to every
+replica with a gRPC port through ``ModelService.HandleReloadConfigRequest`` (at once,
+and the one way a real tensorflow/serving switches labels at run time), and writes it to
+the replicas' model config file when the stack has one (which a replica started
+meanwhile reads); a replica that restarts without that file gets the config again.
+Each new version the trainer exports is loaded beside the stable one (policy
+``specific``), scored on the labelled set through one replica's ``/versions/N``, and
+judged by a
 :class:`~chaoskit.dr.online.quality.QualityGate` (``quality.verdict``):
 
 - *promote*: ``stable`` moves to it, and the previous version is unloaded;
@@ -80,9 +85,12 @@ class QualityGuard(BackgroundLoop):
         load_timeout: float = 60.0,
     ) -> None:
         super().__init__()
-        if getattr(stack, "model_config_file", None) is None:
-            raise StackError("a quality gate needs the replicas' model config file "
-                             "(the stack has none)")  # fmt: skip
+        self.config_file = getattr(stack, "model_config_file", None)
+        self.reloaders = {r: c for r in stack.replicas
+                          if (c := stack.grpc_client(r, timeout=10.0)) is not None}  # fmt: skip
+        if self.config_file is None and not self.reloaders:
+            raise StackError("a quality gate needs the replicas' model config file or their "
+                             "gRPC port (HandleReloadConfigRequest): the stack has neither")
         self.stack = stack
         self.labelled = labelled
         self.gate = gate
@@ -91,7 +99,11 @@ class QualityGuard(BackgroundLoop):
         self.max_slowdown = max_slowdown
         self.interval = interval
         self.load_timeout = load_timeout
-        self.config_file = stack.model_config_file
+        self.config = ServingConfig()
+        """The config the replicas were last given."""
+        self._instances: dict[str, str | None] = {}
+        """Each replica's process or container when it last took the config."""
+        self._refusals: dict[str, tuple[str | None, str]] = {}
         self.stable: int | None = None
         self.stable_outputs: np.ndarray | None = None
         self.judged: set[int] = set()
@@ -125,11 +137,53 @@ class QualityGuard(BackgroundLoop):
 
     def _reset(self) -> None:
         """The stack's default again: the replicas serve the newest version."""
-        write_config(self.config_file, ServingConfig())
+        self._apply(ServingConfig())
+        for client in self.reloaders.values():
+            client.close()
         self.journal.record("quality.released", stable=self.stable)
+
+    def _apply(self, config: ServingConfig) -> None:
+        """Give every replica *config* (see the module docstring); a replica that cannot
+        take it now (down, restarting) is recorded, and given it again once restarted."""
+        self.config = config
+        if self.config_file is not None:
+            write_config(self.config_file, config)
+        for replica in self.reloaders:
+            self._reload(replica)
+
+    def _reload(self, replica: str) -> None:
+        """``HandleReloadConfigRequest`` on *replica*; refused, it is asked again at the
+        guard's next look, and meanwhile given the policy alone: labels may only name
+        versions it has loaded, and a restarted replica loads its default ones."""
+        instance = self.stack.backend.instance(replica)
+        refused = self._reload_error(replica, self.config)
+        if refused is None:
+            self._instances[replica] = instance
+            return
+        self._instances.pop(replica, None)
+        if self.config.labels:
+            self._reload_error(replica, ServingConfig(self.config.policy))
+        if self._refusals.get(replica) != (instance, refused):  # once per instance and reason
+            self._refusals[replica] = (instance, refused)
+            self.journal.record("quality.reload_failed", replica=replica, error=refused)
+
+    def _reload_error(self, replica: str, config: ServingConfig) -> str | None:
+        try:
+            answer = self.reloaders[replica].reload_config(
+                config, str(self.stack.model_base_path), timeout=5.0)
+        except OSError as e:
+            return str(e)
+        return None if answer.ok else str(answer.body.get("error"))
+
+    def _reload_restarted(self) -> None:
+        """A replica restarted (or refused) since it was given the config: again."""
+        for replica in self.reloaders:
+            if self.stack.backend.instance(replica) != self._instances.get(replica):
+                self._reload(replica)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._reload_restarted()
             present = version_dirs(self.stack.model_base_path)
             newest = max(present, default=None)
             if newest is not None and newest not in self.judged and newest > (self.stable or 0):
@@ -153,9 +207,9 @@ class QualityGuard(BackgroundLoop):
         """Load *version* beside stable, score it, and act on the verdict."""
         self.judged.add(version)
         if self.stable is None:
-            write_config(self.config_file, pinned(version, stable=version))
+            self._apply(pinned(version, stable=version))
         else:
-            write_config(self.config_file, pinned(self.stable, version, stable=self.stable))
+            self._apply(pinned(self.stable, version, stable=self.stable))
         outputs, slow = None, None
         if self._loaded_everywhere(version):
             slow = self._slower(version)
@@ -173,7 +227,7 @@ class QualityGuard(BackgroundLoop):
             self._roll_back(version, verdict.reason, rewind=slow is None)
         else:  # inconclusive: unload it again, stable stays
             if self.stable is not None:
-                write_config(self.config_file, pinned(self.stable, stable=self.stable))
+                self._apply(pinned(self.stable, stable=self.stable))
         return verdict.decision
 
     def _slower(self, version: int) -> str | None:
@@ -209,7 +263,7 @@ class QualityGuard(BackgroundLoop):
         return int(step) if isinstance(step, int) else version
 
     def _promote(self, version: int, outputs: Any) -> None:
-        write_config(self.config_file, pinned(version, stable=version))
+        self._apply(pinned(version, stable=version))
         self.stable, self.stable_outputs = version, np.asarray(outputs, dtype=np.float64)
         self._await_label(version)
         self.journal.record("quality.promoted", version=version, label=STABLE)
@@ -237,7 +291,7 @@ class QualityGuard(BackgroundLoop):
             self.journal.record("recovery.failed", action="rollback", service=MODEL,
                                 reason="no good version to roll back to")  # fmt: skip
             return
-        write_config(self.config_file, pinned(good, stable=good))
+        self._apply(pinned(good, stable=good))
         self._await_label(good)
         exported = self._exported_wall(version)
         why = f"quality breach of version {version}: {reason}"
