@@ -17,7 +17,7 @@ from typing import Any
 from chaoskit.background import BackgroundLoop
 from chaoskit.dr.online.engine import DRConfig, DREngine
 from chaoskit.dr.online.failover import FailoverThenRepair
-from chaoskit.dr.online.quality import QualityGate
+from chaoskit.dr.online.quality import QualityGate, check_labelled
 from chaoskit.dr.online.quality_guard import STABLE, QualityGuard
 from chaoskit.dr.online.quality_targets import QualityTargets
 from chaoskit.dr.online.recovery import (
@@ -188,6 +188,7 @@ class Experiment:
             raise StackError(f"experiment {self.name}: the stack has no labelled set to "
                              "judge model versions on")  # fmt: skip
         labelled = labelled_set()
+        check_labelled(labelled, self.stack.client(timeout=10.0))  # shapes: one message
         if self.stack.trainer is not None:  # a baseline it trained, with a checkpoint to
             self._await_version_count(2, "the quality gate")  # rewind to (not step 0)
         gate = QualityGate(labelled.task, margin=targets.margin, floor=targets.floor,

@@ -43,21 +43,19 @@ def _bundle_prefix(stack: Any, target: str) -> Path:
     )
 
 
-def _bundle_files(prefix: Path) -> tuple[Path, Path, list[TensorEntry]]:
+def bundle_files(prefix: Path, kind: str = "silent-weight-change"
+                 ) -> tuple[Path, Path, list[TensorEntry]]:  # fmt: skip
     """(.index, the one .data shard, tensor entries); FaultError when not a valid bundle."""
     index = prefix.with_name(prefix.name + ".index")
     try:
         bundle = read_bundle_index(index)
     except (OSError, IntegrityError) as e:
-        raise FaultError(f"silent-weight-change: {index} is not a readable bundle index: {e}"
-                         ) from e  # fmt: skip
+        raise FaultError(f"{kind}: {index} is not a readable bundle index: {e}") from e
     if bundle.num_shards != 1:
-        raise FaultError(
-            f"silent-weight-change: {prefix} has {bundle.num_shards} data shards (1 supported)"
-        )
+        raise FaultError(f"{kind}: {prefix} has {bundle.num_shards} data shards (1 supported)")
     data = prefix.with_name(prefix.name + ".data-00000-of-00001")
     if not data.is_file():
-        raise FaultError(f"silent-weight-change: the data shard {data} is missing")
+        raise FaultError(f"{kind}: the data shard {data} is missing")
     return index, data, list(bundle.entries)
 
 
@@ -65,6 +63,33 @@ def _nonzero(data: Path, entry: TensorEntry) -> bool:
     with open(data, "rb") as f:
         f.seek(entry.offset)
         return any(f.read(entry.size))
+
+
+def nonzero_floats(kind: str, data: Path, entries: list[TensorEntry]) -> list[TensorEntry]:
+    """The float tensors of a bundle that scaling changes (not all zeros), by name."""
+    found = [e for e in sorted(entries, key=lambda e: e.name)
+             if e.dtype in FLOAT_DTYPES and e.size > 0 and _nonzero(data, e)]  # fmt: skip
+    if not found:
+        raise FaultError(f"{kind}: no non-zero float tensor in {data.parent}")
+    return found
+
+
+def named_tensor(kind: str, name: str, data: Path, entries: list[TensorEntry]) -> TensorEntry:
+    """Tensor *name* of a bundle, refused unless scaling it changes it."""
+    floats = sorted((e for e in entries if e.dtype in FLOAT_DTYPES and e.size > 0),
+                    key=lambda e: e.name)  # fmt: skip
+    by_name = {e.name: e for e in entries}
+    if name not in by_name:
+        known = ", ".join(e.name for e in floats[:8]) + (", ..." if len(floats) > 8 else "")
+        raise FaultError(f"{kind}: no tensor {name!r} in {data.parent} (float tensors: "
+                         f"{known})")  # fmt: skip
+    chosen = by_name[name]
+    if chosen not in floats:
+        raise FaultError(f"{kind}: tensor {name!r} is not a float tensor (dtype enum "
+                         f"{chosen.dtype})")  # fmt: skip
+    if not _nonzero(data, chosen):
+        raise FaultError(f"{kind}: tensor {name!r} is all zeros; scaling would not change it")
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -90,32 +115,13 @@ class SilentWeightChange(Fault):
                              f"got {self.scale!r}")  # fmt: skip
 
     def _choose(self, ctx: FaultContext, data: Path, entries: list[TensorEntry]) -> TensorEntry:
-        floats = sorted((e for e in entries if e.dtype in FLOAT_DTYPES and e.size > 0),
-                        key=lambda e: e.name)  # fmt: skip
         if self.tensor is not None:
-            by_name = {e.name: e for e in entries}
-            if self.tensor not in by_name:
-                known = ", ".join(e.name for e in floats[:8]) + (", ..." if len(floats) > 8 else "")
-                raise FaultError(f"silent-weight-change: no tensor {self.tensor!r} in "
-                                 f"{data.parent} (float tensors: {known})")  # fmt: skip
-            chosen = by_name[self.tensor]
-            if chosen not in floats:
-                raise FaultError(
-                    f"silent-weight-change: tensor {self.tensor!r} is not a float tensor "
-                    f"(dtype enum {chosen.dtype})"
-                )
-            if not _nonzero(data, chosen):
-                raise FaultError(f"silent-weight-change: tensor {self.tensor!r} is all zeros; "
-                                 "scaling would not change it")  # fmt: skip
-            return chosen
-        candidates = [e for e in floats if _nonzero(data, e)]
-        if not candidates:
-            raise FaultError(f"silent-weight-change: no non-zero float tensor in {data.parent}")
-        return ctx.rng.choice(candidates)
+            return named_tensor(self.kind, self.tensor, data, entries)
+        return ctx.rng.choice(nonzero_floats(self.kind, data, entries))
 
     def _inject(self, ctx: FaultContext) -> Changes:
         prefix = _bundle_prefix(ctx.stack, self.target)
-        index, data, entries = _bundle_files(prefix)
+        index, data, entries = bundle_files(prefix)
         entry = self._choose(ctx, data, entries)  # validates before anything is touched
         place = originals_dir(ctx)
         keep = {"index": place / "orig" / index.name, "data": place / "orig" / data.name}
@@ -153,7 +159,7 @@ class SilentWeightChange(Fault):
         shutil.rmtree(keep["index"].parent.parent, ignore_errors=True)
 
 
-def _manifest(root: Path) -> dict[str, str | None]:
+def tree_manifest(root: Path) -> dict[str, str | None]:
     """SHA-256 of every file under *root*, by relative path."""
     return {
         str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()
@@ -216,7 +222,7 @@ class StaleModel(Fault):
         staged = place / path.name
         try:
             shutil.copytree(versions[source], staged, symlinks=True)
-            before, after = _manifest(path), _manifest(staged)
+            before, after = tree_manifest(path), tree_manifest(staged)
             _swap(staged, path)  # staged now holds the original version
         except BaseException:
             shutil.rmtree(place, ignore_errors=True)
@@ -228,6 +234,7 @@ class StaleModel(Fault):
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
         path = Path(changes.record["path"])
         keep: Path = changes.undo
-        if keep.is_dir() and path.is_dir() and _manifest(path) == changes.record["sha256_after"]:
+        unchanged = path.is_dir() and tree_manifest(path) == changes.record["sha256_after"]
+        if keep.is_dir() and unchanged:
             _swap(keep, path)
         shutil.rmtree(keep.parent, ignore_errors=True)

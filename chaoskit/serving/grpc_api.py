@@ -239,9 +239,9 @@ class ModelService(_Service, model_service_pb2_grpc.ModelServiceServicer):
             config = server_config(self.store, request)
             refused = self.store.apply_config(config)
             if refused is not None:
-                self.report("serving.config_refused", {"error": refused, "source": "grpc"})
+                self.report("serving.config_refused", {"error": refused, "via": "grpc"})
                 raise ApiError(400, refused, "FAILED_PRECONDITION")
-            self.report("serving.config_applied", {**config.as_json(), "source": "grpc"})
+            self.report("serving.config_applied", {**config.as_json(), "via": "grpc"})
         return response
 
 

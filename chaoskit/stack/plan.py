@@ -24,8 +24,8 @@ class StackPlan:
     recovery: str
     toxiproxy_url: str | None = "planned"
     """Every stack chaoskit runs has its gateway's proxies."""
-    model_config_file: str | None = None
-    """The replicas' model config file (a quality gate needs it)."""
+    quality_gate: str | None = None
+    """How a quality gate can pin versions (None: it cannot, or has no labelled set)."""
     checkpoint_volume: str | None = None
     """The checkpoints get a file system of their own (a disk-full fault needs it)."""
 
@@ -39,7 +39,7 @@ def plan_stack(stack_file: Path | None) -> StackPlan:
         volume = "tmpfs" if StackConfig().checkpoint_volume_mb and not cannot_mount() else None
         return StackPlan(replica_names(SERVING, StackConfig().replicas), TRAINER, DR_SITE,
                          "checkpoints", "tf", "chaoskit",
-                         model_config_file="model-config.json",
+                         quality_gate="model config file and gRPC",
                          checkpoint_volume=volume)  # fmt: skip
     from chaoskit.stackfile import load_stack_file
 
@@ -51,4 +51,5 @@ def plan_stack(stack_file: Path | None) -> StackPlan:
         replica_names(serving, file.services[serving].replicas), file.named("trainer"),
         file.named("dr-site"), checkpoints.dir if checkpoints else None,
         checkpoints.format if checkpoints else None, file.dr.recovery,
+        quality_gate="grpc" if file.quality is not None else None,
     )  # fmt: skip

@@ -125,9 +125,9 @@ def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
         elif need == "checkpoint-volume" and getattr(stack, "checkpoint_volume", None) is None:
             lacking.append("a checkpoint directory on a file system of its own (the "
                            "reference stack mounts one when run as root on Linux)")
-        elif need == "quality-gate" and getattr(stack, "model_config_file", None) is None:
-            lacking.append("a model config file its replicas poll and a labelled set (the "
-                           "reference stack has both; a stack file cannot declare them yet)")
+        elif need == "quality-gate" and getattr(stack, "quality_gate", None) is None:
+            lacking.append("a labelled set to judge versions on (a stack file's [quality] "
+                           "table, with a gRPC port on serving)")
     return lacking
 
 

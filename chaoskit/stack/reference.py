@@ -94,6 +94,9 @@ class ReferenceStack(GatewayedStack):
         self.objectives = Objectives()
         self.model_name = config.model_name
 
+    quality_gate = "model config file and gRPC"
+    """How a quality gate pins versions here (see the quality guard)."""
+
     def labelled_set(self) -> LabelledSet:
         """Held-out data from the trainer's teacher, that it never trains on."""
         return reference_labelled_set()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from chaoskit.atomic import atomic_write_text, ensure_secret_file
 from chaoskit.canary import auto_canary, check_canary, read_canary_file, signature_inputs
 from chaoskit.dr.online.engine import DRConfig
+from chaoskit.dr.online.quality import LabelledSet, read_labelled_set
 from chaoskit.dr.online.recorded_goldens import RecordedGoldens
 from chaoskit.dr.protect.checkpoints import checkpoint_format
 from chaoskit.errors import ChaosKitError, ConfigError, StackError
@@ -302,6 +303,21 @@ class FileStack(GatewayedStack):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "stack_file": str(self.path)}
+
+    @property
+    def quality_gate(self) -> str | None:
+        """How a quality gate pins versions on this stack ("grpc"), or None when the
+        stack file has no ``[quality]`` table (its labelled set)."""
+        return "grpc" if self.file.quality is not None else None
+
+    def labelled_set(self) -> LabelledSet:
+        """The ``[quality]`` table's labelled set (ConfigError naming what is wrong)."""
+        quality = self.file.quality
+        if quality is None:
+            raise ConfigError(f"{self.where}: no [quality] table: a quality gate needs a "
+                              "labelled set")  # fmt: skip
+        return read_labelled_set(self._path(quality.labelled), task=quality.task,
+                                 where=f"{self.where}: quality.labelled")  # fmt: skip
 
     @property
     def repository(self) -> Path:

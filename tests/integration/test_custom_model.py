@@ -10,6 +10,7 @@ Afterwards no process of the run may be left.
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,4 +54,29 @@ def test_the_standard_suite_passes_on_the_example_project(tmp_path: Path) -> Non
     damage = rows["test_newest_version_damage[bit-flip-variables]"]
     assert damage["integrity"] == "True" and damage["wrong_predictions"] == "0"
     left = [p for p, env in chaoskit_processes().items() if env[OWNER_ENV] == str(pid)]
+    assert not left, f"services of the run were left behind: {left}"
+
+
+def test_the_projects_own_quality_experiment_rolls_back_a_worse_version(tmp_path: Path) -> None:
+    """The example's own experiment (examples/custom-model/experiments) on its stack
+    file: the quality gate judges on its [quality] labelled set, pins versions over
+    gRPC, refuses the worse version, and rewinds the Keras trainer."""
+    reports = tmp_path / "reports"
+    command = [sys.executable, "-m", "pytest", str(EXAMPLE.parent / "experiments"), "-q",
+               "-p", "no:cacheprovider", f"--chaos-stack={EXAMPLE}",
+               f"--chaos-report-dir={reports}"]  # fmt: skip
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as run:  # fmt: skip
+        output, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, output[-4000:]
+    with open(reports / "latest" / "results.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert (row["fault"], row["verdict"]) == ("worse-version", "pass"), row
+    assert float(row["ttd_s"]) > 0 and float(row["rto_s"]) >= float(row["ttd_s"])
+    assert float(row["rpo_s"]) >= 0 and row["wrong_predictions"] == "0"
+    events = [json.loads(line) for line in (reports / "latest" / "journal.jsonl").open()]
+    assert [e for e in events if e["event"] == "restore.done" and e.get("action") == "rewind"]
+    applied = [e for e in events if e["event"] == "serving.config_applied"]
+    assert applied and all(e.get("via") == "grpc" for e in applied)  # no config file
+    left = [p for p, env in chaoskit_processes().items() if env[OWNER_ENV] == str(run.pid)]
     assert not left, f"services of the run were left behind: {left}"

@@ -167,6 +167,6 @@ def test_needs_skip_names_what_the_stack_lacks(pytester: pytest.Pytester) -> Non
     result.assert_outcomes(passed=1, skipped=3)
     result.stdout.fnmatch_lines(["*chaoskit.toml lacks a service with role 'trainer'; "
                                  "a second serving replica (replicas = 2)*",
-                                 "*chaoskit.toml lacks a model config file its replicas poll*",
+                                 "*chaoskit.toml lacks a labelled set to judge versions on*",
                                  "*chaoskit.toml lacks a checkpoint directory on a file system "
                                  "of its own*"])

@@ -65,7 +65,8 @@ def test_unknown_key_suggests_the_nearest(tmp_path: Path) -> None:
 
 def test_unknown_top_level_table_lists_valid_keys(tmp_path: Path) -> None:
     message = error_of(tmp_path, MINIMAL + "\n[zzz]\nx = 1\n")
-    assert "zzz: unknown key" in message and "budgets, checkpoints, dr, model, services" in message
+    assert "zzz: unknown key" in message
+    assert "budgets, checkpoints, dr, model, quality, services" in message
 
 
 def test_missing_required_key(tmp_path: Path) -> None:
@@ -123,8 +124,20 @@ def test_placeholders_and_paths_resolve_against_the_file(tmp_path: Path) -> None
         backend.close()
 
 
+def test_quality_names_its_labelled_set_and_needs_a_grpc_port(tmp_path: Path) -> None:
+    with_grpc = MINIMAL.replace("ports = { rest = 0 }", "ports = { rest = 0, grpc = 0 }")
+    file = load_stack_file(write(tmp_path, with_grpc + '[quality]\nlabelled = "set.json"\n'))
+    assert file.quality is not None and file.quality.task == "regression"
+    assert "needs the serving service's gRPC port" in error_of(
+        tmp_path, MINIMAL + '[quality]\nlabelled = "set.json"\n')
+    assert "quality.task = 'ranking'" in error_of(
+        tmp_path, with_grpc + '[quality]\nlabelled = "s.json"\ntask = "ranking"\n')
+    assert "quality.labelled: required key missing" in error_of(tmp_path, with_grpc + "[quality]\n")
+
+
 def test_plan_knows_replicas_and_roles_without_starting() -> None:
     plan = plan_stack(EXAMPLE)
+    assert plan.quality_gate == "grpc"  # its [quality] table
     assert plan.replicas == ["serving", "serving-b"]
     assert plan.trainer == "trainer" and plan.dr_site is None and plan.checkpoint_kind == "keras"
     reference = plan_stack(None)
