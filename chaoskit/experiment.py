@@ -173,7 +173,7 @@ class Experiment:
             recovery = FailoverThenRepair(self.stack, self.goldens, self.journal, restart)
         self._engines = [
             DREngine(
-                self.stack.replica_client(replica) if len(replicas) > 1 else self.stack.client(),
+                self.stack.probe_client(replica),
                 self.goldens, self.journal, recovery, service=replica, config=self.dr_config,
             ).start()
             for replica in replicas

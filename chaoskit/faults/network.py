@@ -28,6 +28,7 @@ from chaoskit.errors import ConfigError, FaultError, ProxyError
 from chaoskit.faults.base import Changes, Fault, FaultContext
 from chaoskit.proxy.client import TOXIPROXY_URL_ENV, ToxiproxyAPI
 from chaoskit.proxy.model import ApiError
+from chaoskit.stack.gateway import GRPC_LINK_SUFFIX
 
 TOXIC_PREFIX = "chaoskit-"
 """Every toxic a fault adds is named with this prefix (see :func:`remove_fault_toxics`)."""
@@ -72,6 +73,47 @@ def _no_such_proxy(api: ToxiproxyAPI, kind: str, proxy: str) -> FaultError:
     return FaultError(f"{kind}: no proxy {proxy!r} at {api.url} (proxies there: {listed})")
 
 
+class _Linked(ToxiproxyAPI):
+    """The Toxiproxy API at *url*, where what is done to *proxy* is also done to its
+    companion (``<proxy>-grpc``: the gateway's proxy of the same replica's gRPC port,
+    where a stack whose serving is probed over gRPC is probed): one link, both protocols."""
+
+    def __init__(self, url: str, proxy: str) -> None:
+        super().__init__(url)
+        self.proxy = proxy
+        companion = f"{proxy}{GRPC_LINK_SUFFIX}"
+        try:
+            self.companions = [companion] if companion in self.proxies() else []
+        except ApiError:
+            self.companions = []  # the primary's own call says what is wrong
+
+    def _each(self, proxy: str) -> list[str]:
+        return [proxy, *self.companions] if proxy == self.proxy else [proxy]
+
+    def add_toxic(self, proxy: str, type: str, **kwargs: Any) -> dict[str, Any]:  # noqa: A002
+        added = [super(_Linked, self).add_toxic(p, type, **kwargs) for p in self._each(proxy)]
+        return added[0]
+
+    def remove_toxic(self, proxy: str, name: str) -> None:
+        self._on_each(proxy, lambda p: super(_Linked, self).remove_toxic(p, name))
+
+    def set_enabled(self, proxy: str, enabled: bool) -> dict[str, Any]:
+        self._on_each(proxy, lambda p: super(_Linked, self).set_enabled(p, enabled))
+        return {"name": proxy, "enabled": enabled}
+
+    def _on_each(self, proxy: str, step: Callable[[str], object]) -> None:
+        """*step* on every proxy of the link, even when one fails (the first error is
+        raised afterwards): an undo must not stop halfway."""
+        first: Exception | None = None
+        for p in self._each(proxy):
+            try:
+                step(p)
+            except Exception as e:  # noqa: BLE001 - raised below
+                first = first or e
+        if first is not None:
+            raise first
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProxyFault(Fault):
     """Base of faults acting on one Toxiproxy proxy."""
@@ -102,7 +144,7 @@ class ToxicFault(ProxyFault):
 
     def _inject(self, ctx: FaultContext) -> Changes:
         url = api_url(self.api, ctx)
-        api = ToxiproxyAPI(url)
+        api = _Linked(url, self.proxy)
         token = uuid.uuid4().hex[:10]
         planned = [(f"{TOXIC_PREFIX}{self.kind}-{s}-{token}", s) for s in _STREAMS[self.stream]]
         attributes = self.attributes()
@@ -118,12 +160,12 @@ class ToxicFault(ProxyFault):
             raise
         names = [n for n, _ in planned]
         record = {"api": url, "proxy": self.proxy, "toxics": names, "type": self.toxic_type,
-                  "attributes": attributes}
+                  "attributes": attributes, "also": api.companions}  # fmt: skip
         return Changes(record=record, undo=(url, names))
 
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
         url, names = changes.undo
-        api = ToxiproxyAPI(url)
+        api = _Linked(url, self.proxy)
         _finish_despite_ctrl_c([functools.partial(_remove, api, self.proxy, n) for n in names])
 
 
@@ -263,7 +305,7 @@ class Partition(ProxyFault):
             changes.record["mode"] = "hang"
             return changes
         url = api_url(self.api, ctx)
-        api = ToxiproxyAPI(url)
+        api = _Linked(url, self.proxy)
         try:
             was_enabled = bool(api.get_proxy(self.proxy).get("enabled", True))
         except ApiError as e:
@@ -279,7 +321,8 @@ class Partition(ProxyFault):
                 except Exception:  # noqa: S110 - best effort while another error propagates
                     pass
                 raise
-        record = {"api": url, "proxy": self.proxy, "mode": "refuse", "disabled": was_enabled}
+        record = {"api": url, "proxy": self.proxy, "mode": "refuse", "disabled": was_enabled,
+                  "also": api.companions}  # fmt: skip
         return Changes(record=record, undo=(url, was_enabled))
 
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:
@@ -292,7 +335,7 @@ class Partition(ProxyFault):
 
         def enable() -> None:
             try:
-                ToxiproxyAPI(url).set_enabled(self.proxy, True)
+                _Linked(url, self.proxy).set_enabled(self.proxy, True)
             except ApiError as e:
                 if not _gone(e):
                     raise

@@ -30,6 +30,8 @@ class Response:
 class ServingClient:
     """Talks to one model server at ``host:port`` about one model."""
 
+    protocol = "rest"
+
     def __init__(
         self, host: str, port: int, model: str, *, timeout: float = 5.0,
         signature_name: str | None = None, label: str | None = None,

@@ -40,6 +40,10 @@ HTTP_OF_CODE = {
     grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }  # fmt: skip
 """TF Serving's ``ToHTTPStatusCode``: the status its REST API answers the same error with."""
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+             ("grpc.max_reconnect_backoff_ms", 500)]  # fmt: skip
+"""A probe must see a server that is back within a probe or two, not after gRPC's
+default reconnect backoff (1 s growing to 120 s)."""
 
 
 def _answer(error: grpc.RpcError) -> Response:
@@ -52,6 +56,8 @@ def _answer(error: grpc.RpcError) -> Response:
 
 class GrpcServingClient:
     """Talks to one model server's gRPC port at ``host:port`` about one model."""
+
+    protocol = "grpc"
 
     def __init__(
         self, host: str, port: int, model: str, *, timeout: float = 5.0,
@@ -70,7 +76,7 @@ class GrpcServingClient:
             if self._channel is None:
                 target = f"[{self.host}]:{self.port}" if ":" in self.host else \
                     f"{self.host}:{self.port}"  # fmt: skip
-                self._channel = grpc.insecure_channel(target)
+                self._channel = grpc.insecure_channel(target, options=RECONNECT)
             channel = self._channel
         return (prediction_service_pb2_grpc.PredictionServiceStub(channel),
                 model_service_pb2_grpc.ModelServiceStub(channel))  # fmt: skip

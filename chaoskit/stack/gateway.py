@@ -19,6 +19,9 @@ from chaoskit.proxy.client import TOXIPROXY_URL_ENV, ToxiproxyAPI
 from chaoskit.stack.router import Router
 
 GATEWAY = "gateway"
+GRPC_LINK_SUFFIX = "-grpc"
+"""A replica's gRPC port is reached through the proxy ``<replica>-grpc`` (when its stack
+is probed over gRPC); network faults on the replica's proxy act on both."""
 
 
 def _host_port(listen: str) -> tuple[str, int]:

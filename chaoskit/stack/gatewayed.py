@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chaoskit.dr.online.engine import DRConfig
 from chaoskit.dr.online.goldens import Goldens
@@ -19,7 +19,7 @@ from chaoskit.errors import ConfigError, StackError
 from chaoskit.objectives import Objectives
 from chaoskit.serving.client import ServingClient
 from chaoskit.stack.backend import Backend
-from chaoskit.stack.gateway import GATEWAY, Gateway
+from chaoskit.stack.gateway import GATEWAY, GRPC_LINK_SUFFIX, Gateway
 from chaoskit.stack.protocol import Recovery
 from chaoskit.stack.service import ServiceSpec
 
@@ -55,6 +55,9 @@ class GatewayedStack:
     """The named port of each replica where TF Serving's REST API answers."""
     grpc_port: str = "grpc"
     """The named port where a replica answers TF Serving's gRPC API, when it has one."""
+    probe_protocol: str = "rest"
+    """How the DR engine probes each replica: "rest", or "grpc" through the replica's
+    second proxy (``<replica>-grpc``, which network faults on the replica cut too)."""
     dr_site_port: str = "http"
 
     gateway: Gateway | None = None
@@ -105,6 +108,9 @@ class GatewayedStack:
         links = {}
         if self.dr_site is not None:
             links[self.dr_site] = self.backend.endpoint(self.dr_site, self.dr_site_port)
+        if self.probe_protocol == "grpc":
+            for replica in self.replicas:
+                links[replica + GRPC_LINK_SUFFIX] = self.backend.endpoint(replica, self.grpc_port)
         self.gateway = Gateway(endpoints, links=links)
 
     @property
@@ -132,6 +138,19 @@ class GatewayedStack:
     def direct_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
         """One replica on its own port, bypassing every proxy (tells link from process)."""
         return self._client(self.backend.endpoint(replica, self.serving_port), timeout)
+
+    def probe_client(self, replica: str, *, timeout: float = 5.0) -> Any:
+        """What the DR engine probes *replica* with, through its proxies: a REST client,
+        or a gRPC one (a ``GrpcServingClient``) when the stack is probed over gRPC."""
+        if self.probe_protocol != "grpc" or self.gateway is None:
+            if len(self.replicas) == 1:
+                return self.client(timeout=timeout)  # one replica: what clients reach
+            return self.replica_client(replica, timeout=timeout)
+        from chaoskit.serving.grpc_client import GrpcServingClient  # its stubs import TF
+
+        return GrpcServingClient(*self.gateway.link_endpoint(replica + GRPC_LINK_SUFFIX),
+                                 self.model_name, timeout=timeout,
+                                 signature_name=self.signature_name)  # fmt: skip
 
     def grpc_client(self, replica: str, *, timeout: float = 5.0) -> GrpcServingClient | None:
         """One replica's gRPC API on its own port, or None when it has no ``grpc`` port."""

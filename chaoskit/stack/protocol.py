@@ -85,6 +85,9 @@ class Stack(Protocol):
     def direct_client(self, replica: str, *, timeout: float = 5.0) -> ServingClient:
         """One replica on its own port, bypassing every proxy (tells link from process)."""
 
+    def probe_client(self, replica: str, *, timeout: float = 5.0) -> Any:
+        """What the DR engine probes *replica* with (REST or gRPC, as the stack says)."""
+
     def grpc_client(self, replica: str, *, timeout: float = 5.0) -> Any:
         """One replica's gRPC API on its own port (a ``GrpcServingClient``), or None when
         it has no port named ``grpc``."""

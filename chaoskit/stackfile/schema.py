@@ -140,18 +140,17 @@ class Service(Strict):
     replicas: int = Field(default=1, ge=1, le=26)
     """For serving: how many replicas (behind chaoskit's gateway)."""
     protocol: Literal["rest", "grpc"] = "rest"
-    """How chaoskit probes serving."""
+    """How the DR engine probes serving: TF Serving's REST API, or its gRPC API on the
+    port named ``grpc`` (status, metadata and the clients' load stay on REST)."""
     stop_timeout: Seconds = 5.0
 
     @model_validator(mode="after")
     def _roles(self) -> Service:
         if self.replicas > 1 and self.role != "serving":
             raise ValueError("replicas applies to role = \"serving\" only")
-        if self.role == "serving" and self.protocol == "grpc":
-            raise ValueError(
-                "protocol = \"grpc\" is not supported yet: serving must answer TF Serving's "
-                "REST API"
-            )
+        if self.role == "serving" and self.protocol == "grpc" and "grpc" not in self.ports:
+            raise ValueError("protocol = \"grpc\" needs the gRPC port named grpc (ports = "
+                             "{ rest = 0, grpc = 0 }): chaoskit probes it")
         if self.replicas > 1 and any(p != 0 for p in self.ports.values()):
             raise ValueError("replicas > 1 needs ports chosen by chaoskit (0), not fixed ports")
         return self

@@ -151,6 +151,7 @@ class FileStack(GatewayedStack):
         if self.dr_site is not None:
             self.dr_site_port = self._first_port(self.dr_site, file.services[self.dr_site])
         self.replicas = replica_names(serving, file.services[serving].replicas)
+        self.probe_protocol = file.services[serving].protocol
         self.specs: dict[str, ServiceSpec] = {}
         for name, service in file.services.items():
             for instance in self.replicas if name == serving else [name]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,35 @@ def test_the_projects_own_quality_experiment_rolls_back_a_worse_version(tmp_path
     assert applied and all(e.get("via") == "grpc" for e in applied)  # no config file
     left = [p for p, env in chaoskit_processes().items() if env[OWNER_ENV] == str(run.pid)]
     assert not left, f"services of the run were left behind: {left}"
+
+
+def test_a_stack_probed_over_grpc_detects_kills_hangs_and_cut_links(tmp_path: Path) -> None:
+    """The example with ``protocol = "grpc"``: the DR engine probes each replica's gRPC
+    port through its own proxy (``<replica>-grpc``), so a kill, a hang and a cut link of
+    the primary are all seen over gRPC (a cut of the replica's proxy cuts both) and
+    recovered within the suite's budgets."""
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLE.parent, project, ignore=shutil.ignore_patterns("experiments"))
+    stack_file = project / "chaoskit.toml"
+    text = stack_file.read_text()
+    assert "replicas = 2\n" in text
+    stack_file.write_text(text.replace("replicas = 2\n", 'replicas = 2\nprotocol = "grpc"\n'))
+    reports = tmp_path / "reports"
+    command = [sys.executable, "-m", "chaoskit.cli", "run", "--stack", str(stack_file),
+               "--report-dir", str(reports), "--", "-k",
+               "test_kill_replica or test_hang_replica or partition-refuse"]  # fmt: skip
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as run:  # fmt: skip
+        output, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, output[-4000:]
+    with open(reports / "latest" / "results.csv", newline="") as f:
+        rows = {row["name"].split("::")[-1]: row for row in csv.DictReader(f)}
+    assert {"test_kill_replica[serving]", "test_hang_replica[serving-b]",
+            "test_primary_link_fails_over[partition-refuse]"} <= set(rows), sorted(rows)
+    for row in rows.values():
+        assert row["verdict"] == "pass", row
+    events = [json.loads(line) for line in (reports / "latest" / "journal.jsonl").open()]
+    cut = [e for e in events if e["event"] == "fault.injected" and e["fault"] == "partition"]
+    assert cut and cut[0]["changes"]["also"] == ["serving-grpc"]
+    detected = [e for e in events if e["event"] == "detected" and e["service"] == "serving"]
+    assert detected and all(e["signal"] == "probe" and e["probe"] == "grpc" for e in detected)

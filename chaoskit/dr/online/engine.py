@@ -48,7 +48,7 @@ class DREngine(BackgroundLoop):
 
     def __init__(
         self,
-        client: ServingClient,
+        client: ServingClient,  # or a GrpcServingClient: the same predict
         goldens: Goldens,
         journal: Journal,
         recovery: RecoveryAction,
@@ -95,6 +95,7 @@ class DREngine(BackgroundLoop):
                     signal=signal,
                     failures=self.detector.streak,
                     reason=error,
+                    probe=getattr(self.client, "protocol", "rest"),
                 )
                 if self._stop.is_set():
                     break
