@@ -54,6 +54,21 @@ def _answer(error: grpc.RpcError) -> Response:
                     {"grpc-status": code.name})  # fmt: skip
 
 
+def _row_inputs(instances: Any, specs: dict[str, tensors.InputSpec],
+                model: str) -> dict[str, Any]:  # fmt: skip
+    """REST's row form as named tensors: rows of one input, or rows naming each input."""
+    rows = list(instances)
+    if rows and all(isinstance(row, dict) for row in rows):
+        missing = sorted({name for row in rows for name in specs if name not in row})
+        if missing:
+            raise StackError(f"rows of {model} lack the inputs {missing}")
+        return {name: [row[name] for row in rows] for name in specs}
+    if len(specs) != 1:
+        raise StackError(f"rows of one value need a signature with one input; {model} has "
+                         f"{sorted(specs)}: give each row as an object naming them")  # fmt: skip
+    return {next(iter(specs)): rows}
+
+
 class GrpcServingClient:
     """Talks to one model server's gRPC port at ``host:port`` about one model."""
 
@@ -163,11 +178,9 @@ class GrpcServingClient:
             label = self.label
         signature_name = signature_name or self.signature_name
         specs = self._input_specs(timeout)
+        fmt = tensors.ROW if inputs is None else tensors.COLUMNAR
         if inputs is None:
-            if len(specs) != 1:
-                raise StackError(f"rows need a signature with one input; {self.model} has "
-                                 f"{sorted(specs)}: give inputs by name")  # fmt: skip
-            inputs = {next(iter(specs)): instances}
+            inputs = _row_inputs(instances, specs, self.model)
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, version, label, signature_name)
         for name, values in inputs.items():
@@ -180,7 +193,6 @@ class GrpcServingClient:
         if isinstance(got, Response):
             return got
         outputs = {name: tf.make_ndarray(proto) for name, proto in got.outputs.items()}
-        fmt = tensors.ROW if instances is not None else tensors.COLUMNAR
         return Response(200, tensors.response_body(fmt, outputs),
                         {"grpc-status": "OK", "model-version": str(got.model_spec.version.value)})
 

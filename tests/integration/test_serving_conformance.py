@@ -346,10 +346,9 @@ def test_a_label_on_a_version_not_loaded_is_refused_and_the_old_config_stays(tar
     assert_is(predictions(client.predict(ref.CANARY_INPUTS, label="stable")), golden(exported, 3))
 
 
-def test_moving_stable_back_under_load_answers_whole_versions(target, exported):
-    """The rollback: stable 3 -> 2 with both loaded; no request fails or mixes versions."""
-    configure(target, specific(2, 3, stable=3), available={2, 3})
-    client = target.client
+def moved_under_load(client: Any, exported: Path, move: Callable[[], None]) -> list[int | None]:
+    """Predict on ``stable`` without pause while *move* switches it: the version each
+    answer came from, in order; every answer must be one (no request may fail)."""
     answers: list[int | None] = []
     errors: list[Response] = []
     done = threading.Event()
@@ -366,13 +365,21 @@ def test_moving_stable_back_under_load_answers_whole_versions(target, exported):
     worker.start()
     try:
         wait_until(lambda: len(answers) >= 3, 30, what="answers before the switch")
-        configure(target, specific(2, 3, stable=2), available={2, 3})
+        move()
         seen = len(answers)
         wait_until(lambda: len(answers) >= seen + 3, 30, what="answers after the switch")
     finally:
         done.set()
         worker.join(timeout=30)
     assert errors == []
+    return answers
+
+
+def test_moving_stable_back_under_load_answers_whole_versions(target, exported):
+    """The rollback: stable 3 -> 2 with both loaded; no request fails or mixes versions."""
+    configure(target, specific(2, 3, stable=3), available={2, 3})
+    answers = moved_under_load(target.client, exported, lambda: configure(
+        target, specific(2, 3, stable=2), available={2, 3}))
     assert set(answers) <= {2, 3} and answers[0] == 3 and answers[-1] == 2
     assert answers == sorted(answers, reverse=True)  # 3s, then 2s: never back
 
@@ -478,30 +485,12 @@ def test_rollback_through_handle_reload_config_request(target, exported):
     pinned = grpc.reload_config(specific(2, 3, stable=3), target.base_in_server)
     assert pinned.status == 200, pinned.body
     assert grpc.label_version("stable") == 3
-    answers: list[int | None] = []
-    errors: list[Response] = []
-    done = threading.Event()
 
-    def hammer() -> None:
-        while not done.is_set():
-            answer = grpc.predict(ref.CANARY_INPUTS, label="stable")
-            if answer.ok:
-                answers.append(answered_by(answer.body["predictions"], exported))
-            else:
-                errors.append(answer)
-
-    worker = threading.Thread(target=hammer)
-    worker.start()
-    try:
-        wait_until(lambda: len(answers) >= 3, 30, what="answers before the rollback")
+    def roll_back() -> None:
         rolled = grpc.reload_config(specific(2, 3, stable=2), target.base_in_server)
         assert rolled.status == 200, rolled.body
-        seen = len(answers)
-        wait_until(lambda: len(answers) >= seen + 3, 30, what="answers after the rollback")
-    finally:
-        done.set()
-        worker.join(timeout=30)
-    assert errors == []
+
+    answers = moved_under_load(grpc, exported, roll_back)
     assert set(answers) <= {2, 3} and answers[0] == 3 and answers[-1] == 2
     assert answers == sorted(answers, reverse=True)
     assert grpc.label_version("stable") == 2 and target.client.label_version("stable") == 2
