@@ -90,6 +90,11 @@ class Target:
         """How many configs it has refused so far, when it tells (None: it does not)."""
         return None
 
+    def settled(self) -> bool:
+        """The config last written was read (when the server tells: a gRPC reload must
+        not race the file's poll, which would replace what it set)."""
+        return True
+
     def close(self) -> None:
         pass
 
@@ -127,7 +132,15 @@ class ChaoskitTarget(Target):
         self.grpc = GrpcServingClient("127.0.0.1", grpc_port, M, timeout=30)
 
     def write_config(self, config: ServingConfig) -> None:
+        self.wanted = json.loads(json.dumps(config.as_json()))
         atomic_write_text(self.config_file, json.dumps(config.as_json()), durable=False)
+
+    def settled(self) -> bool:
+        """The newest config the server took from the file is the one written (its poll
+        skips a file whose bytes it took last, so "newest" and not "since the write")."""
+        taken = [e for e in self.events("serving.config_applied")
+                 if e.get("path") == str(self.config_file)]  # fmt: skip
+        return bool(taken) and {k: taken[-1][k] for k in self.wanted} == self.wanted
 
     def events(self, name: str) -> list[dict]:
         if not self.journal.exists():
@@ -209,7 +222,7 @@ def configure(target: Target, config: ServingConfig, *, available: set[int]) -> 
     target.write_config(config)
 
     def arrived() -> bool:
-        if available_versions(target.client) != available:
+        if not target.settled() or available_versions(target.client) != available:
             return False
         return all(target.client.label_version(k) == v for k, v in config.labels.items())
 
