@@ -1,11 +1,12 @@
 """A cgroup of its own for one running service process (Linux, root), and the CPU limit.
 
-Resource faults on the process backend move a service's process into a new cgroup,
-``chaoskit-<owner pid>-<name>`` (:class:`OwnGroup`), and limit that group: a CFS quota
-here (:class:`CpuLimit`: cgroup v1 ``cpu.cfs_quota_us``, or v2 ``cpu.max``), memory in
-:mod:`chaoskit.stack.memory_limit`.  Dissolving the group lifts its limits, moves what
-is left in it back and removes it; a restarted service is a new process outside it (as
-a task rescheduled elsewhere escapes a starved node).  The owner's pid in the name lets
+Resource faults on the process backend limit a service's process in a cgroup of its own,
+``chaoskit-<owner pid>-<name>`` (:class:`OwnGroup`): a CFS quota here (:class:`CpuLimit`
+moves the process into a new group: cgroup v1 ``cpu.cfs_quota_us``, or v2 ``cpu.max``),
+memory in :mod:`chaoskit.stack.memory_limit` (a group the service starts in).
+Dissolving a group lifts its limits, moves what is left in it back and removes it; a
+restarted service is a new process outside it (as a task rescheduled elsewhere escapes a
+starved node).  The owner's pid in the name lets
 the next run remove what a run killed with SIGKILL left (:func:`reap_orphans`).
 
 Where the group goes: under this process's own cgroup of that controller (v1, or v2 at
@@ -114,6 +115,10 @@ class OwnGroup:
         except OSError:
             return []
 
+    def unlimit(self) -> None:
+        """Lift every limit of the group; what is in it stays."""
+        _unlimit(self.path)
+
     def dissolve(self) -> None:
         """Lift its limits, kill its balloons, move the rest back and remove it."""
         _dissolve(self.path, self.parent)
@@ -153,15 +158,19 @@ def _is_balloon(pid: str) -> bool:
         return False
 
 
+def _unlimit(group: Path) -> None:
+    for name, unlimited in UNLIMITED:
+        if (group / name).exists():
+            with contextlib.suppress(OSError):
+                (group / name).write_text(f"{unlimited}\n")
+
+
 def _dissolve(group: Path, parent: Path) -> None:
     if not group.is_dir():
         return
     # unlimited first: a task moved out while throttled can stay off the CPU for most
     # of a second (the kernel keeps it on the dying group's throttled queue)
-    for name, unlimited in UNLIMITED:
-        if (group / name).exists():
-            with contextlib.suppress(OSError):
-                (group / name).write_text(f"{unlimited}\n")
+    _unlimit(group)
     with contextlib.suppress(OSError):
         for pid in (group / "cgroup.procs").read_text().split():
             with contextlib.suppress(OSError):  # it may have exited meanwhile
