@@ -12,8 +12,9 @@ which a dissolving cgroup recognises it (:data:`chaoskit.stack.cgroup.BALLOON_MA
    kills the service, not the balloon.
 2. With ``--cgroup`` it joins that cgroup (the process backend's group of the service).
 3. It allocates and touches ``--step`` bytes every ``--interval`` seconds until it holds
-   ``--max`` bytes or every victim is gone (dead, or a zombie: its memory is free), and
-   holds what it has.  ``--victims auto`` means every other process in its pid namespace
+   ``--hold`` bytes (well below the limit); then a child of it, the push, goes on up to
+   ``--max``, until every victim is gone (dead, or a zombie: its memory is free); the
+   balloon holds what it has.  ``--victims auto`` means every other process in its pid namespace
    but init: inside a container, the service.
 4. It stops on SIGTERM, or when its standard input closes with ``--until-eof`` (a Docker
    exec's stream: the balloon goes when its owner does, however the owner ends).
@@ -34,13 +35,14 @@ PAGE = 4096
 
 
 def argv(
-    python: str, *, max_bytes: int, victims: str, step: int = 8 << 20, interval: float = 0.01,
-    cgroup: str | None = None, until_eof: bool = False,
+    python: str, *, hold: int, max_bytes: int, victims: str, step: int = 8 << 20,
+    interval: float = 0.01, cgroup: str | None = None, until_eof: bool = False,
 ) -> list[str]:  # fmt: skip
     """The balloon's command line (the source travels in it: nothing to install)."""
     with open(__file__) as f:
         source = f.read()
-    args = [python, "-c", source, MARK, "--max", str(max_bytes), "--step", str(step),
+    args = [python, "-c", source, MARK, "--hold", str(hold), "--max", str(max_bytes),
+            "--step", str(step),
             "--interval", str(interval), "--victims", victims]  # fmt: skip
     if cgroup:
         args += ["--cgroup", cgroup]
@@ -74,13 +76,19 @@ def main(args: list[str]) -> int:
     until_eof = "--until-eof" in args
     args = [a for a in args if a != "--until-eof"]
     opts = dict(zip(args[1::2], args[2::2], strict=False))
-    max_bytes, step = int(opts["--max"]), int(opts["--step"])
+    hold, max_bytes, step = int(opts["--hold"]), int(opts["--max"]), int(opts["--step"])
     interval = float(opts["--interval"])
     named = opts["--victims"]
     victims = _others() if named == "auto" else [int(p) for p in named.split(",") if p]
     raised: dict[int, int] = {}
+    pushes: list[int] = []
 
     def stop(*_: object) -> None:
+        for push in pushes:
+            try:
+                os.kill(push, signal.SIGKILL)
+            except OSError:
+                pass  # it ended meanwhile
         for pid, old in raised.items():
             if _alive(pid):
                 try:
@@ -109,6 +117,7 @@ def main(args: list[str]) -> int:
     if "--cgroup" in opts:
         with open(opts["--cgroup"], "w") as f:
             f.write(f"{os.getpid()}\n")
+
     def stop_at_eof() -> None:
         sys.stdin.read()
         stop()
@@ -116,17 +125,41 @@ def main(args: list[str]) -> int:
     if until_eof:
         threading.Thread(target=stop_at_eof, daemon=True).start()
     print(ready, flush=True)
-    held: list[bytearray] = []
-    total = 0
-    while total < max_bytes and any(_alive(p) for p in victims):
-        chunk = bytearray(min(step, max_bytes - total))
-        chunk[::PAGE] = b"\1" * len(range(0, len(chunk), PAGE))  # touched: charged now
-        held.append(chunk)
-        total += len(chunk)
-        time.sleep(interval)
-    print(f"holding {total} bytes", flush=True)
+    # the holder takes part of the room and stays out of the OOM killer's way; a child, the
+    # push, takes the rest until the victims are gone.  The kernel may count a second
+    # kill while it still frees a big victim (the victim is no longer seen, its memory not
+    # yet returned): that one is the push (999, or -1000 with the holder), never the holder.
+    held = _fill(hold, step, interval, victims)
+    if any(_alive(p) for p in victims):
+        push = os.fork()
+        if push == 0:
+            if raised:
+                _set_adj("self", 999)
+            _fill(max_bytes - held, step, interval, victims)
+            os._exit(0)
+        pushes.append(push)
+        _, status = os.waitpid(push, 0)
+        pushes.clear()
+        ended = f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else "done"
+        print(f"push {ended}", flush=True)
+    print(f"holding {held} bytes", flush=True)
     while True:
         time.sleep(3600)
+
+
+def _fill(size: int, step: int, interval: float, victims: list[int]) -> int:
+    """Take *size* bytes step by step (while a victim lives) and keep them; the bytes taken."""
+    total = 0
+    while total < size and any(_alive(p) for p in victims):
+        chunk = bytearray(min(step, size - total))
+        chunk[::PAGE] = b"\1" * len(range(0, len(chunk), PAGE))  # touched: charged now
+        _HELD.append(chunk)
+        total += len(chunk)
+        time.sleep(interval)
+    return total
+
+
+_HELD: list[bytearray] = []
 
 
 if __name__ == "__main__" and MARK in sys.argv:

@@ -171,7 +171,8 @@ class MemoryLimit:
 
     def _inflate(self, spawn: Callable[[list[str]], subprocess.Popen[bytes]]) -> None:
         self.balloon = spawn(balloon.argv(
-            sys.executable, max_bytes=self.limit, victims=str(self.pid),
+            sys.executable, hold=(self.limit - self.usage) // 2, max_bytes=self.limit,
+            victims=str(self.pid),
             cgroup=str(self.group.path / "cgroup.procs"),
         ))  # fmt: skip
         started = self.balloon
@@ -265,7 +266,8 @@ class DockerMemoryLimit:
 
         from chaoskit.stack.docker_engine import engine_errors
 
-        command = balloon.argv(self.python, max_bytes=self.limit, victims="auto", until_eof=True)
+        command = balloon.argv(self.python, hold=(self.limit - self.usage) // 2,
+                               max_bytes=self.limit, victims="auto", until_eof=True)  # fmt: skip
         with engine_errors(f"starting the memory balloon in service {self.service!r}"):
             self._exec = self.api.exec_create(self.container, command, stdin=True)["Id"]
             self._stream = self.api.exec_start(self._exec, socket=True)
