@@ -133,6 +133,7 @@ def main(args: list[str]) -> int:
     if any(_alive(p) for p in victims):
         push = os.fork()
         if push == 0:
+            _die_with_parent()
             if raised:
                 _set_adj("self", 999)
             _fill(max_bytes - held, step, interval, victims)
@@ -145,6 +146,16 @@ def main(args: list[str]) -> int:
     print(f"holding {held} bytes", flush=True)
     while True:
         time.sleep(3600)
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the push must not outlive the holder (a fork does not inherit it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # no libc to ask: the cgroup's dissolve kills it (its command line is marked)
 
 
 def _fill(size: int, step: int, interval: float, victims: list[int]) -> int:

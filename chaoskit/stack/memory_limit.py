@@ -126,12 +126,12 @@ class MemoryLimit:
             raise StackError(f"cannot limit the memory of {service}: its process {pid} is not "
                              f"in {group.path}")  # fmt: skip
         self.usage = self._usage()
-        self.limit = _chosen_limit(service, self.usage, limit_bytes, headroom)
+        self.limit = self.usage + headroom if limit_bytes is None else limit_bytes
         try:
             resident = resident_bytes(pid) or 0
             if group.v2 and self.limit < resident:  # v2 would OOM-kill it at once
                 raise LimitBelowUsage(service, self.limit, resident)
-            self._limit(self.limit)
+            self._limit(self.limit)  # v1: the kernel reclaims what it can, or says EBUSY
         except OSError as e:
             self.group.unlimit()
             self._release(group)

@@ -88,8 +88,8 @@ def test_the_kill_as_the_backend_saw_it_is_journaled_and_the_revert_lifts(journa
     assert backend.asked == [("serving-a", round(512.5 * MB))] and squeeze.lifted == 1
     (injected,) = [e for e in read_journal(tmp_path / "journal.jsonl")
                    if e["event"] == "fault.injected"]  # fmt: skip
-    assert injected["changes"] == {"service": "serving-a", "instance": "4242",
-                                   "usage_bytes": 100 * MB, "limit_bytes": 164 * MB, **KILLED}  # fmt: skip
+    assert injected["changes"] == {"service": "serving-a", "instance": "4242", **KILLED,
+                                   "usage_bytes": 100 * MB, "limit_bytes": 164 * MB}  # fmt: skip
 
 
 def test_no_limit_asks_the_backend_for_its_default(journal):
