@@ -100,7 +100,25 @@ class DiskFull(Fault):
 
 
 @dataclass(frozen=True)
-class CpuStarvation(Fault):
+class _Limit(Fault):
+    """A limit a backend puts on one service: its method or a FaultError, the undo."""
+
+    def _limiter(self, ctx: FaultContext, method: str, what: str) -> Any:
+        backend = ctx.stack.backend
+        limit = getattr(backend, method, None)
+        if limit is None:
+            raise FaultError(f"{self.kind}: the {backend.name} backend cannot limit {what}")
+        return limit
+
+    def _revert(self, ctx: FaultContext, changes: Changes) -> None:
+        try:
+            changes.undo()
+        except ChaosKitError as e:
+            raise FaultError(f"{self.kind}: {e}") from e
+
+
+@dataclass(frozen=True)
+class CpuStarvation(_Limit):
     """*service* may use at most *cpus* CPUs until the revert."""
 
     kind = "cpu-starvation"
@@ -115,26 +133,17 @@ class CpuStarvation(Fault):
                              f"(this machine's CPUs), got {self.cpus!r}")  # fmt: skip
 
     def _inject(self, ctx: FaultContext) -> Changes:
-        backend = ctx.stack.backend
-        limit = getattr(backend, "limit_cpu", None)
-        if limit is None:
-            raise FaultError(f"{self.kind}: the {backend.name} backend cannot limit CPU")
-        instance = backend.instance(self.service)
+        limit = self._limiter(ctx, "limit_cpu", "CPU")
+        instance = ctx.stack.backend.instance(self.service)
         try:
             lift = limit(self.service, float(self.cpus))
         except ChaosKitError as e:
             raise FaultError(f"{self.kind}: {e}") from e
         return Changes({"service": self.service, "cpus": self.cpus, "instance": instance}, lift)
 
-    def _revert(self, ctx: FaultContext, changes: Changes) -> None:
-        try:
-            changes.undo()
-        except ChaosKitError as e:
-            raise FaultError(f"{self.kind}: {e}") from e
-
 
 @dataclass(frozen=True)
-class MemoryPressure(Fault):
+class MemoryPressure(_Limit):
     """*service* may hold at most *limit_mb* MB (None: what it holds now plus a little)
     while a balloon beside it takes memory, until the kernel's OOM killer kills it.
 
@@ -157,11 +166,8 @@ class MemoryPressure(Fault):
                              f"its usage and a little more), got {mb!r}")  # fmt: skip
 
     def _inject(self, ctx: FaultContext) -> Changes:
-        backend = ctx.stack.backend
-        limit = getattr(backend, "limit_memory", None)
-        if limit is None:
-            raise FaultError(f"{self.kind}: the {backend.name} backend cannot limit memory")
-        instance = backend.instance(self.service)
+        limit = self._limiter(ctx, "limit_memory", "memory")
+        instance = ctx.stack.backend.instance(self.service)
         if instance is None:
             raise FaultError(f"{self.kind}: {self.service} is not running")
         limit_bytes = None if self.limit_mb is None else round(self.limit_mb * MB)
@@ -181,9 +187,3 @@ class MemoryPressure(Fault):
             raise
         return Changes({"service": self.service, "instance": instance, **squeeze.facts(),
                         **killed}, squeeze.lift)  # fmt: skip
-
-    def _revert(self, ctx: FaultContext, changes: Changes) -> None:
-        try:
-            changes.undo()
-        except ChaosKitError as e:
-            raise FaultError(f"{self.kind}: {e}") from e

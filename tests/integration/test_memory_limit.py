@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -16,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 from docker_support import engine_or_skip
+from owner_support import killed_owner
 
 from chaoskit.errors import FaultError
 from chaoskit.faults import FaultContext, MemoryPressure
@@ -23,7 +23,7 @@ from chaoskit.journal import Journal, read_journal
 from chaoskit.stack import cgroup
 from chaoskit.stack.cgroup import BALLOON_MARK
 from chaoskit.stack.memory_limit import cannot_limit_memory
-from chaoskit.stack.process import ProcessBackend
+from chaoskit.stack.process import OWNER_ENV, ProcessBackend, chaoskit_processes
 from chaoskit.stack.service import Readiness, ServiceSpec
 from chaoskit.waiting import wait_until
 
@@ -52,16 +52,17 @@ def hold_spec(megabytes: int = 150) -> ServiceSpec:
     )
 
 
-def balloons() -> list[int]:
-    """Live balloon processes (holder or push) on this machine."""
+def balloons(owner: int | None = None) -> list[int]:
+    """Live balloon processes (holder or push) of the process backend of *owner* (default:
+    this process), found by their command line's mark and the backend's environment."""
     found = []
-    for entry in Path("/proc").iterdir():
+    for pid, markers in chaoskit_processes().items():
         try:
-            if entry.name.isdigit() and BALLOON_MARK.encode() in (entry / "cmdline").read_bytes():
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(int(entry.name))
+            marked = BALLOON_MARK.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
+        if marked and markers[OWNER_ENV] == str(owner or os.getpid()):
+            found.append(pid)
     return found
 
 
@@ -154,7 +155,7 @@ def test_a_service_alive_at_the_lift_stays_in_its_group_unlimited_as_before(back
 
 
 def test_a_group_left_by_a_killed_owner_is_removed_by_the_next_run(tmp_path):
-    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    group = killed_owner(f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_memory_limit import hold_spec
@@ -164,17 +165,12 @@ def test_a_group_left_by_a_killed_owner_is_removed_by_the_next_run(tmp_path):
         limit = backend.limit_memory("hold", 4000 << 20)
         print(limit.group.path, flush=True)
         time.sleep(600)
-    """)], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert owner.stdout is not None
-        group = owner.stdout.readline().strip()
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait(timeout=30)
+    """)
+    owner = int(Path(group).name.split("-")[1])  # chaoskit-<owner pid>-hold-memory-<n>
     assert os.path.isdir(group)
-    wait_until(lambda: balloons() == [], 10, what="the balloon gone with its owner")
+    wait_until(lambda: balloons(owner) == [], 10, what="the balloon gone with its owner")
     assert [str(g) for g in cgroup.reap_orphans()] == [group]
-    assert not os.path.exists(group) and balloons() == []
+    assert not os.path.exists(group) and balloons(owner) == []
 
 
 @pytest.mark.docker
