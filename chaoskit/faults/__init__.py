@@ -2,7 +2,8 @@
 
 Families: service (kill, hang), container (Docker stop/restart/remove, network or firewall
 partition), storage (damaged files of the model store and checkpoints), network
-(Toxiproxy toxics), security (ransomware on the primary), training (poisoned labels, a
+(Toxiproxy toxics), resources (a full disk, a starved CPU, memory pressure ending in the
+OOM killer), security (ransomware on the primary), training (poisoned labels, a
 diverging learning rate).
 """
 
@@ -18,7 +19,7 @@ from chaoskit.faults.container import (
 )
 from chaoskit.faults.network import Bandwidth, Latency, LimitData, Partition, ResetPeer, Slicer
 from chaoskit.faults.ransomware import Ransomware
-from chaoskit.faults.resources import CpuStarvation, DiskFull
+from chaoskit.faults.resources import CpuStarvation, DiskFull, MemoryPressure
 from chaoskit.faults.service import HangService, KillService
 from chaoskit.faults.storage import (
     AppendBytes,
@@ -56,6 +57,7 @@ __all__ = [
     "KillService",
     "Latency",
     "LimitData",
+    "MemoryPressure",
     "NetworkPartition",
     "Partition",
     "PoisonTraining",

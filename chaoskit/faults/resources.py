@@ -11,6 +11,12 @@ The reference stack mounts a small tmpfs there when it can (root on Linux).
 its own on the process backend, ``docker update`` on Docker): it still answers, slowly,
 as behind a noisy neighbour or a throttled container.  A restart escapes it (the new
 process or container is not limited), as a task rescheduled off a starved node does.
+
+:class:`MemoryPressure` runs one service out of memory the way production does: a memory
+limit just above what it holds, and a balloon beside it in the same memory cgroup that
+takes memory step by step until the kernel's OOM killer SIGKILLs the service (see
+:mod:`chaoskit.stack.memory_limit`).  The DR engine sees a dead replica and restarts it,
+outside the limit: the recovery.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 from chaoskit.errors import ChaosKitError, FaultError
 from chaoskit.faults.base import Changes, Fault, FaultContext
+from chaoskit.stack.memory_limit import MB, LimitBelowUsage
 from chaoskit.stack.volume import is_mount_point
 
 FILL_NAME = ".chaoskit-disk-full"
@@ -93,7 +100,25 @@ class DiskFull(Fault):
 
 
 @dataclass(frozen=True)
-class CpuStarvation(Fault):
+class _Limit(Fault):
+    """A limit a backend puts on one service: its method or a FaultError, the undo."""
+
+    def _limiter(self, ctx: FaultContext, method: str, what: str) -> Any:
+        backend = ctx.stack.backend
+        limit = getattr(backend, method, None)
+        if limit is None:
+            raise FaultError(f"{self.kind}: the {backend.name} backend cannot limit {what}")
+        return limit
+
+    def _revert(self, ctx: FaultContext, changes: Changes) -> None:
+        try:
+            changes.undo()
+        except ChaosKitError as e:
+            raise FaultError(f"{self.kind}: {e}") from e
+
+
+@dataclass(frozen=True)
+class CpuStarvation(_Limit):
     """*service* may use at most *cpus* CPUs until the revert."""
 
     kind = "cpu-starvation"
@@ -108,19 +133,57 @@ class CpuStarvation(Fault):
                              f"(this machine's CPUs), got {self.cpus!r}")  # fmt: skip
 
     def _inject(self, ctx: FaultContext) -> Changes:
-        backend = ctx.stack.backend
-        limit = getattr(backend, "limit_cpu", None)
-        if limit is None:
-            raise FaultError(f"{self.kind}: the {backend.name} backend cannot limit CPU")
-        instance = backend.instance(self.service)
+        limit = self._limiter(ctx, "limit_cpu", "CPU")
+        instance = ctx.stack.backend.instance(self.service)
         try:
             lift = limit(self.service, float(self.cpus))
         except ChaosKitError as e:
             raise FaultError(f"{self.kind}: {e}") from e
         return Changes({"service": self.service, "cpus": self.cpus, "instance": instance}, lift)
 
-    def _revert(self, ctx: FaultContext, changes: Changes) -> None:
+
+@dataclass(frozen=True)
+class MemoryPressure(_Limit):
+    """*service* may hold at most *limit_mb* MB (None: what it holds now plus a little)
+    while a balloon beside it takes memory, until the kernel's OOM killer kills it.
+
+    ``inject`` returns once the service is dead, with what the kernel (or the Docker
+    engine) said of it in the journal: ``oom_kills`` (the cgroup's counter, or the
+    engine's ``oom`` events), ``exit_signal`` and ``oom_killed`` (both: a kill by the OOM
+    killer, not assumed).  The revert stops the balloon and lifts the limit; the restarted
+    service is a new process (or container) outside it.
+    """
+
+    kind = "memory-pressure"
+    service: str = "serving"
+    limit_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        mb = self.limit_mb
+        if mb is not None and (isinstance(mb, bool) or not isinstance(mb, (int, float))
+                               or not mb > 0 or mb == float("inf")):  # fmt: skip
+            raise FaultError(f"{self.kind}: limit_mb must be a positive number of MB (or None: "
+                             f"its usage and a little more), got {mb!r}")  # fmt: skip
+
+    def _inject(self, ctx: FaultContext) -> Changes:
+        limit = self._limiter(ctx, "limit_memory", "memory")
+        instance = ctx.stack.backend.instance(self.service)
+        if instance is None:
+            raise FaultError(f"{self.kind}: {self.service} is not running")
+        limit_bytes = None if self.limit_mb is None else round(self.limit_mb * MB)
         try:
-            changes.undo()
+            squeeze = limit(self.service, limit_bytes)
+        except LimitBelowUsage as e:
+            raise FaultError(f"{self.kind}: limit_mb {self.limit_mb!r} is below the current usage "
+                             f"of {self.service} ({e.usage / MB:.1f} MB)") from e  # fmt: skip
         except ChaosKitError as e:
             raise FaultError(f"{self.kind}: {e}") from e
+        try:
+            killed = squeeze.await_kill()
+        except BaseException as e:
+            squeeze.lift()  # a fault that did not act leaves nothing
+            if isinstance(e, ChaosKitError):
+                raise FaultError(f"{self.kind}: {e}") from e
+            raise
+        return Changes({"service": self.service, "instance": instance, **squeeze.facts(),
+                        **killed}, squeeze.lift)  # fmt: skip

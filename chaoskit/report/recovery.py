@@ -3,7 +3,8 @@
 Fed the journal's events in time order, a :class:`RecoveryTracker` keeps the services
 that are *outstanding*: every service a ``detected`` event named after the first fault
 (from its last detection on), and every service a process fault (kill, hang, stop,
-restart, remove) took down (from the fault on).  A service is back and confirmed when,
+restart, remove, and memory pressure: it ends in the OOM killer's SIGKILL) took down
+(from the fault on).  A service is back and confirmed when,
 after that moment:
 
 - it confirmed itself: ``steady_state.ok`` (phase recovery) naming it (the replicator
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 
 from chaoskit.journal import Event
 
-PROCESS_FAULTS = frozenset({"kill", "hang", "stop", "restart", "remove"})
+PROCESS_FAULTS = frozenset({"kill", "hang", "stop", "restart", "remove", "memory-pressure"})
 """Fault kinds that take their ``service`` down: it is outstanding from the fault on."""
 MODEL_STORE = "model-store"
 GATEWAY_ROW = "gateway"

@@ -408,6 +408,21 @@ class DockerBackend:
 
         return lift
 
+    def limit_memory(self, service: str, limit_bytes: int | None) -> Any:
+        """At most *limit_bytes* (None: its usage + a little) for the service's container
+        and a balloon exec'd in it until the kernel OOM-kills the service (see
+        :mod:`chaoskit.stack.memory_limit`).  A restart replaces it by one without."""
+        from chaoskit.stack.memory_limit import DockerMemoryLimit
+
+        svc = self._get(service)
+        if self.status(service) != "running":
+            raise StackError(f"cannot limit the memory of {service}: it is not running")
+        python = self.python or (sys.executable if self._hostenv(svc) else "python3")
+        limit = DockerMemoryLimit(self.client, self._container(service), service, limit_bytes,
+                                  python=python)  # fmt: skip
+        limit.inflate()
+        return limit
+
     def resume(self, service: str) -> None:
         with engine.engine_errors(f"resuming service {service!r}"):
             self.client.api.unpause(self._container(service))

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from chaoskit.errors import BackendError, ConfigError, StackError
-from chaoskit.stack.cgroup import CpuLimit
+from chaoskit.stack.cgroup import CpuLimit, OwnGroup
 from chaoskit.stack.cgroup import reap_orphans as reap_cgroups
+from chaoskit.stack.memory_limit import MemoryLimit, cannot_limit_memory, joining, service_group
 from chaoskit.stack.ports import HOST, allocate_ports, endpoint_in
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
@@ -108,10 +109,18 @@ class _Running:
     ports: dict[str, int]
     log: Path
     proc: subprocess.Popen[bytes] | None = None
+    memory: OwnGroup | None = None
+    """The memory cgroup the process started in (None: none, or a memory fault holds it)."""
 
 
 class ProcessBackend:
-    """Runs services as local processes under ``run_dir`` (logs) and ``data_dir``."""
+    """Runs services as local processes under ``run_dir`` (logs) and ``data_dir``.
+
+    Where it can limit memory (root, a memory controller), each launch of a service
+    starts in a memory cgroup of its own, without a limit (see
+    :mod:`chaoskit.stack.memory_limit`: a memory fault needs the service's pages charged
+    there); it is removed with the process's next launch or :meth:`close`.
+    """
 
     name = "process"
 
@@ -123,6 +132,7 @@ class ProcessBackend:
         self.run_id = self.run_dir.name
         self._services: dict[str, _Running] = {}
         self._lock = threading.RLock()
+        self._launches = 0
         reap_orphans()
         reap_cgroups()
 
@@ -147,10 +157,24 @@ class ProcessBackend:
         env.update(spec.env)
         env.update({OWNER_ENV: str(os.getpid()), RUN_ENV: self.run_id})
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self._drop_group(running)  # the previous process's
+        self._launches += 1
+        group = service_group(spec.name, self._launches)
+        argv = spec.render(values)
         try:
-            running.proc = _spawn(spec.render(values), env, running.log, spec.cwd)
+            running.proc = _spawn(argv if group is None else joining(group, argv), env,
+                                  running.log, spec.cwd)  # fmt: skip
         except OSError as e:
+            if group is not None:
+                group.dissolve()
             raise BackendError(f"cannot start service {spec.name!r}: {e}") from e
+        running.memory = group
+
+    @staticmethod
+    def _drop_group(running: _Running) -> None:
+        if running.memory is not None:
+            running.memory.dissolve()
+            running.memory = None
 
     def _wait_ready(self, running: _Running) -> None:
         spec = running.spec
@@ -220,6 +244,33 @@ class ProcessBackend:
             raise StackError(f"cannot starve {service} of CPU: it is not running")
         return CpuLimit(int(pid), service, cpus).lift
 
+    def limit_memory(self, service: str, limit_bytes: int | None) -> MemoryLimit:
+        """At most *limit_bytes* (None: its usage + a little) for the running process, and
+        a balloon beside it in its memory cgroup (its log: ``logs/<service>-balloon.log``)
+        until the kernel OOM-kills it.  A restart escapes it: a new process, a new group."""
+        running = self._get(service)
+        pid = self.instance(service)
+        if pid is None:
+            raise StackError(f"cannot limit the memory of {service}: it is not running")
+        group, proc = running.memory, running.proc
+        if group is None:
+            why = cannot_limit_memory() or "it was not started in a memory cgroup of its own"
+            raise StackError(f"cannot limit the memory of {service}: {why}")
+        running.memory = None  # the fault's until its lift
+
+        def release(group: OwnGroup) -> None:
+            with self._lock:
+                if running.proc is proc and proc is not None and proc.poll() is None:
+                    running.memory = group  # still its process's: unlimited again
+                else:
+                    group.dissolve()
+
+        limit = MemoryLimit(group, int(pid), service, limit_bytes, proc=proc, release=release)
+        env = {**os.environ, OWNER_ENV: str(os.getpid()), RUN_ENV: self.run_id}
+        log = self.run_dir / "logs" / f"{service}-balloon.log"
+        limit.inflate(lambda argv: _spawn(argv, env, log))
+        return limit
+
     def resume(self, service: str) -> None:
         pid = int(self.kill(service, "SIGCONT"))
         wait_until(lambda: process_state(pid) != "T", 5, what=f"{service} resumed")
@@ -263,6 +314,7 @@ class ProcessBackend:
         with self._lock:
             for running in reversed(list(self._services.values())):
                 self._terminate(running, grace=min(running.spec.stop_timeout, 2.0))
+                self._drop_group(running)
 
 
 def process_state(pid: int) -> str | None:

@@ -4,13 +4,12 @@ lifted, and one a SIGKILLed owner left behind is removed by the next run."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
+from owner_support import killed_owner
 
 from chaoskit.errors import FaultError
 from chaoskit.faults import CpuStarvation
@@ -55,19 +54,13 @@ def test_a_limit_holds_and_lifting_it_gives_the_cpu_back(busy):
 
 
 def test_a_group_left_by_a_killed_owner_is_removed_by_the_next_run(busy):
-    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    group = killed_owner(f"""
         import time
         from chaoskit.stack.cgroup import CpuLimit
         limit = CpuLimit({busy.pid}, "busy", 0.05)
         print(limit.group, flush=True)
         time.sleep(600)
-    """)], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert owner.stdout is not None
-        group = owner.stdout.readline().strip()
-    finally:
-        owner.send_signal(signal.SIGKILL)
-        owner.wait(timeout=30)
+    """)
     assert os.path.isdir(group) and share_of_a_cpu(busy.pid) < 0.15  # still starved
     assert [str(g) for g in cgroup.reap_orphans()] == [group]
     assert not os.path.exists(group) and share_of_a_cpu(busy.pid, 0.5) > 0.5

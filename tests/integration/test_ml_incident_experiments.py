@@ -1,12 +1,14 @@
 """The ML-incident experiments (experiments/test_model_quality.py and test_resources.py)
 end to end, in one run per backend: on processes a poisoned and a slow version, a full
-checkpoint disk and a CPU-starved replica; on Docker a diverged version and a full disk.
+checkpoint disk and a CPU-starved replica; on Docker a diverged version and a full disk;
+on both a replica under memory pressure.
 
 A worse (or slower) version is refused, never answers a client, is set aside, and the
 trainer is rewound to the good version's checkpoint (not for a slow one); the replicas'
 model config is the default again afterwards.  A full disk is detected, the trainer's
-saves fail and resume; a starved replica is failed over and repaired.  The report has
-TTD, RTO and RPO, and no volume, fill file, cgroup or container is left.
+saves fail and resume; a starved replica is failed over and repaired, and so is one the
+kernel's OOM killer killed (the journal says so).  The report has
+TTD, RTO and RPO, and no volume, fill file, cgroup, balloon or container is left.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from docker_support import backend, docker_client  # noqa: F401
 from chaoskit.journal import read_journal
 from chaoskit.stack import cgroup, volume
 from chaoskit.stack.docker_engine import managed_objects
+from chaoskit.stack.memory_limit import cannot_limit_memory
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 SELECTED = {
-    "process": ["poison", "slow", "disk", "starved"],
-    "docker": ["diverge", "disk"],
+    "process": ["poison", "slow", "disk", "starved", "memory"],
+    "docker": ["diverge", "disk", "memory"],
 }
 """A few of each family (every one runs in `make experiments`): the suite's time is short."""
 
@@ -45,7 +48,7 @@ def test_ml_incidents_are_detected_and_recovered_and_nothing_is_left(
     )  # fmt: skip
     skipped = ("disk" in selected and volume.cannot_mount() is not None) + (
         "starved" in selected and name == "process" and cgroup.cannot_limit() is not None
-    )
+    ) + ("memory" in selected and name == "process" and cannot_limit_memory() is not None)
     result.assert_outcomes(passed=len(selected) - skipped, skipped=skipped)
     latest = pytester.path / "reports" / "latest"
     with open(latest / "results.csv") as f:
@@ -60,8 +63,12 @@ def test_ml_incidents_are_detected_and_recovered_and_nothing_is_left(
     if "cpu-starvation" in rows:
         starved = rows["cpu-starvation"]
         assert starved["detected_by"] in ("latency", "probe"), starved  # late, or too late
+    if "memory-pressure" in rows:
+        (pressed,) = [e for e in events if e["event"] == "fault.injected"
+                      and e["fault"] == "memory-pressure"]  # fmt: skip
+        assert pressed["changes"]["oom_killed"], pressed  # the kernel's counter, or the engine's
     assert set(volume.chaoskit_mounts()) == mounted_before  # unmounted on close
-    assert cgroup.reap_orphans() == []  # the starved replica's cgroup went with the revert
+    assert cgroup.reap_orphans() == []  # the limited replicas' cgroups went with the reverts
     if engine is not None:
         left = managed_objects(engine)
         assert left == {"containers": [], "networks": [], "volumes": []}, left

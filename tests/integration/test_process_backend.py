@@ -13,6 +13,8 @@ import urllib.request
 import pytest
 
 from chaoskit.errors import StackError
+from chaoskit.stack import cgroup
+from chaoskit.stack.memory_limit import cannot_limit_memory
 from chaoskit.stack.process import ProcessBackend, chaoskit_processes, process_state
 from chaoskit.stack.service import Readiness, ServiceSpec
 from chaoskit.waiting import wait_until
@@ -129,6 +131,10 @@ def test_children_die_with_their_owner_even_on_sigkill(tmp_path):
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait(10)
         wait_until(lambda: process_state(child) in (None, "Z"), 10, what="service dies with owner")
+        # the memory cgroup it started in (where the backend can make one) goes with the
+        # next run's reap
+        reaped = [g.name for g in cgroup.reap_orphans()]
+        assert reaped == ([] if cannot_limit_memory() else [f"chaoskit-{owner.pid}-web-memory-1"])
     finally:
         if owner.poll() is None:
             owner.kill()
