@@ -95,14 +95,18 @@ def service_group(service: str, launch: int) -> OwnGroup | None:
     """A memory cgroup for one launch of *service*, or None where none can be made."""
     if cannot_limit_memory() is not None:
         return None
-    return OwnGroup("memory", f"{service}-memory-{launch}")
+    try:
+        return OwnGroup("memory", f"{service}-memory-{launch}")
+    except StackError:  # a service starts anyway; a memory fault on it says why not
+        return None
 
 
 def joining(group: OwnGroup, argv: list[str]) -> list[str]:
     """*argv* started inside *group*: a shell joins it and execs the command, so every
-    page the service ever touches is charged there."""
-    return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(group.path / "cgroup.procs"),
-            *argv]  # fmt: skip
+    page the service ever touches is charged there (it starts also if it cannot join:
+    a memory fault then finds it outside the group and says so)."""
+    return ["/bin/sh", "-c", '{ echo $$ > "$0"; } 2>/dev/null; exec "$@"',
+            str(group.path / "cgroup.procs"), *argv]  # fmt: skip
 
 
 class MemoryLimit:
