@@ -8,6 +8,7 @@ wait until the engine confirms recovery â†’ stop, check the steady state again â
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -287,6 +288,7 @@ class Experiment:
         """Apply *fault* now; the returned injection reverts when its ``with`` block ends."""
         self._require_open("inject")
         self._await_versions(fault)
+        fault = self._served_latest(fault)
         ctx = FaultContext(
             self.journal, seed=self.seed, stack=self.stack, annotations=self._annotations()
         )
@@ -299,6 +301,33 @@ class Experiment:
         (a stale-model fault needs a previous version: its absence is a precondition to
         await, not a failure of the stack)."""
         self._await_version_count(fault.versions_needed(), fault.kind)
+
+    def _served_latest(self, fault: Fault, timeout: float = 30.0) -> Fault:
+        """*fault* with a ``model:latest`` target pinned to the newest version whose golden
+        outputs are known, awaited: the newest version serving has answered with.  A
+        version the trainer exported a moment before, that no replica had loaded yet, would
+        be damaged before serving or chaoskit first saw it, so a user's replica loads the
+        damaged files, and the golden recorded from its answers is the damage's (seen: a
+        silent weight change 40 ms after an export, served and recorded as good)."""
+        target = getattr(fault, "target", None)
+        latest = "model:latest"
+        if not isinstance(target, str) or not (target == latest or target.startswith(latest + "/")):
+            return fault
+        deadline = time.monotonic() + timeout
+        while True:
+            newest = max(version_dirs(self.stack.model_base_path), default=None)
+            if newest is None:
+                return fault  # the fault says there is no version
+            self.goldens.refresh()
+            if self.goldens.for_version(newest) is not None:
+                break
+            if time.monotonic() > deadline:
+                raise StackError(f"experiment {self.name}: version {newest}, the newest, was "
+                                 f"not served within {timeout:g}s: no golden outputs to "
+                                 "damage it against (see serving.load_failed)")  # fmt: skip
+            time.sleep(0.05)
+        pinned = {"target": f"model:{newest}{target[len(latest):]}"}  # a field of this fault
+        return dataclasses.replace(fault, **pinned)
 
     def _await_version_count(self, needed: int, what: str, timeout: float = 90.0) -> None:
         if needed <= 1 or len(version_dirs(self.stack.model_base_path)) >= needed:
