@@ -11,9 +11,13 @@ monitor does it on every probe) must not cost the ~3 s TF import.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +74,39 @@ class _KeepOut:
         return ModuleSpec(name, _Refused(), origin=real.origin if real else None)  # type: ignore[arg-type]
 
 
+GPU_NOTICES = ("before absl::InitializeLog() is called", "cudart_stub.cc", "cuda_platform.cc",
+               "cuda_executor.cc", "failed call to cuInit", "cpu_feature_guard.cc",
+               "This TensorFlow binary is optimized", "To enable the following instructions")
+"""What the tensorflow package (GPU build) says on every machine without CUDA."""
+
+
+@contextlib.contextmanager
+def _without_gpu_notices(active: bool = True) -> Iterator[None]:
+    """Capture file descriptor 2 meanwhile and give back every line but the notices.
+
+    TensorFlow's C++ side looks for CUDA when imported and when it first lists devices,
+    and logs that there is none straight to fd 2, before its log level applies: on
+    every CPU machine a user error's one line would become six.
+    """
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not any(notice in line for notice in GPU_NOTICES):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def import_tensorflow(threads: int = 1, *, lean: bool = False) -> Any:
     """Import TensorFlow quietly and cheaply, with *threads* intra/inter-op threads.
 
@@ -77,7 +114,6 @@ def import_tensorflow(threads: int = 1, *, lean: bool = False) -> Any:
     the import, keeps scikit-learn out of the process and, with *lean* (the model server,
     whose cold start is what RTO is measured against), Keras too; silences absl INFO.
     """
-    import sys
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -87,16 +123,20 @@ def import_tensorflow(threads: int = 1, *, lean: bool = False) -> Any:
     if fresh:
         sys.meta_path.insert(0, keep_out)  # type: ignore[arg-type]
     try:
-        import tensorflow as tf
+        with _without_gpu_notices(fresh):
+            import tensorflow as tf
+
+            if fresh:
+                try:
+                    tf.config.threading.set_intra_op_parallelism_threads(threads)
+                    tf.config.threading.set_inter_op_parallelism_threads(threads)
+                except RuntimeError:  # the runtime was already initialised by an earlier user
+                    pass
+                tf.config.list_physical_devices("GPU")  # where it looks for CUDA, and says so
     finally:
         if fresh:
             sys.meta_path.remove(keep_out)  # type: ignore[arg-type]
     if fresh:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # the runtime was already initialised by an earlier user
-            pass
         try:
             import absl.logging
 
