@@ -107,8 +107,9 @@ def _without_gpu_notices(active: bool = True) -> Iterator[None]:
             sys.stderr.flush()
 
 
-def import_tensorflow(threads: int = 1, *, lean: bool = False) -> Any:
-    """Import TensorFlow quietly and cheaply, with *threads* intra/inter-op threads.
+def import_tensorflow(threads: int | None = 1, *, lean: bool = False) -> Any:
+    """Import TensorFlow quietly and cheaply, with *threads* intra/inter-op threads
+    (None: TensorFlow's own choice).
 
     Sets TF_CPP_MIN_LOG_LEVEL=2 and TF_ENABLE_ONEDNN_OPTS=0 (unless already set) before
     the import, keeps scikit-learn out of the process and, with *lean* (the model server,
@@ -126,12 +127,13 @@ def import_tensorflow(threads: int = 1, *, lean: bool = False) -> Any:
         with _without_gpu_notices(fresh):
             import tensorflow as tf
 
-            if fresh:
+            if fresh and threads is not None:
                 try:
                     tf.config.threading.set_intra_op_parallelism_threads(threads)
                     tf.config.threading.set_inter_op_parallelism_threads(threads)
                 except RuntimeError:  # the runtime was already initialised by an earlier user
                     pass
+            if fresh:
                 tf.config.list_physical_devices("GPU")  # where it looks for CUDA, and says so
     finally:
         if fresh:

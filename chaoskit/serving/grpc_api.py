@@ -21,9 +21,13 @@ from typing import Any
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import (
+
+from chaoskit.model import import_tensorflow
+
+tf = import_tensorflow(threads=None)  # quietly, before the stubs below import it
+
+from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -34,11 +38,11 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from chaoskit.serving import api, tensors
-from chaoskit.serving.api import ApiError
-from chaoskit.serving.config import ServingConfig, VersionPolicy
-from chaoskit.serving.metrics import RequestMetrics
-from chaoskit.serving.store import ModelStore, Servable
+from chaoskit.serving import api, tensors  # noqa: E402
+from chaoskit.serving.api import ApiError  # noqa: E402
+from chaoskit.serving.config import ServingConfig, VersionPolicy  # noqa: E402
+from chaoskit.serving.metrics import RequestMetrics  # noqa: E402
+from chaoskit.serving.store import ModelStore, Servable  # noqa: E402
 
 MAX_MESSAGE = 64 * 1024 * 1024  # as the REST side's body limit
 SIGNATURE_DEF = "signature_def"

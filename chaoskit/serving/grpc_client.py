@@ -13,10 +13,14 @@ from typing import Any
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import (
+
+from chaoskit.model import import_tensorflow
+
+tf = import_tensorflow(threads=None)  # quietly, before the stubs below import it
+
+from tensorflow.core.framework import types_pb2  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
@@ -25,10 +29,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from chaoskit.errors import StackError
-from chaoskit.serving import tensors
-from chaoskit.serving.client import Response
-from chaoskit.serving.config import ServingConfig
+from chaoskit.errors import StackError  # noqa: E402
+from chaoskit.serving import tensors  # noqa: E402
+from chaoskit.serving.client import Response  # noqa: E402
+from chaoskit.serving.config import ServingConfig  # noqa: E402
 
 HTTP_OF_CODE = {
     grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400,
