@@ -49,7 +49,7 @@ def test_kernel_partitions_fail_over_and_leave_nothing(pytester: pytest.Pytester
     for name in ("firewall", "disconnect"):
         row = rows[name]
         assert row["fault"] == "partition" and row["verdict"] == "pass", row
-        assert float(row["ttd_s"]) <= 3 and float(row["rto_s"]) <= 10
+        assert float(row["ttd_s"]) <= 3 and float(row["rto_s"]) <= 15  # the budgets above
     events = read_journal(latest / "journal.jsonl")
     injected = [e for e in events if e["event"] == "fault.injected"]
     assert injected[0]["changes"]["mode"] == "drop" and injected[0]["changes"]["rule"]
