@@ -62,7 +62,7 @@ def test_a_group_left_by_a_killed_owner_is_removed_by_the_next_run(busy):
         time.sleep(600)
     """)
     assert os.path.isdir(group) and share_of_a_cpu(busy.pid) < 0.15  # still starved
-    assert [str(g) for g in cgroup.reap_orphans()] == [group]
+    assert group in [str(g) for g in cgroup.reap_orphans()]  # (and any other run's orphans)
     assert not os.path.exists(group) and share_of_a_cpu(busy.pid, 0.5) > 0.5
 
 

@@ -169,7 +169,7 @@ def test_a_group_left_by_a_killed_owner_is_removed_by_the_next_run(tmp_path):
     owner = int(Path(group).name.split("-")[1])  # chaoskit-<owner pid>-hold-memory-<n>
     assert os.path.isdir(group)
     wait_until(lambda: balloons(owner) == [], 10, what="the balloon gone with its owner")
-    assert [str(g) for g in cgroup.reap_orphans()] == [group]
+    assert group in [str(g) for g in cgroup.reap_orphans()]  # (and any other run's orphans)
     assert not os.path.exists(group) and balloons(owner) == []
 
 
