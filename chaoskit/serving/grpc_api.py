@@ -12,6 +12,7 @@ TensorFlow is (the REST port answers before that).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -38,9 +39,10 @@ from tensorflow_serving.apis import (  # noqa: E402
     regression_pb2,
 )
 
+from chaoskit.errors import ConfigError  # noqa: E402
 from chaoskit.serving import api, tensors  # noqa: E402
 from chaoskit.serving.api import ApiError  # noqa: E402
-from chaoskit.serving.config import ServingConfig, VersionPolicy  # noqa: E402
+from chaoskit.serving.config import ServingConfig, parse_config  # noqa: E402
 from chaoskit.serving.metrics import RequestMetrics  # noqa: E402
 from chaoskit.serving.store import ModelStore, Servable  # noqa: E402
 
@@ -124,17 +126,13 @@ def server_config(store: ModelStore, request: Any) -> ServingConfig:
     if model.model_platform not in ("", "tensorflow"):
         raise ApiError(400, f"model {model.name}: model_platform {model.model_platform!r} "
                             "is not tensorflow")  # fmt: skip
-    policy = model.model_version_policy
-    kind = policy.WhichOneof("policy_choice") or "latest"
-    if kind == "specific":
-        if not policy.specific.versions:
-            raise ApiError(400, f"model {model.name}: the specific policy names no version")
-        chosen = VersionPolicy("specific", versions=frozenset(policy.specific.versions))
-    elif kind == "all":
-        chosen = VersionPolicy("all")
-    else:
-        chosen = VersionPolicy("latest", num_versions=max(1, policy.latest.num_versions))
-    return ServingConfig(chosen, dict(model.version_labels))
+    wanted = {key: value for key, value in json_format.MessageToDict(
+        model, preserving_proto_field_name=True).items()
+        if key in ("model_version_policy", "version_labels")}  # fmt: skip
+    try:  # the model config file's parser: one set of rules for both ways in
+        return parse_config(json.dumps(wanted), f"model {model.name}")
+    except ConfigError as e:
+        raise ApiError(400, str(e)) from None
 
 
 class _Service:

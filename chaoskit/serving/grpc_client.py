@@ -88,23 +88,26 @@ class GrpcServingClient:
         self.label = label
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
+        self._stubs_made: tuple[Any, Any] | None = None
         self._inputs: dict[str, tensors.InputSpec] | None = None
 
     def _stubs(self) -> tuple[Any, Any]:
+        """(PredictionService, ModelService) stubs on the one channel, made at first use."""
         with self._lock:
-            if self._channel is None:
+            if self._channel is None or self._stubs_made is None:
                 target = f"[{self.host}]:{self.port}" if ":" in self.host else \
                     f"{self.host}:{self.port}"  # fmt: skip
-                self._channel = grpc.insecure_channel(target, options=RECONNECT)
-            channel = self._channel
-        return (prediction_service_pb2_grpc.PredictionServiceStub(channel),
-                model_service_pb2_grpc.ModelServiceStub(channel))  # fmt: skip
+                channel = grpc.insecure_channel(target, options=RECONNECT)
+                self._channel = channel
+                self._stubs_made = (prediction_service_pb2_grpc.PredictionServiceStub(channel),
+                                    model_service_pb2_grpc.ModelServiceStub(channel))
+            return self._stubs_made
 
     def close(self) -> None:
         with self._lock:
             if self._channel is not None:
                 self._channel.close()
-                self._channel = None
+                self._channel, self._stubs_made = None, None
 
     def _spec(self, into: Any, version: int | str | None, label: str | None,
               signature_name: str | None = None) -> None:  # fmt: skip

@@ -176,7 +176,10 @@ class QualityGuard(BackgroundLoop):
         return None if answer.ok else str(answer.body.get("error"))
 
     def _reload_restarted(self) -> None:
-        """A replica restarted (or refused) since it was given the config: again."""
+        """A replica restarted (or refused) since it was given the config: again.  Only
+        without a config file: a replica reads that when it starts, and at every poll."""
+        if self.config_file is not None:
+            return
         for replica in self.reloaders:
             if self.stack.backend.instance(replica) != self._instances.get(replica):
                 self._reload(replica)
