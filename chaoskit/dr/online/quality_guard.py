@@ -187,10 +187,12 @@ class QualityGuard(BackgroundLoop):
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._reload_restarted()
-            present = version_dirs(self.stack.model_base_path)
-            newest = max(present, default=None)
-            if newest is not None and newest not in self.judged and newest > (self.stable or 0):
-                self._judge(newest)
+            # every new version, oldest first: one exported between two looks (a second
+            # exporter, a trainer ahead of the gate) is judged too, not skipped unseen
+            waiting = sorted(v for v in version_dirs(self.stack.model_base_path)
+                             if v not in self.judged and v > (self.stable or 0))  # fmt: skip
+            if waiting:
+                self._judge(waiting[0])
             self._stop.wait(self.interval)
 
     # -- judging ---------------------------------------------------------------------
