@@ -33,7 +33,8 @@ CALL_ERROR = pytest.StashKey[BaseException]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("chaoskit", "chaos and disaster-recovery experiments")
-    group.addoption("--chaos-backend", help="where the stack runs: process (default) or docker")
+    group.addoption("--chaos-backend",
+                    help="where the stack runs: process (default), docker or swarm")
     group.addoption(
         "--chaos-stack",
         metavar="PATH",
@@ -54,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="learned detectors in every experiment (each first records a steady-state "
         "baseline: ini chaos_learned_baseline, default 30s)",
     )
-    parser.addini("chaos_backend", "default backend: process or docker", default="process")
+    parser.addini("chaos_backend", "default backend: process, docker or swarm", default="process")
     parser.addini("chaos_stack", "stack file of the stack under test (relative to rootdir)")
     parser.addini(
         "chaos_learned_baseline", "steady state the learned detectors train on", default="30s"

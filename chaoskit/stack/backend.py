@@ -1,7 +1,7 @@
 """The Backend protocol: everything faults and the DR engine may do to a service.
 
-``process`` (local processes, the embedded default) and ``docker`` implement it, so
-every experiment runs on either.
+``process`` (local processes, the embedded default), ``docker`` (containers) and
+``swarm`` (Docker Swarm services) implement it, so every experiment runs on each.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 from chaoskit.stack.service import ServiceSpec
 
-BACKENDS = ("process", "docker")
+BACKENDS = ("process", "docker", "swarm")
 
 
 @runtime_checkable

@@ -68,6 +68,11 @@ RESTART_MODES = ("replace", "in_place")
 CPU_PERIOD_US = 100_000
 
 
+def user_of_this_process() -> str:
+    """``uid:gid`` of this process: containers run as it, so the files they write stay ours."""
+    return f"{os.getuid()}:{os.getgid()}"
+
+
 def _remove_quietly(client: Any, project: str) -> None:
     """The finalizer's cleanup: at interpreter exit an unreachable engine is not worth a trace."""
     try:
@@ -88,6 +93,7 @@ class DockerBackend:
     """Runs services as containers; see the module docstring for the layout."""
 
     name = "docker"
+    network_options: dict[str, Any] = {"driver": "bridge"}
 
     def __init__(
         self,
@@ -146,7 +152,7 @@ class DockerBackend:
                 return
         with engine.engine_errors(f"creating network {self.network!r}"):
             created = api.create_network(
-                self.network, driver="bridge", labels=engine.labels_for(self.project)
+                self.network, labels=engine.labels_for(self.project), **self.network_options
             )
         self._network = created["Id"]
 
@@ -253,25 +259,36 @@ class DockerBackend:
         mounts += [Mount(p, p, type="bind") for p in sorted(shared)]
         if svc.spec.cwd and svc.spec.cwd not in shared:  # a stack file's directory: its code
             mounts.append(Mount(svc.spec.cwd, svc.spec.cwd, type="bind", read_only=True))
-        mounts += [
-            Mount(str(self.data_dir / key), name, type="volume")
-            for key, name in self._volumes.items()
-        ]
-        return mounts
+        return mounts + [self._volume_mount(key, name) for key, name in self._volumes.items()]
+
+    def _volume_mount(self, key: str, name: str) -> Any:
+        from docker.types import Mount
+
+        return Mount(str(self.data_dir / key), name, type="volume")
+
+    def _command(self, svc: _Service) -> list[str] | None:
+        """The rendered command; None: the image's own (a user's image, e.g. TF Serving's)."""
+        command: list[str] | None = svc.spec.render(self._values(svc)) or None
+        if self.python and command and command[0] == sys.executable:
+            command[0] = self.python
+        return command
+
+    def _env(self, svc: _Service) -> dict[str, str]:
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
+        if self._hostenv(svc) and os.environ.get("PYTHONPATH"):
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # the host's environment, all of it
+        env.update(svc.spec.env)
+        return env
+
+    def _workdir(self, svc: _Service) -> str | None:
+        return svc.spec.cwd or ("/tmp" if self._hostenv(svc) else None)
 
     def _launch(self, svc: _Service) -> None:
         """Create and start a fresh container for *svc* (the old one must be gone)."""
         spec, api = svc.spec, self.client.api
         name = f"{self.project}-{spec.name}"
         self._claim_name(name)
-        # no arguments: the image's own command (a user's image, e.g. TF Serving's)
-        command: list[str] | None = spec.render(self._values(svc)) or None
-        if self.python and command and command[0] == sys.executable:
-            command[0] = self.python
-        env = {"TF_CPP_MIN_LOG_LEVEL": "2", "HOME": "/tmp", "PYTHONUNBUFFERED": "1"}
-        if self._hostenv(svc) and os.environ.get("PYTHONPATH"):
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # the host's environment, all of it
-        env.update(spec.env)
+        command, env = self._command(svc), self._env(svc)
         host_config = api.create_host_config(
             init=True,
             mounts=self._mounts(svc),
@@ -287,8 +304,8 @@ class DockerBackend:
                 command,
                 name=name,
                 environment=env,
-                working_dir=spec.cwd or ("/tmp" if self._hostenv(svc) else None),
-                user=f"{os.getuid()}:{os.getgid()}",
+                working_dir=self._workdir(svc),
+                user=user_of_this_process(),
                 ports=list(svc.ports.values()),
                 labels=engine.labels_for(self.project, spec.name),
                 host_config=host_config,

@@ -111,33 +111,67 @@ def labels_for(project: str, service: str | None = None) -> dict[str, str]:
 
 
 def managed_objects(client: Any, *, project: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Every chaoskit-labelled container, network and volume (of *project* if given)."""
+    """Every chaoskit-labelled swarm service and secret (when the engine is a swarm
+    manager), container, network and volume (of *project* if given)."""
     label = MANAGED if project is None else f"{PROJECT}={project}"
     api = client.api
     with engine_errors("listing chaoskit's containers, networks and volumes"):
+        manager = bool((api.info().get("Swarm") or {}).get("ControlAvailable"))
+        services = api.services(filters={"label": label}) if manager else []
+        secrets = api.secrets(filters={"label": label}) if manager else []
         containers = api.containers(all=True, filters={"label": label})
         networks = api.networks(filters={"label": label})
         volumes = api.volumes(filters={"label": label}).get("Volumes") or []
-    return {"containers": containers, "networks": networks, "volumes": volumes}
+    return {"services": [{**s, "Labels": s["Spec"].get("Labels")} for s in services],
+            "containers": containers, "networks": networks, "volumes": volumes,
+            "secrets": [{**s, "Labels": s["Spec"].get("Labels")} for s in secrets]}  # fmt: skip
+
+
+SWARM_SERVICE_ID = "com.docker.swarm.service.id"
+"""Swarm's label on each task's container."""
+TASKS_GONE_TIMEOUT = 30.0
+"""Seconds a removed swarm service's containers get to go (its network is busy till then)."""
 
 
 def remove_objects(client: Any, found: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """Remove containers (forced), then networks, then volumes; returns what was removed."""
-    import docker.errors
-
+    """Remove swarm services (and wait for their tasks' containers to go), then containers
+    (forced), networks, volumes and secrets; returns what was removed."""
     api, removed = client.api, []
     steps = (
+        ("services", lambda o: o["ID"], api.remove_service),
         ("containers", lambda o: o["Id"], lambda i: api.remove_container(i, force=True)),
         ("networks", lambda o: o["Id"], api.remove_network),
         ("volumes", lambda o: o["Name"], lambda n: api.remove_volume(n, force=True)),
+        ("secrets", lambda o: o["ID"], api.remove_secret),
     )
     for kind, ident, remove in steps:
-        for obj in found[kind]:
-            with contextlib.suppress(docker.errors.NotFound):
+        for obj in found.get(kind, []):
+            try:
                 with engine_errors(f"removing {kind[:-1]} {ident(obj)[:12]}"):
                     remove(ident(obj))
-                removed.append(f"{kind[:-1]} {ident(obj)[:12]}")
+            except BackendError as e:
+                if is_not_found(e):
+                    continue  # gone already (a swarm task's container goes with its service)
+                raise
+            removed.append(f"{kind[:-1]} {ident(obj)[:12]}")
+        if kind == "services" and found.get(kind):
+            _wait_tasks_gone(client, [ident(o) for o in found[kind]])
     return removed
+
+
+def _wait_tasks_gone(client: Any, service_ids: list[str]) -> None:
+    """Until no container of the removed services is left on this engine (or a timeout)."""
+    from chaoskit.waiting import wait_until
+
+    def gone() -> bool:
+        with engine_errors("listing the removed services' containers"):
+            return not any(
+                client.api.containers(all=True, filters={"label": f"{SWARM_SERVICE_ID}={i}"})
+                for i in service_ids
+            )
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(gone, timeout=TASKS_GONE_TIMEOUT, interval=0.2)
 
 
 def remove_project(client: Any, project: str) -> list[str]:

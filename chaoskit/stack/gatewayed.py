@@ -101,9 +101,14 @@ class GatewayedStack:
         others = [n for n in self.specs if n not in first and n not in self.replicas]
         for name in first + others:
             self.backend.start(self.specs[name])
-        with ThreadPoolExecutor(len(self.replicas)) as pool:
-            for started in [pool.submit(self.backend.start, self.specs[r]) for r in self.replicas]:
-                started.result()
+        start_replicas = getattr(self.backend, "start_replicas", None)
+        if start_replicas is not None:  # an orchestrator: one service, N tasks
+            start_replicas([self.specs[r] for r in self.replicas])
+        else:
+            with ThreadPoolExecutor(len(self.replicas)) as pool:
+                for started in [pool.submit(self.backend.start, self.specs[r])
+                                for r in self.replicas]:  # fmt: skip
+                    started.result()
         endpoints = {r: self.backend.endpoint(r, self.serving_port) for r in self.replicas}
         links = {}
         if self.dr_site is not None:

@@ -239,4 +239,8 @@ def make_backend(name: str, run_dir: Path, data_dir: Path) -> Backend:
         from chaoskit.stack.docker import DockerBackend
 
         return DockerBackend(run_dir, data_dir)
+    if name == "swarm":
+        from chaoskit.stack.swarm import SwarmBackend
+
+        return SwarmBackend(run_dir, data_dir)
     raise StackError(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")

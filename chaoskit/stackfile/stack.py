@@ -190,7 +190,7 @@ class FileStack(GatewayedStack):
         if service.attach is not None:
             raise ConfigError(f"{key}.attach: attached containers need the Docker backend "
                               "(--chaos-backend docker)")  # fmt: skip
-        if self.backend.name == "docker" and service.docker is not None:
+        if self.backend.name in ("docker", "swarm") and service.docker is not None:
             return self._image_spec(instance, key, service)
         if service.command is None:
             raise ConfigError(

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from chaoskit.stack.backend import BACKENDS
+
 
 def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
@@ -24,7 +26,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--stack", metavar="PATH",
                      help="stack file (default: ./chaoskit.toml if present, else the "
                      "reference stack)")  # fmt: skip
-    run.add_argument("--backend", choices=("process", "docker"), default=None,
+    run.add_argument("--backend", choices=BACKENDS, default=None,
                      help="where the stack runs (default: process)")  # fmt: skip
     run.add_argument("--report-dir", default="reports", metavar="DIR",
                      help="where run reports go (default: reports)")  # fmt: skip

@@ -17,6 +17,8 @@ from chaoskit.errors import BackendError
 from chaoskit.stack.service import Readiness, ServiceSpec
 
 REQUIRE_ENV = "CHAOSKIT_REQUIRE_DOCKER"
+NOTHING_LEFT = {"services": [], "containers": [], "networks": [], "volumes": [], "secrets": []}
+"""What ``managed_objects`` finds once a run cleaned up after itself."""
 
 _engine: object = None
 _failure: str | None = None

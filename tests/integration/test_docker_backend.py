@@ -7,7 +7,7 @@ import sys
 import urllib.request
 
 import pytest
-from docker_support import answers, docker_client, engine_or_skip, get, http_spec  # noqa: F401
+from docker_support import NOTHING_LEFT, answers, docker_client, engine_or_skip, get, http_spec  # noqa: F401
 
 from chaoskit.errors import StackError
 from chaoskit.stack.docker import DockerBackend
@@ -125,7 +125,7 @@ def test_close_leaves_nothing_behind_even_when_paused(backend):
     backend.pause("a")
     backend.close()
     left = managed_objects(backend.client, project=backend.project)
-    assert left == {"containers": [], "networks": [], "volumes": []}
+    assert left == NOTHING_LEFT
     assert backend.status("a") == "absent"
     assert "Serving HTTP" in (backend.run_dir / "logs" / "a.log").read_text()  # logs kept
 

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from docker_support import docker_client, engine_or_skip, http_spec  # noqa: F401
+from docker_support import NOTHING_LEFT, docker_client, engine_or_skip, http_spec  # noqa: F401
 
 from chaoskit.errors import BackendError
 from chaoskit.stack.docker import DockerBackend, project_name
@@ -20,7 +20,6 @@ from chaoskit.stack.service import ServiceSpec
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 engine_or_skip()
 
-NOTHING = {"containers": [], "networks": [], "volumes": []}
 
 INTERRUPTED_RUN = textwrap.dedent(
     """
@@ -57,7 +56,7 @@ def test_the_next_backend_removes_what_an_interrupted_run_left(docker_client, tm
         backend = DockerBackend(tmp_path / "next-run", tmp_path / "data")
         try:
             assert len(backend.reaped) >= 7  # 2 containers, the network, 4 volumes
-            assert managed_objects(docker_client, project=project) == NOTHING
+            assert managed_objects(docker_client, project=project) == NOTHING_LEFT
         finally:
             backend.close()
     finally:
@@ -75,7 +74,7 @@ def test_objects_of_a_live_owner_are_left_alone(docker_client, tmp_path):  # noq
         assert first.status("web") == "running"
     finally:
         first.close()
-    assert managed_objects(docker_client, project=first.project) == NOTHING
+    assert managed_objects(docker_client, project=first.project) == NOTHING_LEFT
 
 
 def test_no_engine_names_the_url(tmp_path):

@@ -12,7 +12,7 @@ import csv
 import textwrap
 
 import pytest
-from docker_support import docker_client, engine_or_skip  # noqa: F401
+from docker_support import NOTHING_LEFT, docker_client, engine_or_skip  # noqa: F401
 
 from chaoskit.journal import read_journal
 from chaoskit.stack.docker_engine import managed_objects
@@ -55,4 +55,4 @@ def test_kernel_partitions_fail_over_and_leave_nothing(pytester: pytest.Pytester
     assert injected[0]["changes"]["mode"] == "drop" and injected[0]["changes"]["rule"]
     assert [e["event"] for e in events].count("failback") >= 2
     left = managed_objects(docker_client)
-    assert left == {"containers": [], "networks": [], "volumes": []}, left
+    assert left == NOTHING_LEFT, left

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from docker_support import docker_client, engine_or_skip  # noqa: F401
+from docker_support import NOTHING_LEFT, docker_client, engine_or_skip  # noqa: F401
 
 from chaoskit.dr.online.goldens import Goldens
 from chaoskit.dr.online.steady_state import check_steady_state
@@ -43,4 +43,4 @@ def test_reference_stack_serves_recovers_and_leaves_nothing(docker_client, tmp_p
     assert {"trainer", "serving"} <= sources  # the containers wrote to the host's journal
     assert [e["event"] for e in events].count("serving.started") == 2
     left = managed_objects(docker_client, project=backend.project)
-    assert left == {"containers": [], "networks": [], "volumes": []}
+    assert left == NOTHING_LEFT

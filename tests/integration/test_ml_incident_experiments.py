@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
-from docker_support import backend, docker_client  # noqa: F401
+from docker_support import NOTHING_LEFT, backend, docker_client  # noqa: F401
 
 from chaoskit.journal import read_journal
 from chaoskit.stack import cgroup, volume
@@ -71,7 +71,7 @@ def test_ml_incidents_are_detected_and_recovered_and_nothing_is_left(
     assert cgroup.reap_orphans() == []  # the limited replicas' cgroups went with the reverts
     if engine is not None:
         left = managed_objects(engine)
-        assert left == {"containers": [], "networks": [], "volumes": []}, left
+        assert left == NOTHING_LEFT, left
 
 
 def check_quality(rows: dict[str, dict[str, str]], events: list[dict]) -> None:

@@ -8,7 +8,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from docker_support import backend, docker_client  # noqa: F401
+from docker_support import NOTHING_LEFT, backend, docker_client  # noqa: F401
 
 from chaoskit.journal import read_journal
 from chaoskit.stack.docker_engine import managed_objects
@@ -39,4 +39,4 @@ def test_the_drill_passes_from_the_off_site_copy(
     assert fetched and all(e["check_ok"] for e in fetched)  # again if it struck the copy
     if engine is not None:
         left = managed_objects(engine)
-        assert left == {"containers": [], "networks": [], "volumes": []}, left
+        assert left == NOTHING_LEFT, left

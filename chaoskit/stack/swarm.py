@@ -1,0 +1,451 @@
+"""The Swarm backend: every service of a stack is a Docker Swarm service, and Swarm runs
+its tasks.
+
+What differs from the Docker backend (:mod:`chaoskit.stack.docker`, whose images, files,
+commands and labels this backend shares):
+
+* the engine must be a swarm manager; an engine in no swarm gets a single-node swarm for
+  the run (:mod:`chaoskit.stack.swarm_mode`);
+* the serving replicas are the tasks of **one** service (``<project>-<primary>``, N
+  replicas, :meth:`SwarmBackend.start_replicas`); chaoskit's replica names (``serving``,
+  ``serving-b`` …) are its task *slots* 1..N.  Swarm keeps a slot when it replaces a
+  task, so a replica's faults and probes follow the replacement: every call resolves the
+  slot's current task through the manager's task list.  Other services have one task;
+* the run's network is an attachable overlay network; services use ``endpoint_mode:
+  dnsrr`` (each name resolves to its tasks' addresses), since Swarm's virtual IPs and
+  ingress routing mesh need IPVS, which this kind of kernel lacks;
+* ports: a task listens on the spec's port numbers inside its container, published in
+  *host* mode on a port Swarm picks.  The backend's own forwarder listens on this host at
+  the spec's number (0: a free one, kept for the run) and sends each new connection to the
+  current task's published port, which a follower thread re-reads every
+  :data:`FOLLOW_INTERVAL` seconds.  So clients, the gateway's proxies and the DR engine's
+  probes keep one address while Swarm replaces tasks; :meth:`task_endpoint` is a task's own;
+* restarts are Swarm's: its restart policy (condition ``any``, 5 s delay, Swarm's default)
+  replaces a task that exits.  :meth:`SwarmBackend.restart` removes the current task's
+  container (a hung one that Swarm believes running, one serving damaged weights) and waits
+  until Swarm's replacement is ready.  ``recovery = "observe"`` leaves all of it to Swarm;
+* every service, network, volume and secret carries chaoskit's labels; ``close()`` removes
+  them, and the next backend removes those of a killed run (:func:`docker_engine.reap_orphans`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chaoskit.errors import BackendError, StackError
+from chaoskit.stack import docker_engine as engine
+from chaoskit.stack import swarm_mode
+from chaoskit.stack.docker import DockerBackend, _Service, user_of_this_process
+from chaoskit.stack.docker_engine import container_status, instance_of, netns_pid_of, signal_init
+from chaoskit.stack.ports import HOST, allocate_ports, endpoint_in
+from chaoskit.stack.process import parse_signal
+from chaoskit.stack.readiness import is_ready, wait_ready
+from chaoskit.stack.service import ServiceSpec
+
+FOLLOW_INTERVAL = 0.2
+"""Seconds between the forwarder's reads of the task list (a replacement's delay to reach)."""
+RUNNING = "running"
+FAILED = ("failed", "rejected")
+STARTING = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
+
+
+@dataclass
+class _Member:
+    """A chaoskit service name: one slot of a Swarm service."""
+
+    name: str
+    service: str  # the Swarm service's name
+    slot: int
+    spec: ServiceSpec
+    svc: _Service
+
+
+@dataclass
+class _SwarmService:
+    name: str
+    id: str
+    members: list[str] = field(default_factory=list)
+
+
+def created_at(task: dict[str, Any]) -> tuple[str, str]:
+    """Swarm's RFC 3339 creation time as a sortable key (its fraction drops trailing zeros)."""
+    stamp = str(task.get("CreatedAt", "")).rstrip("Z")
+    whole, _, fraction = stamp.partition(".")
+    return whole, fraction.ljust(9, "0")
+
+
+def _newest(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(tasks, key=created_at, default=None)
+
+
+def slot_task(tasks: list[dict[str, Any]], slot: int) -> dict[str, Any] | None:
+    """The slot's current task: the newest one Swarm wants running (None between a task's
+    end and its replacement's creation)."""
+    wanted = [t for t in tasks if t.get("Slot") == slot and t.get("DesiredState") == RUNNING]
+    return _newest(wanted)
+
+
+def task_container(task: dict[str, Any] | None) -> str | None:
+    status = (task or {}).get("Status") or {}
+    container = (status.get("ContainerStatus") or {}).get("ContainerID")
+    return str(container) if container else None
+
+
+def published_port(task: dict[str, Any], target: int) -> int | None:
+    for port in ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []:
+        if port.get("TargetPort") == target and port.get("PublishedPort"):
+            return int(port["PublishedPort"])
+    return None
+
+
+class SwarmBackend(DockerBackend):
+    """Runs services as Swarm services; see the module docstring for the layout."""
+
+    name = "swarm"
+    network_options: dict[str, Any] = {"driver": "overlay", "attachable": True}
+
+    def __init__(self, run_dir: str | Path, data_dir: str | Path, *, image: str | None = None,
+                 python: str | None = None, project: str | None = None,
+                 base_url: str | None = None) -> None:  # fmt: skip
+        super().__init__(run_dir, data_dir, image=image, python=python, project=project,
+                         base_url=base_url)  # fmt: skip
+        swarm_mode.reap_orphan_swarm(self.client)
+        self.initialised_swarm = swarm_mode.ensure_manager(self.client, self.url)
+        self._members: dict[str, _Member] = {}
+        self._swarm_services: dict[str, _SwarmService] = {}
+        self._forwarder: Any = None
+        self._routes: dict[str, str] = {}  # forwarder proxy name -> upstream now
+        self._stop_follow = threading.Event()
+        self._follow_lock = threading.Lock()
+        self._follower: threading.Thread | None = None
+
+    # -- starting -------------------------------------------------------------------
+    def start(self, spec: ServiceSpec) -> None:
+        """Create a one-task service for *spec*, or wait for a slot created by
+        :meth:`start_replicas`; returns once its task is ready."""
+        member = self._members.get(spec.name)
+        if member is None:
+            self.start_replicas([spec])
+            return
+        self._wait_ready(member, before=None)
+
+    def start_replicas(self, specs: list[ServiceSpec]) -> None:
+        """One Swarm service whose N tasks are *specs* (replicas alike but for their names
+        and port numbers: the first one's command runs in every task); returns once every
+        task is ready."""
+        first = specs[0]
+        with self._lock:
+            if any(s.name in self._members for s in specs):
+                raise StackError(f"service {first.name!r} is already running")
+            image = first.image or self.image
+            if image is None:
+                from chaoskit.stack.docker_image import ensure_image
+
+                image = ensure_image(self.client)
+            self.ensure_image(image)
+            svc = _Service(first, allocate_ports(first.name, first.ports), image)
+            self._services[first.name] = svc
+            self._ensure_network()
+            self._ensure_volumes()
+            name = f"{self.project}-{first.name}"
+            created = self._create_service(name, svc, replicas=len(specs))
+            group = self._swarm_services[name] = _SwarmService(name, created)
+            for slot, spec in enumerate(specs, start=1):
+                ports = svc.ports if slot == 1 else allocate_ports(spec.name, spec.ports)
+                member_svc = svc if slot == 1 else _Service(spec, ports, image)
+                self._services[spec.name] = member_svc
+                self._members[spec.name] = _Member(spec.name, name, slot, spec, member_svc)
+                group.members.append(spec.name)
+            self._ensure_forwarder()
+        for spec in specs:
+            self._wait_ready(self._members[spec.name], before=None)
+
+    def _create_service(self, name: str, svc: _Service, *, replicas: int) -> str:
+        from docker.types import ContainerSpec, RestartPolicy, ServiceMode, TaskTemplate
+
+        self._claim_service_name(name)
+        container = ContainerSpec(
+            svc.image, command=self._command(svc), env=self._env(svc), workdir=self._workdir(svc),
+            user=user_of_this_process(), mounts=self._mounts(svc), init=True,
+            labels={engine.PROJECT: self.project, engine.SERVICE: svc.spec.name},
+            stop_grace_period=int(svc.spec.stop_timeout * 1e9),
+        )  # fmt: skip
+        template = TaskTemplate(container, restart_policy=RestartPolicy(condition="any"),
+                                networks=[{"Target": self.network,
+                                           "Aliases": [svc.spec.name]}])  # fmt: skip
+        endpoint = {"Mode": "dnsrr", "Ports": [
+            {"Protocol": "tcp", "TargetPort": port, "PublishMode": "host"}
+            for port in svc.ports.values()]}  # fmt: skip
+        with engine.engine_errors(f"creating swarm service {name!r} from image {svc.image!r}"):
+            created = self.client.api.create_service(
+                template, name=name, labels=engine.labels_for(self.project, svc.spec.name),
+                mode=ServiceMode("replicated", replicas=replicas), endpoint_spec=endpoint,
+            )  # fmt: skip
+        return str(created["ID"])
+
+    def _volume_mount(self, key: str, name: str) -> Any:
+        """A volume every node creates alike: the run's directory, bound (all nodes of a
+        swarm on this machine share its file system)."""
+        from docker.types import DriverConfig, Mount
+
+        options = {"type": "none", "o": "bind", "device": str(self.data_dir / key)}
+        return Mount(str(self.data_dir / key), name, type="volume",
+                     labels=engine.labels_for(self.project),
+                     driver_config=DriverConfig("local", options))  # fmt: skip
+
+    def _claim_service_name(self, name: str) -> None:
+        """Make *name* free: remove our own stale service, refuse anyone else's."""
+        with engine.engine_errors(f"looking up swarm service {name!r}"):
+            existing = [s for s in self.client.api.services(filters={"name": name})
+                        if s["Spec"]["Name"] == name]  # fmt: skip
+        for old in existing:
+            self._check_ours(old["Spec"].get("Labels") or {}, f"swarm service {name!r}")
+            engine.remove_objects(self.client, {"services": [old]})
+
+    # -- tasks ----------------------------------------------------------------------
+    def _member(self, service: str) -> _Member:
+        try:
+            return self._members[service]
+        except KeyError:
+            known = ", ".join(sorted(self._members)) or "none"
+            raise StackError(f"no service {service!r} in this stack (services: {known})") from None
+
+    def _tasks(self, swarm_service: str) -> list[dict[str, Any]]:
+        with engine.engine_errors(f"listing the tasks of swarm service {swarm_service!r}"):
+            tasks: list[dict[str, Any]] = self.client.api.tasks(filters={"service": swarm_service})
+        return tasks
+
+    def task(self, service: str) -> dict[str, Any] | None:
+        """The current task of *service* (a slot of its Swarm service), from the manager."""
+        member = self._member(service)
+        return slot_task(self._tasks(member.service), member.slot)
+
+    def _engine_for(self, task: dict[str, Any]) -> Any:
+        """The engine of the node running *task* (each node's engine sees only its own
+        containers)."""
+        own = self.client.api.info()["Swarm"]["NodeID"]
+        if task.get("NodeID") in (None, own):
+            return self.client.api
+        raise BackendError(f"task {task['ID'][:12]} runs on node {task['NodeID'][:12]}, whose "
+                           "Docker engine chaoskit cannot reach from here")  # fmt: skip
+
+    def _inspect_task(self, task: dict[str, Any] | None) -> dict[str, Any] | None:
+        container = task_container(task)
+        if task is None or container is None:
+            return None
+        try:
+            with engine.engine_errors(f"inspecting container {container[:12]}"):
+                info: dict[str, Any] = self._engine_for(task).inspect_container(container)
+                return info
+        except BackendError as e:
+            if engine.is_not_found(e):
+                return None
+            raise
+
+    def _latest_task(self, member: _Member) -> dict[str, Any] | None:
+        """The slot's newest task, whatever Swarm wants of it (a failed one included)."""
+        return _newest([t for t in self._tasks(member.service) if t.get("Slot") == member.slot])
+
+    def task_endpoint(self, service: str, port: str) -> tuple[str, int] | None:
+        """The current task's own address for *port* (its node's address and the port
+        Swarm published), bypassing the forwarder; None while no task runs."""
+        member = self._member(service)
+        target = self._target_port(member, port)
+        task = self.task(service)
+        if task is None or (task.get("Status") or {}).get("State") != RUNNING:
+            return None
+        published = published_port(task, target)
+        return None if published is None else (self._node_address(task), published)
+
+    def _target_port(self, member: _Member, port: str) -> int:
+        """The port number every task of the member's Swarm service listens on."""
+        first = self._swarm_services[member.service].members[0]
+        return endpoint_in(self._services[first].ports, member.name, port)[1]
+
+    def _node_address(self, task: dict[str, Any]) -> str:
+        own = self.client.api.info()["Swarm"]["NodeID"]
+        if task.get("NodeID") == own:
+            return HOST
+        with engine.engine_errors(f"inspecting node {task.get('NodeID')}"):
+            return str(self.client.api.inspect_node(task["NodeID"])["Status"]["Addr"])
+
+    # -- the forwarder: one address per service while Swarm replaces tasks ------------
+    def _ensure_forwarder(self) -> None:
+        if self._forwarder is None:
+            from chaoskit.proxy.server import ProxyServer
+
+            self._forwarder = ProxyServer(port=0).start()
+            self._follower = threading.Thread(target=self._follow_loop, name="swarm-follower",
+                                              daemon=True)  # fmt: skip
+            self._follower.start()
+        for member in self._members.values():
+            for port_name, port in member.svc.ports.items():
+                route = f"{member.name}:{port_name}"
+                if route not in self._routes:
+                    self._routes[route] = DISCARD
+                    self._forwarder.create_proxy(route, DISCARD, f"{HOST}:{port}")
+
+    def _follow_loop(self) -> None:
+        while not self._stop_follow.wait(FOLLOW_INTERVAL):
+            try:
+                self._follow_once()
+            except BackendError:
+                continue  # the engine hiccuped: the next round tries again
+
+    def _follow_once(self) -> None:
+        """Point each service's forwarder at its current task (when one runs)."""
+        with self._lock:
+            members = list(self._members.values())
+        with self._follow_lock:
+            self._follow(members)
+
+    def _follow(self, members: list[_Member]) -> None:
+        tasks = {name: self._tasks(name) for name in {m.service for m in members}}
+        for member in members:
+            task = slot_task(tasks[member.service], member.slot)
+            if task is None or (task.get("Status") or {}).get("State") != RUNNING:
+                continue  # keep the old address: connections are refused, as for a dead port
+            for port_name in member.svc.ports:
+                published = published_port(task, self._target_port(member, port_name))
+                route = f"{member.name}:{port_name}"
+                upstream = f"{self._node_address(task)}:{published}"
+                if published is not None and self._routes.get(route) != upstream:
+                    self._forwarder.update_proxy(route, upstream=upstream)
+                    self._routes[route] = upstream
+
+    # -- readiness ------------------------------------------------------------------
+    def _wait_ready(self, member: _Member, before: str | None) -> None:  # type: ignore[override]
+        """Until the slot runs a task other than *before* (a container id) that passes the
+        readiness check on its own address; StackError with its output if it fails."""
+        values = self._values(member.svc)
+        first_port = next(iter(member.svc.ports), None)
+
+        def ready() -> bool:
+            task = self.task(member.name)
+            if task is None or task_container(task) in (None, before):
+                return False
+            address = self.task_endpoint(member.name, first_port) if first_port else None
+            if first_port is not None and address is None:
+                return False
+            host, port = address if address else (HOST, None)
+            return is_ready(member.spec.readiness, host=host, port=port, values=values)
+
+        def exit_code() -> int | None:
+            task = self._latest_task(member)
+            state = (task or {}).get("Status", {}).get("State")
+            if task is None or state not in FAILED or task_container(task) == before:
+                return None
+            return int(((task["Status"].get("ContainerStatus") or {}).get("ExitCode")) or -1)
+
+        wait_ready(member.name, member.spec.readiness.timeout, ready=ready, exit_code=exit_code,
+                   logs=lambda: self.logs(member.name, tail=15),
+                   give_up=lambda: None)  # fmt: skip  (close() removes the service)
+        self._follow_once()  # the service's address reaches the new task when this returns
+
+    # -- what faults and recovery do to a task ------------------------------------------
+    def _inspect(self, svc: _Service) -> dict[str, Any] | None:
+        """The container of the service's current task (the Docker backend's operations
+        then act on it)."""
+        return self._inspect_task(self.task(svc.spec.name))
+
+    def _container(self, service: str) -> str:
+        container = task_container(self.task(service))
+        if container is None:
+            raise StackError(f"service {service!r} has no running task")
+        return container
+
+    def container_id(self, service: str) -> str | None:
+        return task_container(self.task(service))
+
+    def status(self, service: str) -> str:
+        if service not in self._members:
+            return "absent"
+        info = self._inspect_task(self.task(service))
+        return "exited" if info is None else container_status(info)
+
+    def kill(self, service: str, signal: str = "SIGKILL") -> str:
+        sig = parse_signal(signal)
+        info = self._inspect_task(self.task(service))
+        instance = instance_of(info)
+        if info is None or instance is None:
+            raise StackError(f"service {service!r} has no running task")
+        if not signal_init(info, sig):
+            with engine.engine_errors(f"sending {sig.name} to service {service!r}"):
+                self.client.api.kill(info["Id"], signal=sig.name)
+        return instance
+
+    def netns_pid(self, service: str) -> int:
+        return netns_pid_of(self._inspect_task(self.task(service)), f"service {service!r}")
+
+    def restart(self, service: str) -> None:
+        """Remove the current task's container if it still runs (hung, or serving damaged
+        files); Swarm replaces the task; wait until the replacement is ready."""
+        member = self._member(service)
+        task = self.task(service)
+        info = self._inspect_task(task)
+        before = task_container(task)
+        if info is not None and info["State"].get("Running"):
+            self._remove_container(info["Id"], service)
+        elif task is not None and (task.get("Status") or {}).get("State") in STARTING:
+            before = None  # Swarm is already replacing it: that one will do
+        self._wait_ready(member, before=before)
+
+    def remove(self, service: str) -> None:
+        """Remove the current task's container (forced); Swarm replaces the task."""
+        container = task_container(self.task(service))
+        if container is not None:
+            self._remove_container(container, service)
+
+    def _remove_container(self, container: str, service: str) -> None:
+        self._save_logs(container, service)
+        try:
+            with engine.engine_errors(f"removing the container of service {service!r}"):
+                self.client.api.remove_container(container, force=True)
+        except BackendError as e:
+            if not engine.is_not_found(e):
+                raise
+
+    # not for swarm tasks: Swarm owns their containers and their network attachments
+    restart_in_place = None  # type: ignore[assignment]
+    disconnect = None  # type: ignore[assignment]
+    connect = None  # type: ignore[assignment]
+
+    def logs(self, service: str, tail: int = 50) -> str:
+        task = self._latest_task(self._member(service))
+        container = task_container(task)
+        if container is not None and self._inspect_task(task) is not None:
+            with engine.engine_errors(f"reading the logs of service {service!r}"):
+                raw = self.client.api.logs(container, tail=tail)
+            return str(raw.decode(errors="replace")).rstrip("\n")
+        log = self.run_dir / "logs" / f"{service}.log"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        return "\n".join(lines[-tail:])
+
+    def close(self) -> None:
+        """Save the logs, remove every service, network, volume and secret, stop the
+        forwarder, and leave the swarm if this run initialised it."""
+        self._stop_follow.set()
+        if self._follower is not None:
+            self._follower.join(timeout=5)
+        with self._lock:
+            for name in self._members:
+                with contextlib.suppress(BackendError):  # its service may be gone already
+                    container = self.container_id(name)
+                    if container is not None:
+                        self._save_logs(container, name)
+            super().close()
+            self._members.clear()
+            self._swarm_services.clear()
+            if self._forwarder is not None:
+                self._forwarder.stop()
+                self._forwarder = None
+            if self.initialised_swarm:
+                swarm_mode.leave_if_ours(self.client)
+
+
+DISCARD = f"{HOST}:9"
+"""A forwarder's upstream before its task runs: the discard port, which refuses."""

@@ -1,0 +1,114 @@
+"""The Swarm backend on a real swarm: tasks that Swarm replaces are followed, faults act on
+the current task, and nothing is left afterwards (also after the owner was SIGKILLed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from docker_support import NOTHING_LEFT, answers, docker_client, engine_or_skip, http_spec  # noqa: F401
+from owner_support import killed_owner
+
+from chaoskit.errors import StackError
+from chaoskit.stack import swarm_mode
+from chaoskit.stack.docker_engine import managed_objects
+from chaoskit.stack.swarm import SwarmBackend
+from chaoskit.waiting import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.swarm]
+engine_or_skip()
+
+REPLACED = 30.0
+"""Seconds for Swarm to replace a task: its restart delay (5 s) plus a container start."""
+
+
+@pytest.fixture
+def swarm(docker_client, tmp_path):  # noqa: F811
+    backend = SwarmBackend(tmp_path / "run", tmp_path / "data")
+    yield backend
+    backend.close()
+    assert managed_objects(docker_client, project=backend.project) == NOTHING_LEFT
+    if backend.initialised_swarm:
+        assert swarm_mode.swarm_state(docker_client)[0] == "inactive", "the swarm was not left"
+
+
+def test_replicas_are_the_slots_of_one_service(swarm):
+    swarm.start_replicas([http_spec("web"), http_spec("web-b")])
+    tasks = {name: swarm.task(name) for name in ("web", "web-b")}
+    assert {t["ServiceID"] for t in tasks.values()} == {swarm.task("web")["ServiceID"]}
+    assert [tasks["web"]["Slot"], tasks["web-b"]["Slot"]] == [1, 2]
+    for name in ("web", "web-b"):
+        assert swarm.status(name) == "running"
+        assert answers(swarm.endpoint(name, "rest")[1])
+
+
+def test_a_killed_task_is_replaced_and_its_address_follows(swarm):
+    swarm.start_replicas([http_spec("web"), http_spec("web-b")])
+    old_task, old_address = swarm.task("web-b")["ID"], swarm.task_endpoint("web-b", "rest")
+    port = swarm.endpoint("web-b", "rest")[1]
+    killed = swarm.kill("web-b")
+    wait_until(lambda: swarm.status("web-b") != "running", 10, what="the kill")
+    assert not answers(port)
+    wait_until(lambda: swarm.instance("web-b") not in (None, killed), REPLACED,
+               what="Swarm's replacement task")  # fmt: skip
+    assert swarm.task("web-b")["ID"] != old_task
+    assert swarm.task_endpoint("web-b", "rest") != old_address  # a new published port
+    wait_until(lambda: answers(port), 10, what="the forwarder following the new task")
+    assert swarm.status("web") == "running"  # the other slot untouched
+
+
+def test_restart_replaces_a_hung_task_swarm_thinks_running(swarm):
+    swarm.start(http_spec("web"))
+    swarm.pause("web")
+    assert swarm.status("web") == "paused"
+    assert swarm.task("web")["Status"]["State"] == "running"  # Swarm does not notice
+    hung = swarm.instance("web")
+    swarm.restart("web")
+    assert swarm.status("web") == "running" and swarm.instance("web") != hung
+    assert answers(swarm.endpoint("web", "rest")[1])
+
+
+def test_faults_on_a_task_that_is_not_running_say_so(swarm):
+    swarm.start(http_spec("web"))
+    swarm.kill("web")
+    wait_until(lambda: swarm.status("web") != "running", 10, what="the kill")
+    with pytest.raises(StackError, match="'web' has no running task"):
+        swarm.kill("web")
+    with pytest.raises(StackError, match="no service 'nope' in this stack"):
+        swarm.kill("nope")
+
+
+def test_a_fixed_port_in_use_is_refused_before_anything_is_created(swarm, docker_client):  # noqa: F811
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StackError, match=f"port 127.0.0.1:{port} is already in use"):
+            swarm.start(http_spec("web", port=port))
+    assert managed_objects(docker_client, project=swarm.project)["services"] == []
+
+
+def test_the_next_backend_removes_what_a_killed_owner_left(docker_client, tmp_path):  # noqa: F811
+    here = os.path.dirname(__file__)
+    project = killed_owner(f"""
+        import sys, time
+        sys.path.insert(0, {here!r})
+        from docker_support import http_spec
+        from chaoskit.stack.swarm import SwarmBackend
+        backend = SwarmBackend({str(tmp_path / "run")!r}, {str(tmp_path / "data")!r})
+        backend.start(http_spec("web"))
+        print(backend.project, flush=True)
+        time.sleep(120)
+    """)
+    assert project, "the killed run did not start its service"
+    left = managed_objects(docker_client, project=project)
+    assert len(left["services"]) == 1 and len(left["networks"]) == 1
+    backend = SwarmBackend(tmp_path / "next-run", tmp_path / "data")
+    try:
+        assert any(r.startswith("service ") for r in backend.reaped), backend.reaped
+        assert managed_objects(docker_client, project=project) == NOTHING_LEFT
+    finally:
+        backend.close()
+    assert swarm_mode.swarm_state(docker_client)[0] == "inactive"
