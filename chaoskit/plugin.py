@@ -218,7 +218,7 @@ def _plan(config: pytest.Config) -> Any:
     if state.plan is None:
         from chaoskit.stack.plan import plan_stack
 
-        state.plan = plan_stack(state.stack_file)
+        state.plan = plan_stack(state.stack_file, backend=state.backend)
     return state.plan
 
 

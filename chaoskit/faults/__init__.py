@@ -20,6 +20,7 @@ from chaoskit.faults.container import (
 from chaoskit.faults.network import Bandwidth, Latency, LimitData, Partition, ResetPeer, Slicer
 from chaoskit.faults.ransomware import Ransomware
 from chaoskit.faults.resources import CpuStarvation, DiskFull, MemoryPressure
+from chaoskit.faults.rollout import BadRollout
 from chaoskit.faults.service import HangService, KillService
 from chaoskit.faults.storage import (
     AppendBytes,
@@ -40,6 +41,7 @@ from chaoskit.faults.weights import SilentWeightChange, StaleModel
 
 __all__ = [
     "AppendBytes",
+    "BadRollout",
     "Bandwidth",
     "BitFlip",
     "Changes",

@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from chaoskit.atomic import fsync_dir
 from chaoskit.errors import FaultError
@@ -53,6 +53,28 @@ def _copies(data: Path, chosen: TensorEntry, entries: list[TensorEntry]) -> list
     )
 
 
+def scaled_copy(source: Path, staged: Path, kind: str, scale: float,
+                tensor: str | None = None) -> dict[str, Any]:
+    """Copy the version directory *source* to *staged* with *tensor* (default: the largest
+    float tensor), and every copy the bundle stores of it, times *scale*; returns what
+    the journal records of it (FaultError naming *source* if its bundle cannot be)."""
+    _, data, entries = bundle_files(source / BUNDLE, kind)
+    chosen = (named_tensor(kind, tensor, data, entries) if tensor else
+              max(nonzero_floats(kind, data, entries), key=lambda e: e.size))  # fmt: skip
+    copies = _copies(data, chosen, entries)
+    shutil.copytree(source, staged, symlinks=True)
+    out = staged / "variables" / ".rewritten"
+    try:
+        for name in copies:  # one at a time, each on the last one's result
+            details = rewrite(staged / BUNDLE, out, name, float(scale))
+            for suffix in (".index", ".data-00000-of-00001"):
+                Path(f"{out}{suffix}").replace(Path(f"{staged / BUNDLE}{suffix}"))
+    except ReweightError as e:
+        raise FaultError(f"{kind}: version {source.name}: {e}") from e
+    return {**details, "tensor": chosen.name, "copies": copies, "shape": list(chosen.shape),
+            "sha256": tree_manifest(staged)}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class WorseVersion(Fault):
     """Publish version newest + 1: the newest with *tensor* (default: the largest float
@@ -80,34 +102,19 @@ class WorseVersion(Fault):
                 "trainer); a copy with other weights would carry a false one: use "
                 "PoisonTraining or DivergeTraining on that trainer instead"
             )
-        _, data, entries = bundle_files(versions[source] / BUNDLE, self.kind)
-        chosen = (named_tensor(self.kind, self.tensor, data, entries) if self.tensor else
-                  max(nonzero_floats(self.kind, data, entries), key=lambda e: e.size))  # fmt: skip
-        copies = _copies(data, chosen, entries)
         version = source + 1
         final = base / str(version)
         staged = base / f".chaoskit-worse-{version}"  # hidden: servers poll numbers only
         try:
-            shutil.copytree(versions[source], staged, symlinks=True)
-            out = staged / "variables" / ".rewritten"
-            for name in copies:  # one at a time, each on the last one's result
-                details = rewrite(staged / BUNDLE, out, name, float(self.scale))
-                for suffix in (".index", ".data-00000-of-00001"):
-                    Path(f"{out}{suffix}").replace(Path(f"{staged / BUNDLE}{suffix}"))
-            manifest = tree_manifest(staged)
+            scaled = scaled_copy(versions[source], staged, self.kind, self.scale, self.tensor)
             if final.exists():
                 raise FaultError(f"{self.kind}: version {version} appeared meanwhile in {base}")
             os.rename(staged, final)  # whole, at once, as an exporter must
             fsync_dir(base)
-        except ReweightError as e:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise FaultError(f"{self.kind}: version {source}: {e}") from e
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
-        record = {"version": version, "source_version": source, "path": str(final),
-                  **details, "tensor": chosen.name, "copies": copies,
-                  "shape": list(chosen.shape), "sha256": manifest}  # fmt: skip
+        record = {"version": version, "source_version": source, "path": str(final), **scaled}
         return Changes(record=record, undo=final)
 
     def _revert(self, ctx: FaultContext, changes: Changes) -> None:

@@ -28,10 +28,12 @@ class StackPlan:
     """How a quality gate can pin versions (None: it cannot, or has no labelled set)."""
     checkpoint_volume: str | None = None
     """The checkpoints get a file system of their own (a disk-full fault needs it)."""
+    backend: str = "process"
+    """Where the stack will run (an orchestrator rolls services out: ``swarm``)."""
 
 
-def plan_stack(stack_file: Path | None) -> StackPlan:
-    """The plan of the stack file's stack, or of the reference stack (None)."""
+def plan_stack(stack_file: Path | None, *, backend: str = "process") -> StackPlan:
+    """The plan of the stack file's stack, or of the reference stack (None), on *backend*."""
     if stack_file is None:
         from chaoskit.stack.reference import DR_SITE, SERVING, TRAINER, StackConfig
         from chaoskit.stack.volume import cannot_mount
@@ -40,7 +42,7 @@ def plan_stack(stack_file: Path | None) -> StackPlan:
         return StackPlan(replica_names(SERVING, StackConfig().replicas), TRAINER, DR_SITE,
                          "checkpoints", "tf", "chaoskit",
                          quality_gate="model config file and gRPC",
-                         checkpoint_volume=volume)  # fmt: skip
+                         checkpoint_volume=volume, backend=backend)  # fmt: skip
     from chaoskit.stackfile import load_stack_file
 
     file = load_stack_file(stack_file)
@@ -51,5 +53,5 @@ def plan_stack(stack_file: Path | None) -> StackPlan:
         replica_names(serving, file.services[serving].replicas), file.named("trainer"),
         file.named("dr-site"), checkpoints.dir if checkpoints else None,
         checkpoints.format if checkpoints else None, file.dr.recovery,
-        quality_gate="grpc" if file.quality is not None else None,
+        quality_gate="grpc" if file.quality is not None else None, backend=backend,
     )  # fmt: skip

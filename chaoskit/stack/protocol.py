@@ -104,7 +104,7 @@ class Stack(Protocol):
 
 
 NEEDS = ("trainer", "checkpoints", "dr-site", "replicas>=2", "proxies", "quality-gate",
-         "checkpoint-volume")
+         "checkpoint-volume", "orchestrator")
 
 
 def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
@@ -128,10 +128,18 @@ def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
         elif need == "checkpoint-volume" and getattr(stack, "checkpoint_volume", None) is None:
             lacking.append("a checkpoint directory on a file system of its own (the "
                            "reference stack mounts one when run as root on Linux)")
+        elif need == "orchestrator" and _backend_name(stack) != "swarm":
+            lacking.append("an orchestrator that rolls services out (--chaos-backend swarm)")
         elif need == "quality-gate" and getattr(stack, "quality_gate", None) is None:
             lacking.append("a labelled set to judge versions on (a stack file's [quality] "
                            "table, with a gRPC port on serving)")
     return lacking
+
+
+def _backend_name(stack: Any) -> str | None:
+    """A plan's backend, or a running stack's."""
+    backend = getattr(stack, "backend", None)
+    return backend if isinstance(backend, str) else getattr(backend, "name", None)
 
 
 def within(path: Path, roots: list[Path]) -> bool:

@@ -39,19 +39,25 @@ from typing import Any
 from chaoskit.errors import BackendError, StackError
 from chaoskit.stack import docker_engine as engine
 from chaoskit.stack import swarm_mode
+from chaoskit.stack import swarm_rollout as rollout
 from chaoskit.stack.docker import DockerBackend, _Service, user_of_this_process
 from chaoskit.stack.docker_engine import container_status, instance_of, netns_pid_of, signal_init
 from chaoskit.stack.ports import HOST, allocate_ports, endpoint_in
 from chaoskit.stack.process import parse_signal
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
+from chaoskit.stack.swarm_tasks import (
+    FAILED,
+    RUNNING,
+    STARTING,
+    latest,
+    published_port,
+    slot_task,
+    task_container,
+)
 
 FOLLOW_INTERVAL = 0.2
 """Seconds between the forwarder's reads of the task list (a replacement's delay to reach)."""
-RUNNING = "running"
-FAILED = ("failed", "rejected")
-STARTING = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
-
 
 @dataclass
 class _Member:
@@ -69,37 +75,6 @@ class _SwarmService:
     name: str
     id: str
     members: list[str] = field(default_factory=list)
-
-
-def created_at(task: dict[str, Any]) -> tuple[str, str]:
-    """Swarm's RFC 3339 creation time as a sortable key (its fraction drops trailing zeros)."""
-    stamp = str(task.get("CreatedAt", "")).rstrip("Z")
-    whole, _, fraction = stamp.partition(".")
-    return whole, fraction.ljust(9, "0")
-
-
-def _newest(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return max(tasks, key=created_at, default=None)
-
-
-def slot_task(tasks: list[dict[str, Any]], slot: int) -> dict[str, Any] | None:
-    """The slot's current task: the newest one Swarm wants running (None between a task's
-    end and its replacement's creation)."""
-    wanted = [t for t in tasks if t.get("Slot") == slot and t.get("DesiredState") == RUNNING]
-    return _newest(wanted)
-
-
-def task_container(task: dict[str, Any] | None) -> str | None:
-    status = (task or {}).get("Status") or {}
-    container = (status.get("ContainerStatus") or {}).get("ContainerID")
-    return str(container) if container else None
-
-
-def published_port(task: dict[str, Any], target: int) -> int | None:
-    for port in ((task.get("Status") or {}).get("PortStatus") or {}).get("Ports") or []:
-        if port.get("TargetPort") == target and port.get("PublishedPort"):
-            return int(port["PublishedPort"])
-    return None
 
 
 class SwarmBackend(DockerBackend):
@@ -184,6 +159,7 @@ class SwarmBackend(DockerBackend):
             created = self.client.api.create_service(
                 template, name=name, labels=engine.labels_for(self.project, svc.spec.name),
                 mode=ServiceMode("replicated", replicas=replicas), endpoint_spec=endpoint,
+                update_config=rollout.update_config(), rollback_config=rollout.rollback_config(),
             )  # fmt: skip
         return str(created["ID"])
 
@@ -248,7 +224,7 @@ class SwarmBackend(DockerBackend):
 
     def _latest_task(self, member: _Member) -> dict[str, Any] | None:
         """The slot's newest task, whatever Swarm wants of it (a failed one included)."""
-        return _newest([t for t in self._tasks(member.service) if t.get("Slot") == member.slot])
+        return latest([t for t in self._tasks(member.service) if t.get("Slot") == member.slot])
 
     def task_endpoint(self, service: str, port: str) -> tuple[str, int] | None:
         """The current task's own address for *port* (its node's address and the port
@@ -318,9 +294,11 @@ class SwarmBackend(DockerBackend):
                     self._routes[route] = upstream
 
     # -- readiness ------------------------------------------------------------------
-    def _wait_ready(self, member: _Member, before: str | None) -> None:  # type: ignore[override]
-        """Until the slot runs a task other than *before* (a container id) that passes the
-        readiness check on its own address; StackError with its output if it fails."""
+    def _wait_ready(self, member: _Member, before: str | None,  # type: ignore[override]
+                    timeout: float | None = None) -> None:  # fmt: skip
+        """Until the slot runs a task of the service's current spec, other than *before* (a
+        container id), that passes the readiness check on its own address; StackError
+        with its output if it fails or *timeout* (default: the spec's) passes."""
         values = self._values(member.svc)
         first_port = next(iter(member.svc.ports), None)
 
@@ -328,6 +306,8 @@ class SwarmBackend(DockerBackend):
             task = self.task(member.name)
             if task is None or task_container(task) in (None, before):
                 return False
+            if rollout.task_rollout(task) != self.rollout_of(member.name):
+                return False  # a task of the spec being replaced
             address = self.task_endpoint(member.name, first_port) if first_port else None
             if first_port is not None and address is None:
                 return False
@@ -341,7 +321,8 @@ class SwarmBackend(DockerBackend):
                 return None
             return int(((task["Status"].get("ContainerStatus") or {}).get("ExitCode")) or -1)
 
-        wait_ready(member.name, member.spec.readiness.timeout, ready=ready, exit_code=exit_code,
+        wait_ready(member.name, timeout or member.spec.readiness.timeout, ready=ready,
+                   exit_code=exit_code,
                    logs=lambda: self.logs(member.name, tail=15),
                    give_up=lambda: None)  # fmt: skip  (close() removes the service)
         self._follow_once()  # the service's address reaches the new task when this returns
@@ -385,6 +366,11 @@ class SwarmBackend(DockerBackend):
         """Remove the current task's container if it still runs (hung, or serving damaged
         files); Swarm replaces the task; wait until the replacement is ready."""
         member = self._member(service)
+        if self.fresh_rollout(service):
+            # Swarm is replacing the tasks: removing one would count as the rollout's failure.
+            # Its new task for this slot gets its grace to be ready, no more.
+            self._wait_ready(member, before=None, timeout=rollout.GRACE_S)
+            return
         task = self.task(service)
         info = self._inspect_task(task)
         before = task_container(task)
@@ -408,6 +394,55 @@ class SwarmBackend(DockerBackend):
         except BackendError as e:
             if not engine.is_not_found(e):
                 raise
+
+    # -- rollouts -------------------------------------------------------------------
+    def roll_out(self, service: str, rollout_id: str, *, args: tuple[str, ...] = (),
+                 mounts: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:  # fmt: skip
+        """Update the Swarm service *service* belongs to (every replica: Swarm rolls it
+        out task by task, see :mod:`chaoskit.stack.swarm_rollout`); returns immediately."""
+        member = self._member(service)
+        return rollout.roll_out(self.client.api, member.service, rollout_id, args=args,
+                                mounts=mounts)  # fmt: skip
+
+    def rollout_of(self, service: str) -> str | None:
+        """The chaoskit rollout the service's spec carries now (None: its own spec)."""
+        return rollout.rollout_of(rollout.inspect_service(self.client.api,
+                                                          self._member(service).service))
+
+    def fresh_rollout(self, service: str) -> str | None:
+        """The rollout that is the suspect when *service* fails (see
+        :func:`swarm_rollout.fresh_rollout`)."""
+        return rollout.fresh_rollout(self.client.api, self._member(service).service)
+
+    def suspect_rollout(self, service: str) -> str | None:
+        """The rollout to blame when *service* fails: a fresh one whose task the replica
+        runs, once that task has started (a new task still starting gets its grace); or
+        the one Swarm is rolling back itself.  None: a restart is the repair."""
+        member = self._member(service)
+        info = rollout.inspect_service(self.client.api, member.service)
+        if (info.get("UpdateStatus") or {}).get("State") == "rollback_started":
+            return rollout.rollout_of({"Spec": info.get("PreviousSpec") or info["Spec"]})
+        fresh = rollout.fresh_rollout(self.client.api, member.service)
+        task = self.task(service)
+        if fresh is None or task is None or rollout.task_rollout(task) != fresh:
+            return None
+        return None if (task.get("Status") or {}).get("State") in STARTING else fresh
+
+    def update_state(self, service: str) -> str | None:
+        """Swarm's state of the last update of *service*'s Swarm service ("updating",
+        "completed", "rollback_completed" …; None: never updated)."""
+        info = rollout.inspect_service(self.client.api, self._member(service).service)
+        return (info.get("UpdateStatus") or {}).get("State")
+
+    def roll_back(self, service: str) -> bool:
+        """Re-apply the previous spec of *service*'s Swarm service if a chaoskit rollout is
+        in force, and wait until every replica runs it and is ready; False when nothing
+        was rolled out."""
+        member = self._member(service)
+        rolled_back = rollout.roll_back(self.client.api, member.service)
+        for name in self._swarm_services[member.service].members:
+            self._wait_ready(self._members[name], before=None)
+        return rolled_back
 
     # not for swarm tasks: Swarm owns their containers and their network attachments
     restart_in_place = None  # type: ignore[assignment]

@@ -71,17 +71,45 @@ class RestartService:
         self.timeout = timeout
 
     def run(self, service: str, *, background: bool = False) -> bool:
-        """Restart *service*; ``background``: clients are already served by another replica."""
-        self.journal.record(
-            "recovery.started", action=self.name, service=service, background=background
-        )
+        """Restart *service*; ``background``: clients are already served by another replica.
+
+        On an orchestrator that is rolling the service out (or just did), the new spec is
+        the suspect when the replica's task of it fails: a restart would start it again,
+        so the rollout is rolled back instead (see :meth:`_suspect_rollout`).
+        """
+        backend = self.stack.backend  # type: ignore[attr-defined]
         deadline = time.monotonic() + self.timeout
-        try:
-            self.stack.backend.restart(service)  # type: ignore[attr-defined]
-        except ChaosKitError as e:
-            self.journal.record("recovery.failed", action=self.name, service=service, reason=str(e))
-            return False
-        self.journal.record("recovered", action=self.name, service=service)
+        suspect = self._suspect_rollout(service)
+        by: dict[str, str] = {}
+        if suspect is None:
+            self.journal.record("recovery.started", action=self.name, service=service,
+                                background=background)  # fmt: skip
+            try:
+                backend.restart(service)
+            except ChaosKitError as e:
+                suspect = self._suspect_rollout(service)  # its new task never got ready
+                if suspect is None:
+                    self.journal.record("recovery.failed", action=self.name, service=service,
+                                        reason=str(e))  # fmt: skip
+                    return False
+            else:  # ready: a rollout's new task must also answer right, or it is to blame
+                suspect = self._suspect_rollout(service)
+                if suspect is not None and check_steady_state(
+                        self.stack.direct_client(service, timeout=2.0),  # type: ignore[attr-defined]
+                        self.goldens, timeout=2.0).ok:  # fmt: skip
+                    suspect = None
+        action = self.name if suspect is None else "rollback"
+        if suspect is not None:
+            self.journal.record("recovery.started", action=action, service=service,
+                                background=background, rollout=suspect)  # fmt: skip
+            try:
+                if not backend.roll_back(service):
+                    by = {"recovered_by": "platform"}  # the orchestrator rolled back first
+            except ChaosKitError as e:
+                self.journal.record("recovery.failed", action=action, service=service,
+                                    reason=str(e))  # fmt: skip
+                return False
+        self.journal.record("recovered", action=action, service=service, **by)
         # behind a failover the gateway's canary is answered by another replica: wait for
         # this one's own answer, or the engine re-detects it while its model still loads
         # and restarts it again (a restart loop)
@@ -93,6 +121,19 @@ class RestartService:
         return confirm_steady_state(
             client, self.goldens, self.journal, timeout=max(0.0, deadline - time.monotonic())
         )
+
+
+    def _suspect_rollout(self, service: str) -> str | None:
+        """The rollout whose task *service* runs, if the backend rolls out (Swarm) and the
+        rollout is fresh: under way, just done, or being rolled back by the orchestrator."""
+        suspect = getattr(self.stack.backend, "suspect_rollout", None)  # type: ignore[attr-defined]
+        if not callable(suspect):
+            return None
+        try:
+            found: str | None = suspect(service)
+        except ChaosKitError:
+            return None  # cannot tell: a restart is still the right first move
+        return found
 
 
 class ObservePlatform:

@@ -1,0 +1,130 @@
+"""Rolling a Swarm service out to a new spec, and back.
+
+Every service chaoskit creates has the update policy a careful platform team would give
+it (:func:`update_config`): one task at a time, stop-first, each new task watched for
+:data:`MONITOR_S` seconds, and ``failure_action: rollback`` — so Swarm itself rolls back a
+rollout whose new tasks *exit*; a rollback goes on whatever fails meanwhile
+(``continue``: it is the way back), watching each task for 1 s only.  What Swarm cannot see is a new task that runs but
+serves no model, or the wrong one; that takes probes, which is chaoskit's part.
+
+A rollout chaoskit makes (the bad-rollout fault) labels the task template's containers
+with ``chaoskit.rollout=<id>``; rolling back re-applies the service's previous spec, as
+``docker service rollback`` does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chaoskit.errors import StackError
+from chaoskit.stack import docker_engine as engine
+
+ROLLOUT = "chaoskit.rollout"
+"""Container label of the task template a chaoskit rollout applied."""
+MONITOR_S = 5
+"""Seconds Swarm watches each updated task for a failure (Swarm's default)."""
+FRESH_S = 60.0
+"""A rollout completed less than this long ago is still suspect when a replica fails."""
+GRACE_S = 20.0
+"""Seconds a rollout's new task may take to be ready before it counts as failed (a
+TensorFlow server's cold start here takes 5-10 s)."""
+IN_PROGRESS = ("updating", "paused")
+
+
+def update_config() -> Any:
+    from docker.types import UpdateConfig
+
+    return UpdateConfig(parallelism=1, delay=0, failure_action="rollback",
+                        monitor=MONITOR_S * 10**9, order="stop-first")  # fmt: skip
+
+
+def rollback_config() -> Any:
+    from docker.types import RollbackConfig
+
+    return RollbackConfig(parallelism=1, delay=0, failure_action="continue",
+                          monitor=10**9, order="stop-first")  # fmt: skip
+
+
+def inspect_service(api: Any, service: str) -> dict[str, Any]:
+    with engine.engine_errors(f"inspecting swarm service {service!r}"):
+        info: dict[str, Any] = api.inspect_service(service)
+    return info
+
+
+def _update(api: Any, info: dict[str, Any], template: dict[str, Any], what: str) -> None:
+    spec = info["Spec"]
+    with engine.engine_errors(f"{what} swarm service {spec['Name']!r}"):
+        api.update_service(info["ID"], info["Version"]["Index"], task_template=template,
+                           name=spec["Name"], labels=spec.get("Labels"), mode=spec.get("Mode"),
+                           update_config=spec.get("UpdateConfig"),
+                           rollback_config=spec.get("RollbackConfig"),
+                           endpoint_spec=spec.get("EndpointSpec"))  # fmt: skip
+
+
+def roll_out(api: Any, service: str, rollout: str, *, args: tuple[str, ...] = (),
+             mounts: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    """Update *service*: its command with *args* appended, *mounts* added, its containers
+    labelled *rollout*.  Returns what the journal records (spec versions)."""
+    info = inspect_service(api, service)
+    template = dict(info["Spec"]["TaskTemplate"])
+    container = dict(template["ContainerSpec"])
+    if (container.get("Labels") or {}).get(ROLLOUT):
+        raise StackError(f"swarm service {service!r} is already rolled out "
+                         f"({container['Labels'][ROLLOUT]}); roll it back first")  # fmt: skip
+    container["Labels"] = {**(container.get("Labels") or {}), ROLLOUT: rollout}
+    if args:
+        container["Args"] = [*(container.get("Args") or []), *args]
+    if mounts:
+        container["Mounts"] = [*(container.get("Mounts") or []), *mounts]
+    template["ContainerSpec"] = container
+    template["ForceUpdate"] = int(template.get("ForceUpdate") or 0)
+    _update(api, info, template, "rolling out")
+    return {"swarm_service": service, "from_version": info["Version"]["Index"]}
+
+
+def roll_back(api: Any, service: str) -> bool:
+    """Re-apply the service's previous spec when its current one is a chaoskit rollout;
+    False when there was nothing to roll back (Swarm, or someone, did already)."""
+    info = inspect_service(api, service)
+    if rollout_of(info) is None or "PreviousSpec" not in info:
+        return False
+    _update(api, info, dict(info["PreviousSpec"]["TaskTemplate"]), "rolling back")
+    return True
+
+
+def rollout_of(info: dict[str, Any]) -> str | None:
+    """The chaoskit rollout a service's spec carries (None: its original spec)."""
+    labels = info["Spec"]["TaskTemplate"]["ContainerSpec"].get("Labels") or {}
+    return labels.get(ROLLOUT)
+
+
+def task_rollout(task: dict[str, Any]) -> str | None:
+    labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
+    return labels.get(ROLLOUT)
+
+
+def fresh_rollout(api: Any, service: str) -> str | None:
+    """The rollout under way on *service*, or completed less than :data:`FRESH_S` ago, and
+    not being rolled back by Swarm (None otherwise): the suspect when a replica fails."""
+    info = inspect_service(api, service)
+    rollout, status = rollout_of(info), info.get("UpdateStatus") or {}
+    if rollout is None:
+        return None
+    state = status.get("State")
+    if state in IN_PROGRESS:
+        return rollout
+    if state == "completed":
+        return rollout if _age(status.get("CompletedAt")) < FRESH_S else None
+    return None
+
+
+def _age(stamp: str | None) -> float:
+    """Seconds since Swarm's RFC 3339 *stamp* (inf when unknown)."""
+    from datetime import UTC, datetime
+
+    if not stamp:
+        return float("inf")
+    whole = stamp.rstrip("Z").split(".")[0]
+    then = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return time.time() - then.timestamp()
