@@ -212,9 +212,9 @@ def add_node(
     gone); :data:`CLI_OWNER` for a node nobody reaps.  On any failure, Ctrl-C included,
     what was made is removed again.
     """
-    _check_can_run()
     if name is not None:
         _check_name(name)
+    _check_can_run()
     images = list(images)
     url = engine_url(manager_url)
     manager: Any = connect(url) if join or images else None
@@ -540,10 +540,11 @@ def _make_network(node: SwarmNode) -> None:
         forwarding.write_text("1\n")
 
 
-def _mounts_under(root: str) -> list[str]:
-    """Mount points at or below *root* (deepest first), from /proc/self/mounts."""
+def _mounts_under(root: str, table: str | None = None) -> list[str]:
+    """Mount points at or below *root* (deepest first) in *table* (/proc/self/mounts)."""
     found = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
+    table = Path("/proc/self/mounts").read_text() if table is None else table
+    for line in table.splitlines():
         point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[1])
         if point == root or point.startswith(root + "/"):
             found.append(point)

@@ -2,8 +2,8 @@
 network namespace, never the host's engine), a worker added to its swarm that runs a
 task, loses it when its engine is killed (the manager marks it Down), gets it back, and
 leaves nothing once removed; a node whose owner was killed is reaped; a manager that is
-none is refused.  Needs root, dockerd, nsenter and a static busybox (the only image:
-nothing can be pulled)."""
+none is refused, and so is a node name nobody recorded.  Needs root, dockerd, nsenter
+and a static busybox (the only image: nothing can be pulled)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from owner_support import killed_owner
 
-from chaoskit.errors import BackendError
+from chaoskit.errors import BackendError, ConfigError
 from chaoskit.stack import swarm_nodes
 from chaoskit.stack.docker_engine import connect
 from chaoskit.stack.swarm_nodes import SwarmNode
@@ -206,5 +206,7 @@ def test_an_engine_in_no_swarm_is_refused_as_manager_before_anything_is_made(
             f"the Docker engine at {loner.url} is not a swarm manager; its swarm state is "
             f"'inactive'; run `docker swarm init --advertise-addr ADDR` there first")
         assert "w3" not in [n.name for n in swarm_nodes.list_nodes()]
+        with pytest.raises(ConfigError, match=r"no swarm node named 'w3' .*known: .*loner"):
+            swarm_nodes.remove_node("w3")
     finally:
         swarm_nodes.remove_node("loner")
