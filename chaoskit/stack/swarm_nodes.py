@@ -233,6 +233,8 @@ def add_node(
         if joining is not None:
             node = _join(node, client, manager, *joining)
     except BaseException as e:
+        with contextlib.suppress(ConfigError):
+            node = _load(node.name)  # what was recorded so far: its engine, its node id
         try:
             _teardown(node, url if join else None)
         except Exception as cleanup:  # the first error is the one to see
@@ -313,9 +315,12 @@ def _join_info(manager: Any, url: str) -> tuple[str, str]:
         swarm = manager.info().get("Swarm") or {}
     state = swarm.get("LocalNodeState") or "inactive"
     if state != "active" or not swarm.get("ControlAvailable"):
-        why = ("it is a swarm worker; give a manager's engine" if state == "active" else
-               f"its swarm state is {state!r}; run `docker swarm init --advertise-addr "
-               f"ADDR` there first")  # fmt: skip
+        why = {
+            "active": "it is a swarm worker; give a manager's engine",
+            "inactive": "it is in no swarm; run `docker swarm init --advertise-addr ADDR` "
+                        "there first",
+            "locked": "its swarm is locked; run `docker swarm unlock` there first",
+        }.get(state, f"its swarm state is {state!r}")  # fmt: skip
         raise BackendError(f"the Docker engine at {url} is not a swarm manager; {why}")
     with engine_errors(f"reading the join token of the swarm at {url}"):
         token = manager.api.inspect_swarm()["JoinTokens"]["Worker"]

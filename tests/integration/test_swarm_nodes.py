@@ -203,8 +203,8 @@ def test_an_engine_in_no_swarm_is_refused_as_manager_before_anything_is_made(
         with pytest.raises(BackendError) as refused:
             swarm_nodes.add_node(loner.url, "w3")
         assert str(refused.value) == (
-            f"the Docker engine at {loner.url} is not a swarm manager; its swarm state is "
-            f"'inactive'; run `docker swarm init --advertise-addr ADDR` there first")
+            f"the Docker engine at {loner.url} is not a swarm manager; it is in no swarm; "
+            f"run `docker swarm init --advertise-addr ADDR` there first")
         assert "w3" not in [n.name for n in swarm_nodes.list_nodes()]
         with pytest.raises(ConfigError, match=r"no swarm node named 'w3' .*known: .*loner"):
             swarm_nodes.remove_node("w3")

@@ -115,11 +115,11 @@ def test_reaping_removes_only_nodes_whose_owner_is_gone(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("swarm, why", [
-    ({}, "its swarm state is 'inactive'; run `docker swarm init --advertise-addr ADDR` "
-         "there first"),
+    ({}, "it is in no swarm; run `docker swarm init --advertise-addr ADDR` there first"),
     ({"LocalNodeState": "active", "ControlAvailable": False},
      "it is a swarm worker; give a manager's engine"),
-    ({"LocalNodeState": "locked"}, "its swarm state is 'locked'"),
+    ({"LocalNodeState": "locked"}, "its swarm is locked; run `docker swarm unlock` there"),
+    ({"LocalNodeState": "error"}, "its swarm state is 'error'"),
 ])  # fmt: skip
 def test_only_a_swarm_manager_is_accepted_before_anything_is_made(
     swarm: dict[str, Any], why: str, state: Path, monkeypatch
