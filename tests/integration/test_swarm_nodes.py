@@ -1,9 +1,10 @@
 """Swarm nodes on this machine, for real: a manager engine of the tests' own (in its own
 network namespace, never the host's engine), a worker added to its swarm that runs a
 task, loses it when its engine is killed (the manager marks it Down), gets it back, and
-leaves nothing once removed; a node whose owner was killed is reaped; a manager that is
-none is refused, and so is a node name nobody recorded.  Needs root, dockerd, nsenter
-and a static busybox (the only image: nothing can be pulled)."""
+leaves nothing once removed lost (its killed engine's mounts and cgroups too); a node
+whose owner was killed is reaped; a manager that is none is refused, and so is a node
+name nobody recorded.  Needs root, dockerd, nsenter and a static busybox (the only
+image: nothing can be pulled)."""
 
 from __future__ import annotations
 
@@ -172,6 +173,9 @@ def test_a_worker_runs_a_task_loses_it_with_its_engine_gets_it_back_and_leaves_n
                what="a new task answering on the node that came back")  # fmt: skip
     assert [t["ID"] for t in service.tasks() if t["Status"]["State"] == "running"] != [first]
 
+    swarm_nodes.stop_engine("w1")  # lost again, and removed so: dockerd cleans up nothing
+    groups = list(Path("/sys/fs/cgroup").glob(f"*/{worker.netns}/*/"))
+    assert groups and f"{worker.data_dir}/data/overlay2/" in Path("/proc/self/mounts").read_text()
     swarm_nodes.remove_node("w1")
     assert_nothing_left(back, client)
     service.remove()
