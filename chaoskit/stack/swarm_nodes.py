@@ -585,6 +585,7 @@ def _remove_cgroups(node: SwarmNode) -> None:
 
 
 def _teardown(node: SwarmNode, manager_url: str | None) -> None:
+    """Undo add_node, each step skipping what is gone (a half-made node, a second try)."""
     _kill_processes(node, grace=STOP_TIMEOUT)
     refused = _forget(node, manager_url)
     _unmount_all(node.data_dir)
