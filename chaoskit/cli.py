@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "init": "chaoskit.stackfile.init",
     "harden-check": "chaoskit.harden.cli",
     "quality": "chaoskit.dr.online.quality_cli",
+    "swarm": "chaoskit.stack.swarm_cli",
 }
 """Command -> the module that registers it.  Only the module of the command being run is
 imported (``chaoskit backup`` must start fast); help imports them all."""
