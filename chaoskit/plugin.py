@@ -41,6 +41,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="stack file (chaoskit.toml) describing the stack under test "
         "(default: chaoskit's reference stack)",
     )
+    group.addoption("--chaos-swarm-workers", type=int, default=0, metavar="N",
+                    help="swarm backend: add N worker nodes on this machine for the run "
+                    "(node-loss experiments need one)")  # fmt: skip
+    group.addoption("--chaos-swarm-healthcheck", metavar="DURATION",
+                    help="swarm backend: give every task a Docker health check this often "
+                    "(e.g. 30s, Docker's default; default: none, as Swarm's)")  # fmt: skip
     group.addoption("--chaos-report-dir", help="directory for run reports (default: reports)")
     group.addoption("--chaos-seed", type=int, help="seed for the faults' random choices")
     group.addoption(
@@ -117,6 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
         defaults = stack_budgets.merged_over(defaults)
     config.stash[STATE] = RunState(
         backend=backend,
+        swarm=_swarm_options(config),
         report_dir=Path(config.rootpath, report_dir)
         if not os.path.isabs(report_dir)
         else Path(report_dir),
@@ -212,13 +219,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.stash[MARKER_ERROR] = str(e)
 
 
+def _swarm_options(config: pytest.Config) -> Any:
+    """The swarm options (a usage error names a bad one)."""
+    from chaoskit.durations import parse_duration
+    from chaoskit.stack.swarm_mode import SwarmOptions
+
+    workers = config.getoption("chaos_swarm_workers")
+    if not 0 <= workers <= 8:
+        raise pytest.UsageError(f"--chaos-swarm-workers: {workers} is not 0..8")
+    every = config.getoption("chaos_swarm_healthcheck")
+    try:
+        seconds = None if every is None else parse_duration(every)
+    except ConfigError as e:
+        raise pytest.UsageError(f"--chaos-swarm-healthcheck: {e}") from e
+    return SwarmOptions(workers=workers, healthcheck=seconds)
+
+
 def _plan(config: pytest.Config) -> Any:
     """The stack's plan (roles, replica names), read once without starting anything."""
     state = config.stash[STATE]
     if state.plan is None:
         from chaoskit.stack.plan import plan_stack
 
-        state.plan = plan_stack(state.stack_file, backend=state.backend)
+        state.plan = plan_stack(state.stack_file, backend=state.backend,
+                                nodes=1 + (state.swarm.workers if state.swarm else 0))  # fmt: skip
     return state.plan
 
 
@@ -283,7 +307,7 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
 
     stack: Any
     if state.stack_file is None:
-        backend = make_backend(state.backend, state.run_dir, data_dir)
+        backend = make_backend(state.backend, state.run_dir, data_dir, swarm=state.swarm)
         stack = ReferenceStack(backend, data_dir, state.journal.path, StackConfig())
     else:
         from chaoskit.stackfile import load_stack_file
@@ -291,7 +315,7 @@ def _start_stack(state: RunState, data_dir: Path) -> None:
 
         file = load_stack_file(state.stack_file)
         backend = make_file_backend(file, state.backend, state.run_dir, data_dir,
-                                    where=str(state.stack_file))  # fmt: skip
+                                    where=str(state.stack_file), swarm=state.swarm)  # fmt: skip
         try:
             stack = FileStack(file, backend, data_dir, state.journal.path,
                               path=state.stack_file, seed=state.seed)  # fmt: skip

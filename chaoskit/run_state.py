@@ -22,6 +22,8 @@ class RunState:
     report_dir: Path
     seed: int
     defaults: Objectives
+    swarm: Any = None
+    """The swarm backend's options (a ``SwarmOptions``; None: defaults)."""
     stack_file: Path | None = None
     """The user's stack (``--chaos-stack``); None: the reference stack."""
     plan: Any = None

@@ -18,6 +18,7 @@ from chaoskit.faults.container import (
     StopService,
 )
 from chaoskit.faults.network import Bandwidth, Latency, LimitData, Partition, ResetPeer, Slicer
+from chaoskit.faults.node import DrainNode, NodeLoss
 from chaoskit.faults.ransomware import Ransomware
 from chaoskit.faults.resources import CpuStarvation, DiskFull, MemoryPressure
 from chaoskit.faults.rollout import BadRollout
@@ -51,6 +52,7 @@ __all__ = [
     "DeleteVersion",
     "DiskFull",
     "DivergeTraining",
+    "DrainNode",
     "Fault",
     "FaultContext",
     "FirewallPartition",
@@ -61,6 +63,7 @@ __all__ = [
     "LimitData",
     "MemoryPressure",
     "NetworkPartition",
+    "NodeLoss",
     "Partition",
     "PoisonTraining",
     "Ransomware",

@@ -183,6 +183,9 @@ class GatewayedStack:
             if self.backend.status(name) != "running":
                 self.backend.restart(name)
                 repaired.append(name)
+        rebalance = getattr(self.backend, "rebalance", None)  # an orchestrator's placement
+        if rebalance is not None:
+            repaired += rebalance()
         if self.gateway is not None:
             for replica in self.replicas:
                 self.gateway.put_back(replica)

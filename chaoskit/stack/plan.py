@@ -30,9 +30,12 @@ class StackPlan:
     """The checkpoints get a file system of their own (a disk-full fault needs it)."""
     backend: str = "process"
     """Where the stack will run (an orchestrator rolls services out: ``swarm``)."""
+    nodes: int = 1
+    """Nodes of the swarm it runs on (the manager, and the workers chaoskit adds)."""
 
 
-def plan_stack(stack_file: Path | None, *, backend: str = "process") -> StackPlan:
+def plan_stack(stack_file: Path | None, *, backend: str = "process",
+               nodes: int = 1) -> StackPlan:  # fmt: skip
     """The plan of the stack file's stack, or of the reference stack (None), on *backend*."""
     if stack_file is None:
         from chaoskit.stack.reference import DR_SITE, SERVING, TRAINER, StackConfig
@@ -42,7 +45,7 @@ def plan_stack(stack_file: Path | None, *, backend: str = "process") -> StackPla
         return StackPlan(replica_names(SERVING, StackConfig().replicas), TRAINER, DR_SITE,
                          "checkpoints", "tf", "chaoskit",
                          quality_gate="model config file and gRPC",
-                         checkpoint_volume=volume, backend=backend)  # fmt: skip
+                         checkpoint_volume=volume, backend=backend, nodes=nodes)  # fmt: skip
     from chaoskit.stackfile import load_stack_file
 
     file = load_stack_file(stack_file)
@@ -53,5 +56,5 @@ def plan_stack(stack_file: Path | None, *, backend: str = "process") -> StackPla
         replica_names(serving, file.services[serving].replicas), file.named("trainer"),
         file.named("dr-site"), checkpoints.dir if checkpoints else None,
         checkpoints.format if checkpoints else None, file.dr.recovery,
-        quality_gate="grpc" if file.quality is not None else None, backend=backend,
+        quality_gate="grpc" if file.quality is not None else None, backend=backend, nodes=nodes,
     )  # fmt: skip

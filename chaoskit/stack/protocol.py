@@ -104,7 +104,7 @@ class Stack(Protocol):
 
 
 NEEDS = ("trainer", "checkpoints", "dr-site", "replicas>=2", "proxies", "quality-gate",
-         "checkpoint-volume", "orchestrator")
+         "checkpoint-volume", "orchestrator", "nodes>=2")
 
 
 def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
@@ -130,6 +130,8 @@ def missing_roles(stack: Any, needs: tuple[str, ...]) -> list[str]:
                            "reference stack mounts one when run as root on Linux)")
         elif need == "orchestrator" and _backend_name(stack) != "swarm":
             lacking.append("an orchestrator that rolls services out (--chaos-backend swarm)")
+        elif need == "nodes>=2" and (_backend_name(stack) != "swarm" or _nodes(stack) < 2):
+            lacking.append("a second swarm node (--chaos-backend swarm --chaos-swarm-workers 1)")
         elif need == "quality-gate" and getattr(stack, "quality_gate", None) is None:
             lacking.append("a labelled set to judge versions on (a stack file's [quality] "
                            "table, with a gRPC port on serving)")
@@ -140,6 +142,14 @@ def _backend_name(stack: Any) -> str | None:
     """A plan's backend, or a running stack's."""
     backend = getattr(stack, "backend", None)
     return backend if isinstance(backend, str) else getattr(backend, "name", None)
+
+
+def _nodes(stack: Any) -> int:
+    """A plan's node count, or a running swarm stack's (its manager and added workers)."""
+    if isinstance(getattr(stack, "nodes", None), int):
+        return int(stack.nodes)
+    topology = getattr(getattr(stack, "backend", None), "topology", None)
+    return 1 + len(topology.added) if topology is not None else 1
 
 
 def within(path: Path, roots: list[Path]) -> bool:

@@ -28,6 +28,7 @@ from chaoskit.stack import volume
 from chaoskit.stack.backend import BACKENDS, Backend
 from chaoskit.stack.gatewayed import GatewayedStack, replica_names
 from chaoskit.stack.service import Readiness, ServiceSpec
+from chaoskit.stack.swarm_mode import SwarmOptions
 from chaoskit.stack.trainer_progress import newest_step
 
 TRAINER = "trainer"
@@ -229,7 +230,8 @@ class ReferenceStack(GatewayedStack):
         self.close()
 
 
-def make_backend(name: str, run_dir: Path, data_dir: Path) -> Backend:
+def make_backend(name: str, run_dir: Path, data_dir: Path, *,
+                 swarm: SwarmOptions | None = None) -> Backend:  # fmt: skip
     """The backend called *name*; an unknown name is a StackError naming it."""
     if name == "process":
         from chaoskit.stack.process import ProcessBackend
@@ -242,5 +244,5 @@ def make_backend(name: str, run_dir: Path, data_dir: Path) -> Backend:
     if name == "swarm":
         from chaoskit.stack.swarm import SwarmBackend
 
-        return SwarmBackend(run_dir, data_dir)
+        return SwarmBackend(run_dir, data_dir, options=swarm)
     raise StackError(f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")

@@ -31,6 +31,8 @@ commands and labels this backend shares):
 from __future__ import annotations
 
 import contextlib
+import math
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ from chaoskit.stack.ports import HOST, allocate_ports, endpoint_in
 from chaoskit.stack.process import parse_signal
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
+from chaoskit.stack.swarm_mode import SwarmOptions
 from chaoskit.stack.swarm_tasks import (
     FAILED,
     RUNNING,
@@ -55,6 +58,7 @@ from chaoskit.stack.swarm_tasks import (
     slot_task,
     task_container,
 )
+from chaoskit.stack.swarm_topology import Topology
 
 FOLLOW_INTERVAL = 0.2
 """Seconds between the forwarder's reads of the task list (a replacement's delay to reach)."""
@@ -85,11 +89,17 @@ class SwarmBackend(DockerBackend):
 
     def __init__(self, run_dir: str | Path, data_dir: str | Path, *, image: str | None = None,
                  python: str | None = None, project: str | None = None,
-                 base_url: str | None = None) -> None:  # fmt: skip
+                 base_url: str | None = None,
+                 options: SwarmOptions | None = None) -> None:  # fmt: skip
         super().__init__(run_dir, data_dir, image=image, python=python, project=project,
                          base_url=base_url)  # fmt: skip
         swarm_mode.reap_orphan_swarm(self.client)
         self.initialised_swarm = swarm_mode.ensure_manager(self.client, self.url)
+        self.options = options or SwarmOptions()
+        self.topology = Topology(self.client, self.url)
+        self._drained: set[str] = set()
+        self.drains: list[str] = []
+        """Every node this backend drained, in order (the DR engine's node repairs)."""
         self._members: dict[str, _Member] = {}
         self._swarm_services: dict[str, _SwarmService] = {}
         self._forwarder: Any = None
@@ -122,6 +132,7 @@ class SwarmBackend(DockerBackend):
 
                 image = ensure_image(self.client)
             self.ensure_image(image)
+            self.topology.ensure_workers(self.options.workers, image)
             svc = _Service(first, allocate_ports(first.name, first.ports), image)
             self._services[first.name] = svc
             self._ensure_network()
@@ -147,7 +158,7 @@ class SwarmBackend(DockerBackend):
             svc.image, command=self._command(svc), env=self._env(svc), workdir=self._workdir(svc),
             user=user_of_this_process(), mounts=self._mounts(svc), init=True,
             labels={engine.PROJECT: self.project, engine.SERVICE: svc.spec.name},
-            stop_grace_period=int(svc.spec.stop_timeout * 1e9),
+            stop_grace_period=int(svc.spec.stop_timeout * 1e9), healthcheck=self._healthcheck(svc),
         )  # fmt: skip
         template = TaskTemplate(container, restart_policy=RestartPolicy(condition="any"),
                                 networks=[{"Target": self.network,
@@ -162,6 +173,21 @@ class SwarmBackend(DockerBackend):
                 update_config=rollout.update_config(), rollback_config=rollout.rollback_config(),
             )  # fmt: skip
         return str(created["ID"])
+
+    def _healthcheck(self, svc: _Service) -> Any:
+        """The service's readiness as a Docker health check, when asked for: Swarm then
+        counts a task as up once it is healthy, and an unhealthy one as failed."""
+        from docker.types import Healthcheck
+
+        path, every = svc.spec.readiness.http_path, self.options.healthcheck
+        if every is None or path is None or not svc.ports or not self._hostenv(svc):
+            return None  # a user's image: no Python of ours to run the check with
+        url = f"http://127.0.0.1:{next(iter(svc.ports.values()))}{path}"
+        check = f"import urllib.request as u; u.urlopen({url!r}, timeout={every:g})"
+        ns = int(every * 1e9)
+        return Healthcheck(test=["CMD", self.python or sys.executable, "-c", check],
+                           interval=ns, timeout=ns, retries=3,
+                           start_period=int(svc.spec.readiness.timeout * 1e9))  # fmt: skip
 
     def _volume_mount(self, key: str, name: str) -> Any:
         """A volume every node creates alike: the run's directory, bound (all nodes of a
@@ -200,22 +226,16 @@ class SwarmBackend(DockerBackend):
         member = self._member(service)
         return slot_task(self._tasks(member.service), member.slot)
 
-    def _engine_for(self, task: dict[str, Any]) -> Any:
-        """The engine of the node running *task* (each node's engine sees only its own
-        containers)."""
-        own = self.client.api.info()["Swarm"]["NodeID"]
-        if task.get("NodeID") in (None, own):
-            return self.client.api
-        raise BackendError(f"task {task['ID'][:12]} runs on node {task['NodeID'][:12]}, whose "
-                           "Docker engine chaoskit cannot reach from here")  # fmt: skip
-
     def _inspect_task(self, task: dict[str, Any] | None) -> dict[str, Any] | None:
         container = task_container(task)
         if task is None or container is None:
             return None
+        api = self.topology.api_for(task.get("NodeID"))
+        if api is None:
+            return None  # its node is lost, and the container with it
         try:
             with engine.engine_errors(f"inspecting container {container[:12]}"):
-                info: dict[str, Any] = self._engine_for(task).inspect_container(container)
+                info: dict[str, Any] = api.inspect_container(container)
                 return info
         except BackendError as e:
             if engine.is_not_found(e):
@@ -235,19 +255,12 @@ class SwarmBackend(DockerBackend):
         if task is None or (task.get("Status") or {}).get("State") != RUNNING:
             return None
         published = published_port(task, target)
-        return None if published is None else (self._node_address(task), published)
+        return None if published is None else (self.topology.address(task.get("NodeID")), published)
 
     def _target_port(self, member: _Member, port: str) -> int:
         """The port number every task of the member's Swarm service listens on."""
         first = self._swarm_services[member.service].members[0]
         return endpoint_in(self._services[first].ports, member.name, port)[1]
-
-    def _node_address(self, task: dict[str, Any]) -> str:
-        own = self.client.api.info()["Swarm"]["NodeID"]
-        if task.get("NodeID") == own:
-            return HOST
-        with engine.engine_errors(f"inspecting node {task.get('NodeID')}"):
-            return str(self.client.api.inspect_node(task["NodeID"])["Status"]["Addr"])
 
     # -- the forwarder: one address per service while Swarm replaces tasks ------------
     def _ensure_forwarder(self) -> None:
@@ -288,7 +301,7 @@ class SwarmBackend(DockerBackend):
             for port_name in member.svc.ports:
                 published = published_port(task, self._target_port(member, port_name))
                 route = f"{member.name}:{port_name}"
-                upstream = f"{self._node_address(task)}:{published}"
+                upstream = f"{self.topology.address(task.get('NodeID'))}:{published}"
                 if published is not None and self._routes.get(route) != upstream:
                     self._forwarder.update_proxy(route, upstream=upstream)
                     self._routes[route] = upstream
@@ -348,16 +361,42 @@ class SwarmBackend(DockerBackend):
         info = self._inspect_task(self.task(service))
         return "exited" if info is None else container_status(info)
 
+    def _running(self, service: str) -> tuple[Any, dict[str, Any]]:
+        """(the engine API of its node, the container) of the service's running task."""
+        task = self.task(service)
+        info = self._inspect_task(task)
+        if task is None or info is None or not info["State"].get("Running"):
+            raise StackError(f"service {service!r} has no running task")
+        return self.topology.api_for(task.get("NodeID")), info
+
     def kill(self, service: str, signal: str = "SIGKILL") -> str:
         sig = parse_signal(signal)
-        info = self._inspect_task(self.task(service))
+        api, info = self._running(service)
         instance = instance_of(info)
-        if info is None or instance is None:
-            raise StackError(f"service {service!r} has no running task")
-        if not signal_init(info, sig):
+        assert instance is not None
+        if not signal_init(info, sig):  # every node of this machine shares our pids
             with engine.engine_errors(f"sending {sig.name} to service {service!r}"):
-                self.client.api.kill(info["Id"], signal=sig.name)
+                api.kill(info["Id"], signal=sig.name)
         return instance
+
+    def pause(self, service: str) -> None:
+        api, info = self._running(service)
+        with engine.engine_errors(f"pausing service {service!r}"):
+            api.pause(info["Id"])
+
+    def resume(self, service: str) -> None:
+        api, info = self._running(service)
+        with engine.engine_errors(f"resuming service {service!r}"):
+            api.unpause(info["Id"])
+
+    def stop(self, service: str, timeout: float | None = None) -> None:
+        """Stop the current task's container (Swarm replaces the task: the platform)."""
+        grace = self._member(service).spec.stop_timeout if timeout is None else timeout
+        if self.status(service) not in ("running", "paused"):
+            return
+        api, info = self._running(service)
+        with engine.engine_errors(f"stopping service {service!r}"):
+            api.stop(info["Id"], timeout=math.ceil(grace))
 
     def netns_pid(self, service: str) -> int:
         return netns_pid_of(self._inspect_task(self.task(service)), f"service {service!r}")
@@ -374,26 +413,72 @@ class SwarmBackend(DockerBackend):
         task = self.task(service)
         info = self._inspect_task(task)
         before = task_container(task)
-        if info is not None and info["State"].get("Running"):
-            self._remove_container(info["Id"], service)
+        if task is not None and self.topology.lost(task.get("NodeID")):
+            self.drain(task["NodeID"])  # Swarm would wait for the heartbeats to stop
+        elif info is not None and info["State"].get("Running"):
+            self._remove_container(task, service)
         elif task is not None and (task.get("Status") or {}).get("State") in STARTING:
             before = None  # Swarm is already replacing it: that one will do
         self._wait_ready(member, before=before)
 
     def remove(self, service: str) -> None:
         """Remove the current task's container (forced); Swarm replaces the task."""
-        container = task_container(self.task(service))
-        if container is not None:
-            self._remove_container(container, service)
+        task = self.task(service)
+        if task_container(task) is not None:
+            self._remove_container(task, service)
 
-    def _remove_container(self, container: str, service: str) -> None:
+    def _remove_container(self, task: dict[str, Any] | None, service: str) -> None:
+        container = task_container(task)
+        api = self.topology.api_for((task or {}).get("NodeID"))
+        if container is None or api is None:
+            return  # no container, or its node is lost with it
         self._save_logs(container, service)
         try:
             with engine.engine_errors(f"removing the container of service {service!r}"):
-                self.client.api.remove_container(container, force=True)
+                api.remove_container(container, force=True)
         except BackendError as e:
             if not engine.is_not_found(e):
                 raise
+
+    # -- nodes ----------------------------------------------------------------------
+    def node_of(self, service: str) -> str | None:
+        """The swarm node id of the node running *service*'s current task."""
+        task = self.task(service)
+        return None if task is None else task.get("NodeID")
+
+    def drain(self, node_id: str) -> None:
+        """Drain a node (Swarm moves its tasks at once); :meth:`ensure_running` and the
+        node faults' reverts make drained nodes active again."""
+        self.topology.set_availability(node_id, "drain")
+        self._drained.add(node_id)
+        self.drains.append(node_id)
+
+    def rebalance(self) -> list[str]:
+        """Spread each replicated service over the active nodes again: Swarm never moves a
+        task back after a node came back, so a node fault would leave the next one's node
+        empty.  Moves one task (its container removed: Swarm's spread puts the
+        replacement on the emptier node); returns the services moved."""
+        active = self.topology.active_nodes()
+        moved = []
+        for group in self._swarm_services.values():
+            if len(group.members) < 2 or len(active) < 2:
+                continue
+            nodes = {self.node_of(m) for m in group.members}
+            if len(nodes) == 1 and nodes <= active:
+                member = self._members[group.members[-1]]
+                task = self.task(member.name)
+                self._remove_container(task, member.name)
+                self._wait_ready(member, before=task_container(task))
+                moved.append(member.name)
+        return moved
+
+    def activate_drained(self) -> list[str]:
+        """Make the nodes this backend drained active again, once they are back."""
+        back = [n for n in self._drained if not self.topology.lost(n)]
+        for node_id in back:
+            self.topology.set_availability(node_id, "active")
+            self._drained.discard(node_id)
+        return back
 
     # -- rollouts -------------------------------------------------------------------
     def roll_out(self, service: str, rollout_id: str, *, args: tuple[str, ...] = (),
@@ -453,8 +538,9 @@ class SwarmBackend(DockerBackend):
         task = self._latest_task(self._member(service))
         container = task_container(task)
         if container is not None and self._inspect_task(task) is not None:
+            assert task is not None
             with engine.engine_errors(f"reading the logs of service {service!r}"):
-                raw = self.client.api.logs(container, tail=tail)
+                raw = self.topology.api_for(task.get("NodeID")).logs(container, tail=tail)
             return str(raw.decode(errors="replace")).rstrip("\n")
         log = self.run_dir / "logs" / f"{service}.log"
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
@@ -478,6 +564,7 @@ class SwarmBackend(DockerBackend):
             if self._forwarder is not None:
                 self._forwarder.stop()
                 self._forwarder = None
+            self.topology.close()
             if self.initialised_swarm:
                 swarm_mode.leave_if_ours(self.client)
 

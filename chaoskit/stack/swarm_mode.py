@@ -12,10 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from chaoskit.errors import BackendError
 from chaoskit.stack import docker_engine as engine
+
+
+@dataclass(frozen=True)
+class SwarmOptions:
+    """How the swarm is set up for a run (``--chaos-swarm-workers``,
+    ``--chaos-swarm-healthcheck``)."""
+
+    workers: int = 0
+    """Worker nodes chaoskit adds on this machine for the run (node loss needs one)."""
+    healthcheck: float | None = None
+    """Seconds between the Docker health checks of each task (None: no health check,
+    Swarm's default, so Swarm sees only exits); a check is the service's readiness."""
+
 
 SWARM_OWNER = "chaoskit.swarm-owner"
 """Node label: the chaoskit run that initialised this swarm (and must leave it)."""
@@ -26,7 +40,7 @@ def advertise_address() -> str:
     127.0.0.1 without one.  Nothing is sent: a UDP socket's connect only picks a route."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
-            probe.connect(("192.0.2.255", 9))
+            probe.connect(("203.0.113.1", 9))  # TEST-NET-3: only its route matters
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"

@@ -276,6 +276,14 @@ def start_engine(name: str) -> SwarmNode:
     return node
 
 
+def copy_image(name: str, image: str, manager_url: str | None = None) -> None:
+    """Copy *image* from the manager's engine (the one the node joined) into the node's."""
+    node = _load(name)
+    manager = connect(manager_url or node.manager_url)
+    _check_image(manager, engine_url(manager_url or node.manager_url), image)
+    _copy_image(manager, connect(node.url), image, node.name)
+
+
 def reap_orphan_nodes() -> list[str]:
     """Remove the nodes whose owner process (on this host) is gone; their names."""
     orphans = [node for node in list_nodes() if not owner_alive(node.owner)]

@@ -3,9 +3,10 @@
 Every service chaoskit creates has the update policy a careful platform team would give
 it (:func:`update_config`): one task at a time, stop-first, each new task watched for
 :data:`MONITOR_S` seconds, and ``failure_action: rollback`` — so Swarm itself rolls back a
-rollout whose new tasks *exit*; a rollback goes on whatever fails meanwhile
-(``continue``: it is the way back), watching each task for 1 s only.  What Swarm cannot see is a new task that runs but
-serves no model, or the wrong one; that takes probes, which is chaoskit's part.
+rollout whose new tasks *exit*.  A rollback goes on whatever fails meanwhile
+(``continue``: it is the way back), watching each task for 1 s only.  What Swarm cannot
+see is a new task that runs but serves no model, or the wrong one; that takes probes,
+which is chaoskit's part.
 
 A rollout chaoskit makes (the bad-rollout fault) labels the task template's containers
 with ``chaoskit.rollout=<id>``; rolling back re-applies the service's previous spec, as

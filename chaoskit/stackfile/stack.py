@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chaoskit.atomic import atomic_write_text, ensure_secret_file
 from chaoskit.canary import auto_canary, check_canary, read_canary_file, signature_inputs
@@ -50,12 +50,12 @@ ATTACH = "docker-attach"
 
 
 def make_file_backend(file: StackFile, name: str, run_dir: Path, data_dir: Path,
-                      *, where: str = "stack file") -> Backend:  # fmt: skip
+                      *, where: str = "stack file", swarm: Any = None) -> Backend:  # fmt: skip
     """The backend for a stack file's stack: on Docker, a file whose services all name
     ``attach`` containers is attached to (nothing of it is created or removed)."""
     attached = [n for n, s in file.services.items() if s.attach is not None]
     if not attached or name != "docker":
-        return make_backend(name, run_dir, data_dir)
+        return make_backend(name, run_dir, data_dir, swarm=swarm)
     if len(attached) != len(file.services):
         started = next(n for n in file.services if n not in attached)
         raise ConfigError(f"{where}: services.{started}: every service must name attach = "
