@@ -229,9 +229,11 @@ def _swarm_options(config: pytest.Config) -> Any:
         raise pytest.UsageError(f"--chaos-swarm-workers: {workers} is not 0..8")
     every = config.getoption("chaos_swarm_healthcheck")
     try:
-        seconds = None if every is None else parse_duration(every)
+        seconds = None if every is None else parse_duration(every, what="")
     except ConfigError as e:
         raise pytest.UsageError(f"--chaos-swarm-healthcheck: {e}") from e
+    if seconds is not None and seconds < 0.1:
+        raise pytest.UsageError(f"--chaos-swarm-healthcheck: {every!r} is less than 100ms")
     return SwarmOptions(workers=workers, healthcheck=seconds)
 
 

@@ -14,7 +14,22 @@ def test_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest("--chaos-backend=kubernetes")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown backend 'kubernetes' (choose from: process, docker)*"])
+    result.stderr.fnmatch_lines(
+        ["*unknown backend 'kubernetes' (choose from: process, docker, swarm)*"]
+    )
+    assert "Traceback" not in result.stderr.str()
+
+
+@pytest.mark.parametrize("option,message", [
+    ("--chaos-swarm-workers=9", "*--chaos-swarm-workers: 9 is not 0..8*"),
+    ("--chaos-swarm-healthcheck=often", "*--chaos-swarm-healthcheck: 'often' is not a duration*"),
+])  # fmt: skip
+def test_bad_swarm_options_are_usage_errors(pytester: pytest.Pytester, option: str,
+                                            message: str) -> None:  # fmt: skip
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("--chaos-backend=swarm", option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
     assert "Traceback" not in result.stderr.str()
 
 
