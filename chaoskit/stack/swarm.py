@@ -15,15 +15,20 @@ commands and labels this backend shares):
   dnsrr`` (each name resolves to its tasks' addresses), since Swarm's virtual IPs and
   ingress routing mesh need IPVS, which this kind of kernel lacks;
 * ports: a task listens on the spec's port numbers inside its container, published in
-  *host* mode on a port Swarm picks.  The backend's own forwarder listens on this host at
-  the spec's number (0: a free one, kept for the run) and sends each new connection to the
-  current task's published port, which a follower thread re-reads every
-  :data:`FOLLOW_INTERVAL` seconds.  So clients, the gateway's proxies and the DR engine's
-  probes keep one address while Swarm replaces tasks; :meth:`task_endpoint` is a task's own;
+  *host* mode on a port Swarm picks.  The backend's forwarder
+  (:mod:`chaoskit.stack.swarm_forwarder`) listens on this host at the spec's number (0: a
+  free one, kept for the run) and sends each new connection to the current task's
+  published port.  So clients, the gateway's proxies and the DR engine's probes keep one
+  address while Swarm replaces tasks; :meth:`SwarmBackend.task_endpoint` is a task's own;
+* nodes: tasks run on the manager's node or on workers chaoskit adds on this machine
+  (``SwarmOptions.workers``, :mod:`chaoskit.stack.swarm_topology`); a task is acted on
+  through its node's engine;
 * restarts are Swarm's: its restart policy (condition ``any``, 5 s delay, Swarm's default)
   replaces a task that exits.  :meth:`SwarmBackend.restart` removes the current task's
-  container (a hung one that Swarm believes running, one serving damaged weights) and waits
-  until Swarm's replacement is ready.  ``recovery = "observe"`` leaves all of it to Swarm;
+  container (a hung one that Swarm believes running, one serving damaged weights), drains
+  the node of a task whose node is lost, and waits for a fresh rollout's new task rather
+  than fight Swarm's update (:mod:`chaoskit.stack.swarm_rollout`); then it waits until
+  the replacement is ready.  ``recovery = "observe"`` leaves all of it to Swarm;
 * every service, network, volume and secret carries chaoskit's labels; ``close()`` removes
   them, and the next backend removes those of a killed run (:func:`docker_engine.reap_orphans`).
 """
@@ -33,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,7 @@ from chaoskit.stack.ports import HOST, allocate_ports, endpoint_in
 from chaoskit.stack.process import parse_signal
 from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
+from chaoskit.stack.swarm_forwarder import Forwarder
 from chaoskit.stack.swarm_mode import SwarmOptions
 from chaoskit.stack.swarm_tasks import (
     FAILED,
@@ -60,8 +65,6 @@ from chaoskit.stack.swarm_tasks import (
 )
 from chaoskit.stack.swarm_topology import Topology
 
-FOLLOW_INTERVAL = 0.2
-"""Seconds between the forwarder's reads of the task list (a replacement's delay to reach)."""
 
 @dataclass
 class _Member:
@@ -102,11 +105,7 @@ class SwarmBackend(DockerBackend):
         """Every node this backend drained, in order (the DR engine's node repairs)."""
         self._members: dict[str, _Member] = {}
         self._swarm_services: dict[str, _SwarmService] = {}
-        self._forwarder: Any = None
-        self._routes: dict[str, str] = {}  # forwarder proxy name -> upstream now
-        self._stop_follow = threading.Event()
-        self._follow_lock = threading.Lock()
-        self._follower: threading.Thread | None = None
+        self._forwarder: Forwarder | None = None
 
     # -- starting -------------------------------------------------------------------
     def start(self, spec: ServiceSpec) -> None:
@@ -176,7 +175,8 @@ class SwarmBackend(DockerBackend):
 
     def _healthcheck(self, svc: _Service) -> Any:
         """The service's readiness as a Docker health check, when asked for: Swarm then
-        counts a task as up once it is healthy, and an unhealthy one as failed."""
+        counts a task as up once it is healthy, and an unhealthy one as failed.  Failures
+        count after the grace a new task gets (:data:`swarm_rollout.GRACE_S`)."""
         from docker.types import Healthcheck
 
         path, every = svc.spec.readiness.http_path, self.options.healthcheck
@@ -187,7 +187,7 @@ class SwarmBackend(DockerBackend):
         ns = int(every * 1e9)
         return Healthcheck(test=["CMD", self.python or sys.executable, "-c", check],
                            interval=ns, timeout=ns, retries=3,
-                           start_period=int(svc.spec.readiness.timeout * 1e9))  # fmt: skip
+                           start_period=int(rollout.GRACE_S * 1e9))  # fmt: skip
 
     def _volume_mount(self, key: str, name: str) -> Any:
         """A volume every node creates alike: the run's directory, bound (all nodes of a
@@ -265,46 +265,27 @@ class SwarmBackend(DockerBackend):
     # -- the forwarder: one address per service while Swarm replaces tasks ------------
     def _ensure_forwarder(self) -> None:
         if self._forwarder is None:
-            from chaoskit.proxy.server import ProxyServer
-
-            self._forwarder = ProxyServer(port=0).start()
-            self._follower = threading.Thread(target=self._follow_loop, name="swarm-follower",
-                                              daemon=True)  # fmt: skip
-            self._follower.start()
+            self._forwarder = Forwarder(self._upstreams)
         for member in self._members.values():
             for port_name, port in member.svc.ports.items():
-                route = f"{member.name}:{port_name}"
-                if route not in self._routes:
-                    self._routes[route] = DISCARD
-                    self._forwarder.create_proxy(route, DISCARD, f"{HOST}:{port}")
+                self._forwarder.add(f"{member.name}:{port_name}", port)
 
-    def _follow_loop(self) -> None:
-        while not self._stop_follow.wait(FOLLOW_INTERVAL):
-            try:
-                self._follow_once()
-            except BackendError:
-                continue  # the engine hiccuped: the next round tries again
-
-    def _follow_once(self) -> None:
-        """Point each service's forwarder at its current task (when one runs)."""
+    def _upstreams(self) -> dict[str, str]:
+        """Each route (service:port) -> its running task's published address."""
         with self._lock:
             members = list(self._members.values())
-        with self._follow_lock:
-            self._follow(members)
-
-    def _follow(self, members: list[_Member]) -> None:
         tasks = {name: self._tasks(name) for name in {m.service for m in members}}
+        upstreams = {}
         for member in members:
             task = slot_task(tasks[member.service], member.slot)
             if task is None or (task.get("Status") or {}).get("State") != RUNNING:
-                continue  # keep the old address: connections are refused, as for a dead port
+                continue
             for port_name in member.svc.ports:
                 published = published_port(task, self._target_port(member, port_name))
-                route = f"{member.name}:{port_name}"
-                upstream = f"{self.topology.address(task.get('NodeID'))}:{published}"
-                if published is not None and self._routes.get(route) != upstream:
-                    self._forwarder.update_proxy(route, upstream=upstream)
-                    self._routes[route] = upstream
+                if published is not None:
+                    address = self.topology.address(task.get("NodeID"))
+                    upstreams[f"{member.name}:{port_name}"] = f"{address}:{published}"
+        return upstreams
 
     # -- readiness ------------------------------------------------------------------
     def _wait_ready(self, member: _Member, before: str | None,  # type: ignore[override]
@@ -338,7 +319,8 @@ class SwarmBackend(DockerBackend):
                    exit_code=exit_code,
                    logs=lambda: self.logs(member.name, tail=15),
                    give_up=lambda: None)  # fmt: skip  (close() removes the service)
-        self._follow_once()  # the service's address reaches the new task when this returns
+        if self._forwarder is not None:
+            self._forwarder.follow()  # the service's address reaches the new task now
 
     # -- what faults and recovery do to a task ------------------------------------------
     def _inspect(self, svc: _Service) -> dict[str, Any] | None:
@@ -549,9 +531,6 @@ class SwarmBackend(DockerBackend):
     def close(self) -> None:
         """Save the logs, remove every service, network, volume and secret, stop the
         forwarder, and leave the swarm if this run initialised it."""
-        self._stop_follow.set()
-        if self._follower is not None:
-            self._follower.join(timeout=5)
         with self._lock:
             for name in self._members:
                 with contextlib.suppress(BackendError):  # its service may be gone already
@@ -562,12 +541,9 @@ class SwarmBackend(DockerBackend):
             self._members.clear()
             self._swarm_services.clear()
             if self._forwarder is not None:
-                self._forwarder.stop()
+                self._forwarder.close()
                 self._forwarder = None
             self.topology.close()
             if self.initialised_swarm:
                 swarm_mode.leave_if_ours(self.client)
 
-
-DISCARD = f"{HOST}:9"
-"""A forwarder's upstream before its task runs: the discard port, which refuses."""

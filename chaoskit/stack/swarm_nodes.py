@@ -34,14 +34,11 @@ remove-node`` removes it.  Everything here needs root.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import fcntl
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -60,6 +57,13 @@ from chaoskit.stack.docker_engine import (
     owner_label,
 )
 from chaoskit.stack.netns_firewall import IPTABLES, NSENTER
+from chaoskit.stack.swarm_node_host import (
+    NETNS_DIR,
+    kill_processes,
+    mounts_under,
+    remove_cgroups,
+    unmount_all,
+)
 from chaoskit.waiting import wait_until
 
 STATE_ENV = "CHAOSKIT_SWARM_NODES_DIR"
@@ -68,10 +72,8 @@ CLI_OWNER = "cli"
 """The owner of a node added from the command line: never an orphan (no process owns it)."""
 NODE_LABEL = "chaoskit.node"
 NETNS_PREFIX = "chaoskit-node-"
-NETNS_DIR = Path("/var/run/netns")
 SUBNET = "10.237"
 VETH_PREFIX = "ckn"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 START_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -257,7 +259,7 @@ def stop_engine(name: str) -> SwarmNode:
     killed at once with SIGKILL, like a power cut; its tasks die with it and the manager
     marks it Down once heartbeats stop.  :func:`start_engine` undoes it."""
     node = _load(name)
-    _kill_processes(node)
+    kill_processes(node)
     node = replace(node, engine=None)
     _save(node)
     return node
@@ -447,76 +449,6 @@ def _start(node: SwarmNode) -> SwarmNode:
     return node
 
 
-def _node_processes(node: SwarmNode) -> set[int]:
-    """Every live process of the node: those in its netns or naming its exec root
-    (dockerd, containerd, shims), its dockerd, and all their descendants (containers)."""
-    try:
-        netns = os.stat(NETNS_DIR / node.netns)
-        ns_id: tuple[int, int] | None = (netns.st_dev, netns.st_ino)
-    except OSError:
-        ns_id = None
-    mark = f"{node.data_dir}/exec/".encode()
-    children: dict[int, list[int]] = {}
-    roots = {node.engine_pid} if node.engine_alive() and node.engine_pid else set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        pid = int(entry.name)
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            if fields[0] in "ZX":
-                continue
-            children.setdefault(int(fields[1]), []).append(pid)
-            ns = os.stat(f"/proc/{pid}/ns/net")
-            if (ns.st_dev, ns.st_ino) == ns_id or mark in Path(f"/proc/{pid}/cmdline").read_bytes():
-                roots.add(pid)
-        except (OSError, IndexError, ValueError):
-            continue
-    found, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
-    return found
-
-
-def _reap(pid: int) -> None:
-    """Collect our own exited child (dockerd started here), so it is no zombie."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _kill_processes(node: SwarmNode, *, grace: float = 0.0) -> None:
-    """SIGTERM the dockerd and wait up to *grace* s for it; then SIGKILL whatever of the
-    node still lives, until nothing does."""
-    pid = node.engine_pid
-    if grace and pid and node.engine_alive():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-
-        def exited() -> bool:
-            _reap(pid)
-            return not node.engine_alive()
-
-        with contextlib.suppress(TimeoutError):
-            wait_until(exited, grace, interval=0.05)
-
-    def gone() -> bool:
-        left = _node_processes(node)
-        for each in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(each, signal.SIGKILL)
-            _reap(each)
-        return not left
-
-    try:
-        wait_until(gone, 30, interval=0.05)
-    except TimeoutError:
-        raise BackendError(f"processes {sorted(_node_processes(node))} of swarm node "
-                           f"{node.name} survive SIGKILL") from None  # fmt: skip
-
-
 # --- the plumbing ---------------------------------------------------------------------
 
 
@@ -553,50 +485,11 @@ def _make_network(node: SwarmNode) -> None:
         forwarding.write_text("1\n")
 
 
-def _mounts_under(root: str, table: str | None = None) -> list[str]:
-    """Mount points at or below *root* (deepest first) in *table* (/proc/self/mounts)."""
-    found = []
-    table = Path("/proc/self/mounts").read_text() if table is None else table
-    for line in table.splitlines():
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[1])
-        if point == root or point.startswith(root + "/"):
-            found.append(point)
-    return sorted(found, key=lambda p: p.count("/"), reverse=True)
-
-
-def _unmount_all(root: str) -> None:
-    """Detach every mount dockerd left under *root* (overlays, netns files, the data
-    root's own bind mount; stacked ones too)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for _ in range(10):
-        points = _mounts_under(root)
-        if not points:
-            return
-        for point in points:
-            if libc.umount2(os.fsencode(point), 2) != 0:  # MNT_DETACH
-                err = ctypes.get_errno()
-                if err not in (errno.EINVAL, errno.ENOENT):
-                    raise BackendError(f"cannot unmount {point}: {os.strerror(err)}")
-    raise BackendError(f"mounts under {root} keep coming back: {_mounts_under(root)}")
-
-
-def _remove_cgroups(node: SwarmNode) -> None:
-    """rmdir the (empty) groups dockerd made under its cgroup parent, deepest first."""
-    homes = [CGROUP_ROOT / node.netns] + list(CGROUP_ROOT.glob(f"*/{node.netns}"))
-    for home in homes:
-        if home.is_dir():
-            for group in sorted(home.rglob("*/"), key=lambda p: len(p.parts), reverse=True):
-                with contextlib.suppress(OSError):
-                    group.rmdir()
-            with contextlib.suppress(OSError):
-                home.rmdir()
-
-
 def _teardown(node: SwarmNode, manager_url: str | None) -> None:
     """Undo add_node, each step skipping what is gone (a half-made node, a second try)."""
-    _kill_processes(node, grace=STOP_TIMEOUT)
+    kill_processes(node, grace=STOP_TIMEOUT)
     refused = _forget(node, manager_url)
-    _unmount_all(node.data_dir)
+    unmount_all(node.data_dir)
     if Path(f"/sys/class/net/{node.veth}").exists():
         _run("ip", "link", "delete", node.veth)
     rule = _forward_rule(node)
@@ -604,8 +497,8 @@ def _teardown(node: SwarmNode, manager_url: str | None) -> None:
         _run(IPTABLES, "-w", "5", "-D", *rule)
     if (NETNS_DIR / node.netns).exists():
         _run("ip", "netns", "delete", node.netns)
-    _remove_cgroups(node)
-    if _mounts_under(node.data_dir):
+    remove_cgroups(node)
+    if mounts_under(node.data_dir):
         raise BackendError(f"{node.data_dir} still has mounts: not removing it")
     shutil.rmtree(node.data_dir, ignore_errors=True)
     if Path(node.data_dir).exists():

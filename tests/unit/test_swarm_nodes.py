@@ -15,7 +15,7 @@ import pytest
 
 from chaoskit.cli import main
 from chaoskit.errors import BackendError, ConfigError
-from chaoskit.stack import swarm_nodes
+from chaoskit.stack import swarm_node_host, swarm_nodes
 from chaoskit.stack.docker_engine import owner_label
 from chaoskit.stack.swarm_nodes import CLI_OWNER, SwarmNode
 
@@ -174,9 +174,9 @@ def test_mounts_under_a_directory_are_found_deepest_first_with_escapes_decoded()
         "nsfs /n/a\\040b/exec/netns/1 nsfs rw 0 0",
         "/dev/vda /n/ab ext4 rw 0 0",
     ])  # fmt: skip
-    assert swarm_nodes._mounts_under("/n/a", table) == [
+    assert swarm_node_host.mounts_under("/n/a", table) == [
         "/n/a/data/overlay2/x/merged", "/n/a/exec/netns/ingress_sbox", "/n/a/data"]
-    assert swarm_nodes._mounts_under("/n/a b", table) == ["/n/a b/exec/netns/1"]
+    assert swarm_node_host.mounts_under("/n/a b", table) == ["/n/a b/exec/netns/1"]
 
 
 def test_the_cli_error_is_one_line_and_exit_2(state: Path, capsys) -> None:

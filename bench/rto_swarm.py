@@ -1,0 +1,130 @@
+"""RTO benchmark, Docker Swarm: who recovers a serving replica, and how fast — Swarm on
+its own (no health check; Docker's default 30 s one; a tuned 1 s one) or chaoskit's DR
+engine — after a kill, a hang, a bad rollout (a version that serves no model) and the
+loss of its node, side by side in one run on a two-node swarm on this machine.
+
+Targets (issue 13): node-loss RTO with chaoskit's DR engine <= 0.3x Swarm's own (no
+health check); a hang recovered by chaoskit within the budget where Swarm without a
+health check never recovers it.
+
+    .venv/bin/python bench/rto_swarm.py [--runs 3] [--timeout 45]
+
+TTD and RTO come from each experiment's journal (the same metrics as the report). A
+platform that has not recovered within ``--timeout`` seconds is "never".
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from chaoskit.dr.online.engine import DRConfig
+from chaoskit.experiment import Experiment
+from chaoskit.faults import BadRollout, HangService, KillService, NodeLoss
+from chaoskit.faults.base import Fault
+from chaoskit.journal import Journal
+from chaoskit.objectives import Objectives
+from chaoskit.stack.reference import ReferenceStack, StackConfig
+from chaoskit.stack.swarm import SwarmBackend
+from chaoskit.stack.swarm_mode import SwarmOptions
+
+MODES = [  # (column, recovery, health check interval)
+    ("swarm, no healthcheck", "observe", None),
+    ("swarm, healthcheck 30s", "observe", 30.0),
+    ("swarm, healthcheck 1s", "observe", 1.0),
+    ("chaoskit", "chaoskit", None),
+]
+FAULTS: dict[str, Callable[[], Fault]] = {
+    "kill": lambda: KillService("serving-b"),
+    "hang": lambda: HangService("serving-b"),
+    "bad rollout": lambda: BadRollout("serving", change="no-model"),
+    "node loss": lambda: NodeLoss(),
+}
+Cell = tuple[list[float], list[float], int]
+"""TTDs, RTOs of the recovered runs, and how many runs never recovered."""
+
+
+def measure_mode(root: Path, recovery: str, healthcheck: float | None, runs: int,
+                 timeout: float) -> dict[str, Cell]:  # fmt: skip
+    """Every fault *runs* times on one two-node stack recovered by *recovery*."""
+    data = root / "data"
+    backend = SwarmBackend(root / "run", data,
+                           options=SwarmOptions(workers=1, healthcheck=healthcheck))  # fmt: skip
+    journal = Journal(root / "run" / "journal.jsonl", source="bench")
+    stack = ReferenceStack(backend, data, journal.path, StackConfig())
+    stack.recovery = recovery  # type: ignore[assignment]
+    config = DRConfig(recovery_timeout=timeout)
+    cells: dict[str, Cell] = {name: ([], [], 0) for name in FAULTS}
+    with stack:
+        for i in range(runs):
+            for name, fault in FAULTS.items():
+                experiment = Experiment(f"swarm-{recovery}-{healthcheck}-{name}-{i}", stack,
+                                        journal, Objectives(), dr_config=config, seed=i,
+                                        backend="swarm")  # fmt: skip
+                with experiment:
+                    result = experiment.run(fault())
+                ttds, rtos, never = cells[name]
+                if result.ttd_s is not None:
+                    ttds.append(result.ttd_s)
+                if result.rto_s is None:
+                    cells[name] = (ttds, rtos, never + 1)
+                else:
+                    rtos.append(result.rto_s)
+                print(f"  {recovery} hc={healthcheck} {name} run {i}: TTD {result.ttd_s} "
+                      f"RTO {result.rto_s}", flush=True)  # fmt: skip
+    return cells
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def show(cell: Cell, timeout: float) -> str:
+    ttds, rtos, never = cell
+    ttd = "  -  " if not ttds else f"{median(ttds):5.2f}"
+    rto = "never" if not rtos else f"{median(rtos):5.1f}"
+    if rtos and never:
+        rto += f" ({never}x never)"
+    elif not rtos:
+        rto += f" (>{timeout:g}s)"
+    return f"{ttd} / {rto}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=45.0,
+                        help="seconds a platform gets to recover before it is 'never'")
+    args = parser.parse_args(argv)
+    table: dict[str, dict[str, Cell]] = {}
+    with tempfile.TemporaryDirectory(prefix="chaoskit-bench-swarm-") as tmp:
+        for column, recovery, healthcheck in MODES:
+            print(f"{column}: measuring", flush=True)
+            root = Path(tmp) / column.replace(" ", "-").replace(",", "")
+            table[column] = measure_mode(root, recovery, healthcheck, args.runs, args.timeout)
+    print(f"\nTTD / RTO in seconds, medians of {args.runs} runs (two-node swarm, 2 serving "
+          "replicas; the fault hits the replica the gateway does not route to, or its node)")
+    width = 26
+    print(f"{'fault':<14}" + "".join(f"{c:>{width}}" for c, _, _ in MODES))
+    for name in FAULTS:
+        print(f"{name:<14}" + "".join(f"{show(table[c][name], args.timeout):>{width}}"
+                                      for c, _, _ in MODES))  # fmt: skip
+    ours, swarms = table["chaoskit"]["node loss"][1], table["swarm, no healthcheck"]["node loss"][1]
+    ratio = None if not ours or not swarms else median(ours) / median(swarms)  # type: ignore[operator]
+    hang_ours = table["chaoskit"]["hang"]
+    hang_swarm = table["swarm, no healthcheck"]["hang"]
+    print(f"\nnode loss RTO, chaoskit / swarm alone: "
+          f"{'n/a' if ratio is None else f'{ratio:.2f}x'} (target <= 0.3x)")
+    print(f"hang recovered: chaoskit {len(hang_ours[1])}/{args.runs}, swarm without a health "
+          f"check {len(hang_swarm[1])}/{args.runs}")
+    met = ratio is not None and ratio <= 0.3 and len(hang_ours[1]) == args.runs
+    print("swarm targets met" if met else "SWARM TARGETS MISSED")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
