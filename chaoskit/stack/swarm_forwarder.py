@@ -46,8 +46,9 @@ class Forwarder:
 
     def follow(self) -> None:
         """Point every route at its current upstream now."""
+        upstreams = self._upstreams()  # outside the lock: it takes the backend's
         with self._lock:
-            for route, upstream in self._upstreams().items():
+            for route, upstream in upstreams.items():
                 if route in self._routes and self._routes[route] != upstream:
                     self._server.update_proxy(route, upstream=upstream)
                     self._routes[route] = upstream
