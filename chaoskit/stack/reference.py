@@ -178,6 +178,7 @@ class ReferenceStack(GatewayedStack):
             ),
             ports={"http": 0},
             readiness=Readiness(http_path="/health", timeout=self.config.start_timeout),
+            secrets=(str(self.dr_site_token_file),),
         )  # fmt: skip
 
     def start(self) -> ReferenceStack:

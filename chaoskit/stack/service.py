@@ -46,6 +46,9 @@ class ServiceSpec:
     stop_timeout: float = 5.0
     cwd: str | None = None
     """Working directory of a process (the stack file's directory for a user's stack)."""
+    secrets: tuple[str, ...] = ()
+    """Files holding secrets the service reads (a token): an orchestrator gives them as
+    its secrets, at the same paths; other backends leave them where they are."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,7 @@ class SwarmBackend(DockerBackend):
             user=user_of_this_process(), mounts=self._mounts(svc), init=True,
             labels={engine.PROJECT: self.project, engine.SERVICE: svc.spec.name},
             stop_grace_period=int(svc.spec.stop_timeout * 1e9), healthcheck=self._healthcheck(svc),
+            secrets=[self._secret(path) for path in svc.spec.secrets],
         )  # fmt: skip
         template = TaskTemplate(container, restart_policy=RestartPolicy(condition="any"),
                                 networks=[{"Target": self.network,
@@ -172,6 +174,21 @@ class SwarmBackend(DockerBackend):
                 update_config=rollout.update_config(), rollback_config=rollout.rollback_config(),
             )  # fmt: skip
         return str(created["ID"])
+
+    def _secret(self, path: str) -> Any:
+        """A Docker secret holding the file *path* (labelled, removed with the run), given
+        to the task at the same path, readable by the task's user only."""
+        from docker.types import SecretReference
+
+        name = f"{self.project}-{Path(path).name}"
+        with engine.engine_errors(f"creating swarm secret {name!r} from {path}"):
+            for old in self.client.api.secrets(filters={"name": name}):
+                self._check_ours(old["Spec"].get("Labels") or {}, f"swarm secret {name!r}")
+                self.client.api.remove_secret(old["ID"])
+            created = self.client.api.create_secret(name, Path(path).read_bytes(),
+                                                    labels=engine.labels_for(self.project))
+        return SecretReference(created["ID"], name, filename=path, uid=str(os.getuid()),
+                               gid=str(os.getgid()), mode=0o400)  # fmt: skip
 
     def _healthcheck(self, svc: _Service) -> Any:
         """The service's readiness as a Docker health check, when asked for: Swarm then

@@ -78,6 +78,19 @@ def test_faults_on_a_task_that_is_not_running_say_so(swarm):
         swarm.kill("nope")
 
 
+def test_a_secret_file_is_given_as_a_swarm_secret_at_its_path(swarm, docker_client, tmp_path):  # noqa: F811
+    import dataclasses
+
+    token = tmp_path / "site.token"
+    token.write_text("s3cret\n")
+    swarm.start(dataclasses.replace(http_spec("web"), secrets=(str(token),)))
+    (secret,) = managed_objects(docker_client, project=swarm.project)["secrets"]
+    assert secret["Spec"]["Name"].endswith("site.token")
+    # the file lies outside every bind mount of the task: only the secret puts it there
+    run = docker_client.api.exec_create(swarm.container_id("web"), ["cat", str(token)])
+    assert docker_client.api.exec_start(run["Id"]) == b"s3cret\n"
+
+
 def test_a_fixed_port_in_use_is_refused_before_anything_is_created(swarm, docker_client):  # noqa: F811
     import socket
 

@@ -77,38 +77,19 @@ class RestartService:
         the suspect when the replica's task of it fails: a restart would start it again,
         so the rollout is rolled back instead (see :meth:`_suspect_rollout`).
         """
-        backend = self.stack.backend  # type: ignore[attr-defined]
         deadline = time.monotonic() + self.timeout
         suspect = self._suspect_rollout(service)
-        by: dict[str, str] = {}
         if suspect is None:
-            self.journal.record("recovery.started", action=self.name, service=service,
-                                background=background)  # fmt: skip
-            try:
-                backend.restart(service)
-            except ChaosKitError as e:
-                suspect = self._suspect_rollout(service)  # its new task never got ready
-                if suspect is None:
-                    self.journal.record("recovery.failed", action=self.name, service=service,
-                                        reason=str(e))  # fmt: skip
-                    return False
-            else:  # ready: a rollout's new task must also answer right, or it is to blame
-                suspect = self._suspect_rollout(service)
-                if suspect is not None and check_steady_state(
-                        self.stack.direct_client(service, timeout=2.0),  # type: ignore[attr-defined]
-                        self.goldens, timeout=2.0).ok:  # fmt: skip
-                    suspect = None
-        action = self.name if suspect is None else "rollback"
-        if suspect is not None:
-            self.journal.record("recovery.started", action=action, service=service,
-                                background=background, rollout=suspect)  # fmt: skip
-            try:
-                if not backend.roll_back(service):
-                    by = {"recovered_by": "platform"}  # the orchestrator rolled back first
-            except ChaosKitError as e:
-                self.journal.record("recovery.failed", action=action, service=service,
-                                    reason=str(e))  # fmt: skip
+            restarted, suspect = self._restart(service, background)
+            if not restarted:
                 return False
+        by: dict[str, str] = {}
+        if suspect is not None:
+            rolled_back = self._roll_back(service, suspect, background)
+            if rolled_back is None:
+                return False
+            by = {} if rolled_back else {"recovered_by": "platform"}  # it rolled back first
+        action = self.name if suspect is None else "rollback"
         self.journal.record("recovered", action=action, service=service, **by)
         # behind a failover the gateway's canary is answered by another replica: wait for
         # this one's own answer, or the engine re-detects it while its model still loads
@@ -122,6 +103,37 @@ class RestartService:
             client, self.goldens, self.journal, timeout=max(0.0, deadline - time.monotonic())
         )
 
+    def _restart(self, service: str, background: bool) -> tuple[bool, str | None]:
+        """(restarted or not, the rollout to blame instead: its new task never got ready,
+        or is ready and answers wrongly)."""
+        self.journal.record("recovery.started", action=self.name, service=service,
+                            background=background)  # fmt: skip
+        try:
+            self.stack.backend.restart(service)  # type: ignore[attr-defined]
+        except ChaosKitError as e:
+            suspect = self._suspect_rollout(service)
+            if suspect is None:
+                self.journal.record("recovery.failed", action=self.name, service=service,
+                                    reason=str(e))  # fmt: skip
+            return suspect is not None, suspect
+        suspect = self._suspect_rollout(service)
+        if suspect is not None and check_steady_state(
+                self.stack.direct_client(service, timeout=2.0),  # type: ignore[attr-defined]
+                self.goldens, timeout=2.0).ok:  # fmt: skip
+            suspect = None  # the rollout's new task serves right: nothing to blame
+        return True, suspect
+
+    def _roll_back(self, service: str, rollout: str, background: bool) -> bool | None:
+        """Roll *rollout* back: True when chaoskit did, False when the orchestrator had
+        already, None when it failed."""
+        self.journal.record("recovery.started", action="rollback", service=service,
+                            background=background, rollout=rollout)  # fmt: skip
+        try:
+            return bool(self.stack.backend.roll_back(service))  # type: ignore[attr-defined]
+        except ChaosKitError as e:
+            self.journal.record("recovery.failed", action="rollback", service=service,
+                                reason=str(e))  # fmt: skip
+            return None
 
     def _suspect_rollout(self, service: str) -> str | None:
         """The rollout whose task *service* runs, if the backend rolls out (Swarm) and the
