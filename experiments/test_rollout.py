@@ -1,4 +1,5 @@
-"""A bad rollout of serving on an orchestrator (``--chaos-backend swarm``).
+"""A bad rollout of serving, or serving scaled to zero, on an orchestrator
+(``--chaos-backend swarm``).
 
 Swarm updates serving's replicas one at a time, stop-first, and rolls back by itself only
 when a new task *exits* (``failure_action: rollback``).  A new version that runs but
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from chaoskit.faults import BadRollout
+from chaoskit.faults import BadRollout, ScaleService
 
 pytestmark = pytest.mark.chaos_needs("orchestrator", "replicas>=2")
 
@@ -37,3 +38,18 @@ def test_a_bad_rollout_is_rolled_back(chaos, change):
         assert rolled_back and "recovered_by" not in rolled_back[0], rolled_back
     gateway = chaos.stack.gateway
     assert gateway.routed == gateway.primary, "no failback after the rollback"
+
+
+# TTD: Swarm stops the tasks ~3 s after the scale (as for a rollout's first stop).  RTO:
+# both replicas start again at once, TensorFlow cold starts on two cores (5-10 s)
+@pytest.mark.chaos(ttd="5s", rto="30s")
+def test_a_service_scaled_to_zero_is_scaled_back(chaos):
+    """``docker service scale serving=0``: Swarm keeps it at 0; chaoskit scales it back."""
+    chaos.run(ScaleService("serving", replicas=0))
+    events = chaos.events()
+    (reverted,) = [e["t"] for e in events if e["event"] == "fault.reverted"]
+    repaired = {e["service"] for e in events if e["event"] == "recovered" and e["t"] < reverted
+                and e.get("action") == "restart"}  # fmt: skip
+    assert repaired, "serving was not scaled back before the fault's own revert"
+    for replica in chaos.stack.replicas:
+        assert chaos.stack.backend.status(replica) == "running", replica

@@ -22,6 +22,7 @@ from chaoskit.faults.node import DrainNode, NodeLoss
 from chaoskit.faults.ransomware import Ransomware
 from chaoskit.faults.resources import CpuStarvation, DiskFull, MemoryPressure
 from chaoskit.faults.rollout import BadRollout
+from chaoskit.faults.scale import ScaleService
 from chaoskit.faults.service import HangService, KillService
 from chaoskit.faults.storage import (
     AppendBytes,
@@ -70,6 +71,7 @@ __all__ = [
     "RemoveContainer",
     "ResetPeer",
     "RestartContainer",
+    "ScaleService",
     "SilentWeightChange",
     "SkewPreprocessing",
     "Slicer",

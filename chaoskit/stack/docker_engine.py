@@ -160,15 +160,18 @@ def remove_objects(client: Any, found: dict[str, list[dict[str, Any]]]) -> list[
 
 
 def _wait_tasks_gone(client: Any, service_ids: list[str]) -> None:
-    """Until no container of the removed services is left on this engine (or a timeout)."""
+    """Until no container of the removed services is left on this engine (or a timeout).
+    Swarm's agent takes seconds to stop them (~3 s here): they are removed here at once."""
     from chaoskit.waiting import wait_until
 
     def gone() -> bool:
         with engine_errors("listing the removed services' containers"):
-            return not any(
-                client.api.containers(all=True, filters={"label": f"{SWARM_SERVICE_ID}={i}"})
-                for i in service_ids
-            )
+            left = [c for i in service_ids for c in client.api.containers(
+                all=True, filters={"label": f"{SWARM_SERVICE_ID}={i}"})]  # fmt: skip
+        for container in left:
+            with contextlib.suppress(BackendError), engine_errors("removing a task's container"):
+                client.api.remove_container(container["Id"], force=True)
+        return not left
 
     with contextlib.suppress(TimeoutError):
         wait_until(gone, timeout=TASKS_GONE_TIMEOUT, interval=0.2)

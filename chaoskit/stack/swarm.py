@@ -404,6 +404,9 @@ class SwarmBackend(DockerBackend):
         """Remove the current task's container if it still runs (hung, or serving damaged
         files); Swarm replaces the task; wait until the replacement is ready."""
         member = self._member(service)
+        wanted = len(self._swarm_services[member.service].members)
+        if rollout.replicas_of(self.client.api, member.service) < wanted:
+            rollout.scale(self.client.api, member.service, wanted)  # scaled down: back up
         if self.fresh_rollout(service):
             # Swarm is replacing the tasks: removing one would count as the rollout's failure.
             # Its new task for this slot gets its grace to be ready, no more.
@@ -479,7 +482,13 @@ class SwarmBackend(DockerBackend):
             self._drained.discard(node_id)
         return back
 
-    # -- rollouts -------------------------------------------------------------------
+    # -- rollouts and scale -----------------------------------------------------------
+    def scale(self, service: str, replicas: int) -> int:
+        """Set the replica count of *service*'s Swarm service; returns the old count.
+        Scaling down ends the highest slots' tasks first; :meth:`restart` of a replica
+        whose slot is gone scales the service back to the stack's count."""
+        return rollout.scale(self.client.api, self._member(service).service, replicas)
+
     def roll_out(self, service: str, rollout_id: str, *, args: tuple[str, ...] = (),
                  mounts: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:  # fmt: skip
         """Update the Swarm service *service* belongs to (every replica: Swarm rolls it
@@ -522,11 +531,15 @@ class SwarmBackend(DockerBackend):
         """Re-apply the previous spec of *service*'s Swarm service if a chaoskit rollout is
         in force, and wait until every replica runs it and is ready; False when nothing
         was rolled out."""
+        rolled_back = rollout.roll_back(self.client.api, self._member(service).service)
+        self.await_replicas(service)
+        return rolled_back
+
+    def await_replicas(self, service: str) -> None:
+        """Until every replica of *service*'s Swarm service runs its current spec, ready."""
         member = self._member(service)
-        rolled_back = rollout.roll_back(self.client.api, member.service)
         for name in self._swarm_services[member.service].members:
             self._wait_ready(self._members[name], before=None)
-        return rolled_back
 
     # not for swarm tasks: Swarm owns their containers and their network attachments
     restart_in_place = None  # type: ignore[assignment]
@@ -546,8 +559,11 @@ class SwarmBackend(DockerBackend):
         return "\n".join(lines[-tail:])
 
     def close(self) -> None:
-        """Save the logs, remove every service, network, volume and secret, stop the
-        forwarder, and leave the swarm if this run initialised it."""
+        """Stop the forwarder, save the logs, remove every service, network, volume and
+        secret and the nodes added, and leave the swarm if this run initialised it."""
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.close()  # outside the lock: its follower takes it
         with self._lock:
             for name in self._members:
                 with contextlib.suppress(BackendError):  # its service may be gone already
@@ -557,9 +573,6 @@ class SwarmBackend(DockerBackend):
             super().close()
             self._members.clear()
             self._swarm_services.clear()
-            if self._forwarder is not None:
-                self._forwarder.close()
-                self._forwarder = None
             self.topology.close()
             if self.initialised_swarm:
                 swarm_mode.leave_if_ours(self.client)

@@ -1,4 +1,4 @@
-"""Rolling a Swarm service out to a new spec, and back.
+"""Changing a Swarm service's spec: rolling it out to a new one and back, scaling it.
 
 Every service chaoskit creates has the update policy a careful platform team would give
 it (:func:`update_config`): one task at a time, stop-first, each new task watched for
@@ -53,11 +53,13 @@ def inspect_service(api: Any, service: str) -> dict[str, Any]:
     return info
 
 
-def _update(api: Any, info: dict[str, Any], template: dict[str, Any], what: str) -> None:
+def _update(api: Any, info: dict[str, Any], template: dict[str, Any], what: str,
+            mode: dict[str, Any] | None = None) -> None:  # fmt: skip
     spec = info["Spec"]
     with engine.engine_errors(f"{what} swarm service {spec['Name']!r}"):
         api.update_service(info["ID"], info["Version"]["Index"], task_template=template,
-                           name=spec["Name"], labels=spec.get("Labels"), mode=spec.get("Mode"),
+                           name=spec["Name"], labels=spec.get("Labels"),
+                           mode=mode or spec.get("Mode"),
                            update_config=spec.get("UpdateConfig"),
                            rollback_config=spec.get("RollbackConfig"),
                            endpoint_spec=spec.get("EndpointSpec"))  # fmt: skip
@@ -82,6 +84,19 @@ def roll_out(api: Any, service: str, rollout: str, *, args: tuple[str, ...] = ()
     template["ForceUpdate"] = int(template.get("ForceUpdate") or 0)
     _update(api, info, template, "rolling out")
     return {"swarm_service": service, "from_version": info["Version"]["Index"]}
+
+
+def replicas_of(api: Any, service: str) -> int:
+    return int(inspect_service(api, service)["Spec"]["Mode"]["Replicated"]["Replicas"])
+
+
+def scale(api: Any, service: str, replicas: int) -> int:
+    """Set the service's replica count (its tasks are not restarted); returns the old one."""
+    info = inspect_service(api, service)
+    before = int(info["Spec"]["Mode"]["Replicated"]["Replicas"])
+    _update(api, info, info["Spec"]["TaskTemplate"], f"scaling to {replicas}",
+            mode={"Replicated": {"Replicas": replicas}})  # fmt: skip
+    return before
 
 
 def roll_back(api: Any, service: str) -> bool:

@@ -11,7 +11,7 @@ from owner_support import killed_owner
 
 from chaoskit.errors import StackError
 from chaoskit.stack import swarm_mode
-from chaoskit.stack.docker_engine import managed_objects
+from chaoskit.stack.docker_engine import connect, engine_url, managed_objects
 from chaoskit.stack.swarm import SwarmBackend
 from chaoskit.waiting import wait_until
 
@@ -22,14 +22,25 @@ REPLACED = 30.0
 """Seconds for Swarm to replace a task: its restart delay (5 s) plus a container start."""
 
 
+@pytest.fixture(scope="module")
+def swarm_engine(docker_client):  # noqa: F811
+    """One swarm for the module (leaving one takes ~5 s: Swarm waits for its ingress
+    network to go); a backend that initialised its own swarm leaves it is tested in
+    test_swarm_experiments.py."""
+    initialised = swarm_mode.ensure_manager(docker_client, engine_url())
+    yield docker_client
+    if initialised:
+        assert swarm_mode.leave_if_ours(docker_client), "chaoskit services were left"
+
+
 @pytest.fixture
-def swarm(docker_client, tmp_path):  # noqa: F811
+def swarm(swarm_engine, tmp_path):
     backend = SwarmBackend(tmp_path / "run", tmp_path / "data")
+    assert not backend.initialised_swarm  # the module's swarm is found, and kept
     yield backend
     backend.close()
-    assert managed_objects(docker_client, project=backend.project) == NOTHING_LEFT
-    if backend.initialised_swarm:
-        assert swarm_mode.swarm_state(docker_client)[0] == "inactive", "the swarm was not left"
+    assert managed_objects(swarm_engine, project=backend.project) == NOTHING_LEFT
+    assert swarm_mode.swarm_state(swarm_engine)[0] == "active"
 
 
 def test_replicas_are_the_slots_of_one_service(swarm):
@@ -78,20 +89,20 @@ def test_faults_on_a_task_that_is_not_running_say_so(swarm):
         swarm.kill("nope")
 
 
-def test_a_secret_file_is_given_as_a_swarm_secret_at_its_path(swarm, docker_client, tmp_path):  # noqa: F811
+def test_a_secret_file_is_given_as_a_swarm_secret_at_its_path(swarm, swarm_engine, tmp_path):
     import dataclasses
 
     token = tmp_path / "site.token"
     token.write_text("s3cret\n")
     swarm.start(dataclasses.replace(http_spec("web"), secrets=(str(token),)))
-    (secret,) = managed_objects(docker_client, project=swarm.project)["secrets"]
+    (secret,) = managed_objects(swarm_engine, project=swarm.project)["secrets"]
     assert secret["Spec"]["Name"].endswith("site.token")
     # the file lies outside every bind mount of the task: only the secret puts it there
-    run = docker_client.api.exec_create(swarm.container_id("web"), ["cat", str(token)])
-    assert docker_client.api.exec_start(run["Id"]) == b"s3cret\n"
+    run = swarm_engine.api.exec_create(swarm.container_id("web"), ["cat", str(token)])
+    assert swarm_engine.api.exec_start(run["Id"]) == b"s3cret\n"
 
 
-def test_a_fixed_port_in_use_is_refused_before_anything_is_created(swarm, docker_client):  # noqa: F811
+def test_a_fixed_port_in_use_is_refused_before_anything_is_created(swarm, swarm_engine):
     import socket
 
     with socket.socket() as taken:
@@ -100,10 +111,10 @@ def test_a_fixed_port_in_use_is_refused_before_anything_is_created(swarm, docker
         port = taken.getsockname()[1]
         with pytest.raises(StackError, match=f"port 127.0.0.1:{port} is already in use"):
             swarm.start(http_spec("web", port=port))
-    assert managed_objects(docker_client, project=swarm.project)["services"] == []
+    assert managed_objects(swarm_engine, project=swarm.project)["services"] == []
 
 
-def test_the_next_backend_removes_what_a_killed_owner_left(docker_client, tmp_path):  # noqa: F811
+def test_the_next_backend_removes_what_a_killed_owner_left(swarm_engine, tmp_path):
     here = os.path.dirname(__file__)
     project = killed_owner(f"""
         import sys, time
@@ -116,12 +127,25 @@ def test_the_next_backend_removes_what_a_killed_owner_left(docker_client, tmp_pa
         time.sleep(120)
     """)
     assert project, "the killed run did not start its service"
-    left = managed_objects(docker_client, project=project)
+    left = managed_objects(swarm_engine, project=project)
     assert len(left["services"]) == 1 and len(left["networks"]) == 1
     backend = SwarmBackend(tmp_path / "next-run", tmp_path / "data")
     try:
         assert any(r.startswith("service ") for r in backend.reaped), backend.reaped
-        assert managed_objects(docker_client, project=project) == NOTHING_LEFT
+        assert managed_objects(swarm_engine, project=project) == NOTHING_LEFT
     finally:
         backend.close()
-    assert swarm_mode.swarm_state(docker_client)[0] == "inactive"
+
+
+def test_a_worker_s_engine_is_refused_and_nothing_is_made(swarm, tmp_path):
+    """A worker cannot create services: one message naming it, before anything is made."""
+    from chaoskit.errors import BackendError
+    from chaoskit.stack import swarm_nodes
+
+    node = swarm_nodes.add_node(swarm.url, images=[])
+    try:
+        with pytest.raises(BackendError, match=f"engine at {node.url} is a swarm worker"):
+            SwarmBackend(tmp_path / "on-worker", tmp_path / "data", base_url=node.url)
+        assert connect(node.url).api.containers(all=True) == []
+    finally:
+        swarm_nodes.remove_node(node.name)

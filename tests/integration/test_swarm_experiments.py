@@ -1,11 +1,11 @@
 """End to end on Docker Swarm: ``pytest --chaos-backend=swarm --chaos-swarm-workers=1``
-runs kill, hang, partition, corruption, bad-rollout and node experiments on real Swarm
-services spread over two nodes, with TTD/RTO/RPO in the report, and nothing of the run
+runs kill, hang, partition, corruption, bad-rollout and node-loss experiments on real
+Swarm services spread over two nodes, with TTD/RTO/RPO in the report, and nothing of the run
 is left: no service, network, volume or secret, no added node, and the swarm chaoskit
 initialised is left again.
 
-A few of each family, in one run sharing one stack (every experiment runs in
-``pytest experiments chaoskit/suite --chaos-backend=swarm``): CI's time is short.
+One of each kind, in one run sharing one stack (all of them run in ``pytest experiments
+chaoskit/suite --chaos-backend=swarm --chaos-swarm-workers=1``): CI's time is short.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.swarm, py
 engine_or_skip()
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = {  # file -> what of it runs here
+MODULES = {  # file -> what of it runs here (one of each kind: CI's time is short)
     "chaoskit/suite/test_serving.py": "replica[serving-b]",
-    "experiments/test_corruption.py": "zero-index or truncate-checkpoint-index",
-    "experiments/test_rollout.py": "no-model or wrong-model",
-    "experiments/test_nodes.py": "node",
+    "experiments/test_corruption.py": "zero-index",
+    "experiments/test_rollout.py": "wrong-model",
+    "experiments/test_nodes.py": "lost_node",
 }
 PARTITION = """
 import pytest
@@ -53,20 +53,20 @@ def test_swarm_experiments_pass_on_two_nodes_and_leave_nothing(pytester: pytest.
         "-p", "no:cacheprovider", "--chaos-backend=swarm", "--chaos-swarm-workers=1",
         "-k", selection, timeout=1200,
     )  # fmt: skip
-    result.assert_outcomes(passed=9)
+    result.assert_outcomes(passed=6)
     latest = pytester.path / "reports" / "latest"
     with open(latest / "results.csv") as f:
         rows = list(csv.DictReader(f))
     faults = {row["fault"] for row in rows}
-    assert {"kill", "hang", "partition", "zero-range", "bad-rollout", "node-loss",
-            "drain"} <= faults, faults  # fmt: skip
+    assert {"kill", "hang", "partition", "zero-range", "bad-rollout", "node-loss"} <= faults, \
+        faults
     for row in rows:
         assert row["verdict"] == "pass" and row["ttd_s"] and row["rto_s"], row
     events = read_journal(latest / "journal.jsonl")
     started = [e for e in events if e["event"] == "experiment.started"]
     assert {e["backend"] for e in started} == {"swarm"}
     rollbacks = [e for e in events if e["event"] == "recovered" and e.get("action") == "rollback"]
-    assert len(rollbacks) >= 2, rollbacks  # chaoskit rolled back both bad rollouts
+    assert rollbacks, "chaoskit did not roll the bad rollout back"
     left = managed_objects(docker_client)
     assert left == NOTHING_LEFT, left
     assert {n.name for n in swarm_nodes.list_nodes()} == nodes_before  # the worker is gone
