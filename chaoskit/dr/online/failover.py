@@ -21,6 +21,10 @@ from chaoskit.dr.online.probe import probe_predict
 from chaoskit.dr.online.recovery import RestartService, confirm_steady_state
 from chaoskit.journal import Journal
 
+FAILOVER_CONFIRM_S = 5.0
+"""Seconds the replica failed over to gets to answer its canary before the failed one is
+repaired anyway."""
+
 
 class FailoverThenRepair:
     """The recovery action of the replicated reference stack."""
@@ -59,9 +63,12 @@ class FailoverThenRepair:
                                     to=others[0])  # fmt: skip
                 self.gateway.route_to(others[0])
                 self.journal.record("recovered", action="failover", service=others[0])
+                # a healthy replica answers at once; one that is failing too (both went
+                # down together) is its own detection's to repair: waiting here for it
+                # would hold up this replica's repair
                 confirmed = confirm_steady_state(
                     self.stack.client(timeout=2.0), self.goldens, self.journal,
-                    timeout=self.timeout,
+                    timeout=min(self.timeout, FAILOVER_CONFIRM_S),
                 )  # fmt: skip
         if self._process_is_broken(service):
             failed_over = self.gateway.routed != service
