@@ -160,18 +160,21 @@ def remove_objects(client: Any, found: dict[str, list[dict[str, Any]]]) -> list[
 
 
 def _wait_tasks_gone(client: Any, service_ids: list[str]) -> None:
-    """Until no container of the removed services is left on this engine (or a timeout).
-    Swarm's agent takes seconds to stop them (~3 s here): they are removed here at once."""
+    """Until the removed services have no task left in the swarm and no container on this
+    engine (or a timeout).  Swarm's agent acts seconds late (~3 s here), and may still
+    start a task that was waiting out its restart delay: the containers are removed here
+    as they appear, until the manager has forgotten every task."""
     from chaoskit.waiting import wait_until
 
     def gone() -> bool:
-        with engine_errors("listing the removed services' containers"):
+        with engine_errors("listing the removed services' tasks and containers"):
+            tasks = [t for t in client.api.tasks() if t.get("ServiceID") in service_ids]
             left = [c for i in service_ids for c in client.api.containers(
                 all=True, filters={"label": f"{SWARM_SERVICE_ID}={i}"})]  # fmt: skip
         for container in left:
             with contextlib.suppress(BackendError), engine_errors("removing a task's container"):
                 client.api.remove_container(container["Id"], force=True)
-        return not left
+        return not left and not tasks
 
     with contextlib.suppress(TimeoutError):
         wait_until(gone, timeout=TASKS_GONE_TIMEOUT, interval=0.2)
