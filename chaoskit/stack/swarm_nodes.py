@@ -272,6 +272,7 @@ def start_engine(name: str) -> SwarmNode:
     if node.engine_alive():
         return node
     _check_can_run()
+    kill_processes(node)  # what a dockerd that died on its own left running
     node = _start(node)
     if node.manager_url and node.node_id:
         _wait_ready(connect(node.manager_url), node)
@@ -420,6 +421,11 @@ def _start(node: SwarmNode) -> SwarmNode:
     root = Path(node.data_dir)
     root.mkdir(parents=True, exist_ok=True)
     (root / "daemon.json").write_text("{}\n")  # not the host's /etc/docker/daemon.json
+    # Nothing of the node runs now, but a killed engine's pid files name processes that
+    # may still be zombies (the machine's init reaps them when it gets to it): dockerd
+    # would take its containerd for a live one, wait on its socket and give up.
+    for pid_file in (root / "docker.pid", root / "exec" / "containerd" / "containerd.pid"):
+        pid_file.unlink(missing_ok=True)
     env = {**os.environ, "DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
     with open(root / "dockerd.log", "ab") as log:
         engine = subprocess.Popen(dockerd_command(node), env=env, stdin=subprocess.DEVNULL,

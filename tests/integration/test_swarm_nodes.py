@@ -214,3 +214,25 @@ def test_an_engine_in_no_swarm_is_refused_as_manager_before_anything_is_made(
             swarm_nodes.remove_node("w3")
     finally:
         swarm_nodes.remove_node("loner")
+
+
+def test_a_lost_engine_starts_again_though_its_pid_files_name_live_processes(
+    nodes_dir: Path,
+) -> None:
+    """A killed engine's containerd may still be a zombie when the node is started again
+    (this machine's init reaps late), and dockerd takes a zombie for a live containerd:
+    a live process in its pid files stands in for one."""
+    loner = swarm_nodes.add_node(join=False, name="relit")
+    stand_in = subprocess.Popen(["sleep", "60"])
+    try:
+        swarm_nodes.stop_engine("relit")
+        for pid_file in ("docker.pid", "exec/containerd/containerd.pid"):
+            (Path(loner.data_dir) / pid_file).write_text(f"{stand_in.pid}\n")
+        back = swarm_nodes.start_engine("relit")
+        assert back.engine_alive()
+        assert connect(back.url).version()["Version"]
+        assert stand_in.poll() is None  # not the node's: left alone
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+        swarm_nodes.remove_node("relit")
