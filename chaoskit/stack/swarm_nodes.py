@@ -75,7 +75,9 @@ NETNS_PREFIX = "chaoskit-node-"
 SUBNET = "10.237"
 VETH_PREFIX = "ckn"
 START_TIMEOUT = 60.0
-READY_TIMEOUT = 60.0
+STATE_TIMEOUT = 60.0
+"""How long a manager may take to mark a node Ready (joined, started) or Down (lost:
+its heartbeats stop; 10-20 s here)."""
 STOP_TIMEOUT = 20.0
 """SIGTERM grace for remove_node: dockerd stops its containers (10 s each by default)."""
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,23}")
@@ -267,15 +269,24 @@ def stop_engine(name: str) -> SwarmNode:
 
 def start_engine(name: str) -> SwarmNode:
     """The node's dockerd started again (a no-op if it runs) and, if it joined a swarm,
-    Ready there again.  dockerd cleans up what its killed predecessor left mounted."""
+    Ready there again.  dockerd cleans up what its killed predecessor left mounted.
+
+    A joined node starts only once its manager has marked it Down, as a rebooted
+    machine would be: one back sooner meets the gossip identity of its killed engine,
+    which the manager still lists at the node's address, and its overlay network's
+    first task waits 30 s in "preparing" on a bulk sync to that ghost (libnetwork's
+    networkdb)."""
     node = _load(name)
     if node.engine_alive():
         return node
     _check_can_run()
     kill_processes(node)  # what a dockerd that died on its own left running
+    manager = connect(node.manager_url) if node.manager_url and node.node_id else None
+    if manager is not None:
+        _wait_state(manager, node, "down")
     node = _start(node)
-    if node.manager_url and node.node_id:
-        _wait_ready(connect(node.manager_url), node)
+    if manager is not None:
+        _wait_state(manager, node, "ready")
     return node
 
 
@@ -350,7 +361,7 @@ def _join(node: SwarmNode, client: Any, manager: Any, address: str, token: str) 
         found = manager.api.inspect_node(node.node_id)
         spec = {**found["Spec"], "Labels": {**found["Spec"].get("Labels", {}), **labels}}
         manager.api.update_node(node.node_id, found["Version"]["Index"], spec)
-    _wait_ready(manager, node)
+    _wait_state(manager, node, "ready")
     return node
 
 
@@ -359,16 +370,17 @@ def _node_state(manager: Any, node_id: str) -> str:
         return str(manager.api.inspect_node(node_id)["Status"]["State"])
 
 
-def _wait_ready(manager: Any, node: SwarmNode) -> None:
+def _wait_state(manager: Any, node: SwarmNode, state: str) -> None:
+    """Until the manager reports the node in *state* ("ready", "down")."""
     assert node.node_id is not None
     node_id = node.node_id
     try:
-        wait_until(lambda: _node_state(manager, node_id) == "ready", READY_TIMEOUT,
+        wait_until(lambda: _node_state(manager, node_id) == state, STATE_TIMEOUT,
                    interval=0.1)  # fmt: skip
     except TimeoutError:
-        raise BackendError(f"swarm node {node.name} ({node_id}) is not Ready on the manager "
-                           f"at {node.manager_url} after {READY_TIMEOUT:g}s: it is "
-                           f"{_node_state(manager, node_id)}") from None  # fmt: skip
+        raise BackendError(f"swarm node {node.name} ({node_id}) is not {state.title()} on "
+                           f"the manager at {node.manager_url} after {STATE_TIMEOUT:g}s: it "
+                           f"is {_node_state(manager, node_id)}") from None  # fmt: skip
 
 
 def _forget(node: SwarmNode, manager_url: str | None) -> str | None:
