@@ -3,8 +3,8 @@
 Fed the journal's events in time order, a :class:`RecoveryTracker` keeps the services
 that are *outstanding*: every service a ``detected`` event named after the first fault
 (from its last detection on), and every service a process fault (kill, hang, stop,
-restart, remove, and memory pressure: it ends in the OOM killer's SIGKILL) took down
-(from the fault on).  A service is back and confirmed when,
+restart, remove, and memory pressure: it ends in the OOM killer's SIGKILL) or a node loss
+(every task on the node) took down (from the fault on).  A service is back and confirmed when,
 after that moment:
 
 - it confirmed itself: ``steady_state.ok`` (phase recovery) naming it (the replicator
@@ -37,6 +37,8 @@ from chaoskit.journal import Event
 
 PROCESS_FAULTS = frozenset({"kill", "hang", "stop", "restart", "remove", "memory-pressure"})
 """Fault kinds that take their ``service`` down: it is outstanding from the fault on."""
+NODE_LOSS = "node-loss"
+"""Takes down every service its ``changes`` name (those on the node): outstanding too."""
 MODEL_STORE = "model-store"
 GATEWAY_ROW = "gateway"
 """The learned detectors' row for the client path (not a service): the confirmations of
@@ -85,6 +87,9 @@ class RecoveryTracker:
             params = event.get("params") or {}
             if event.get("fault") in PROCESS_FAULTS and params.get("service"):
                 self.outstanding[params["service"]] = _Outstanding(since=t, down=True)
+            if event.get("fault") == NODE_LOSS:  # every task of the node died with it
+                for name in (event.get("changes") or {}).get("services") or []:
+                    self.outstanding[name] = _Outstanding(since=t, down=True)
             early, self._early = self._early, []
             for e in sorted((e for e in early if e["t"] >= t), key=lambda e: e["t"]):
                 self.feed(e)

@@ -166,6 +166,29 @@ def test_a_process_fault_keeps_its_service_outstanding_until_it_is_detected_and_
     assert math.isclose(r.rto_s, 2.2)
 
 
+def test_a_node_loss_keeps_every_service_of_the_node_outstanding():
+    """The replica the probes saw is back; the trainer, lost with it, is not yet."""
+    events = [
+        start(routed="serving"),
+        ev(1.0, "fault.injected", fault="node-loss", params={"node": None},
+           changes={"node": "node1", "services": ["serving-b", "trainer"]}),
+        ev(1.2, "detected", service="serving-b", signal="probe"),
+        ev(1.2, "recovery.started", action="restart", service="serving-b", background=True),
+        ev(5.0, "recovered", action="restart", service="serving-b"),
+        ev(6.0, "healed", service="serving-b"),
+        ev(6.1, "steady_state.ok", phase="recovery"),
+        ev(17.0, "detected", service="trainer", signal="process"),
+        ev(17.0, "recovery.started", action="restart", service="trainer"),
+        ev(20.0, "recovered", action="restart", service="trainer"),
+        ev(20.5, "steady_state.ok", phase="recovery"),
+        finished(21.0),
+    ]
+    clears = [(t, k) for t, k, clear in clear_after(events) if clear]
+    assert clears[0] == (20.5, "steady_state.ok")
+    [r] = results_from_events(events)
+    assert math.isclose(r.rto_s, 19.5)
+
+
 def test_learned_detection_is_recovered_when_the_monitor_sees_normal_again():
     """(The learned detectors' ``gateway`` row is the client path, not a service.)"""
     events = [
