@@ -18,6 +18,10 @@ from chaoskit.stack import docker_engine as engine
 from chaoskit.stack import swarm_nodes
 from chaoskit.stack.ports import HOST
 
+_CONFLICT = "update out of sequence"
+"""swarmkit's answer to an update naming a version that is no longer the object's."""
+_CONFLICT_TRIES = 5
+
 
 class Topology:
     def __init__(self, client: Any, url: str) -> None:
@@ -28,6 +32,7 @@ class Topology:
         """Names of the nodes this backend added (removed again at close)."""
         self._images: set[str] = set()
         self._apis: dict[str, Any] = {}
+        self._addresses: dict[str, str] = {}
         self._lock = threading.Lock()
 
     # -- nodes of our own ------------------------------------------------------------
@@ -81,20 +86,32 @@ class Topology:
         return bool(state == "down")
 
     def address(self, node_id: str | None) -> str:
-        """Where this host reaches the node's host-mode published ports."""
+        """Where this host reaches the node's host-mode published ports (asked once per
+        node: the forwarder asks for every route five times a second)."""
         if node_id in (None, self.own_id):
             return HOST
-        with engine.engine_errors(f"inspecting node {node_id}"):
-            return str(self.client.api.inspect_node(node_id)["Status"]["Addr"])
+        assert node_id is not None
+        if node_id not in self._addresses:
+            with engine.engine_errors(f"inspecting node {node_id}"):
+                addr = str(self.client.api.inspect_node(node_id)["Status"]["Addr"])
+            self._addresses[node_id] = addr
+        return self._addresses[node_id]
 
     # -- node faults and their repair --------------------------------------------------
     def set_availability(self, node_id: str, availability: str) -> None:
         """``drain`` (Swarm moves its tasks elsewhere at once, reachable or not) or
-        ``active``."""
-        with engine.engine_errors(f"setting node {node_id[:12]} to {availability}"):
-            node = self.client.api.inspect_node(node_id)
-            spec = {**node["Spec"], "Availability": availability}
-            self.client.api.update_node(node_id, node["Version"]["Index"], spec)
+        ``active``, ``pause``.  The update names the node's version, which the manager
+        bumps on its own too (a node marked Ready, Down): a conflict is tried again."""
+        for attempt in range(1, _CONFLICT_TRIES + 1):
+            try:
+                with engine.engine_errors(f"setting node {node_id[:12]} to {availability}"):
+                    node = self.client.api.inspect_node(node_id)
+                    spec = {**node["Spec"], "Availability": availability}
+                    self.client.api.update_node(node_id, node["Version"]["Index"], spec)
+                return
+            except BackendError as e:
+                if _CONFLICT not in str(e) or attempt == _CONFLICT_TRIES:
+                    raise
 
     def active_nodes(self) -> set[str]:
         """Ids of the nodes that are Ready and active (tasks may go there)."""
