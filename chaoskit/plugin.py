@@ -47,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chaos-swarm-healthcheck", metavar="DURATION",
                     help="swarm backend: give every task a Docker health check this often "
                     "(e.g. 30s, Docker's default; default: none, as Swarm's)")  # fmt: skip
+    group.addoption("--chaos-swarm-spares", type=int, default=0, metavar="N",
+                    help="swarm backend: run N warm serving tasks beyond the replicas; a "
+                    "replica whose node is lost moves to one at once (default: 0)")  # fmt: skip
     group.addoption("--chaos-report-dir", help="directory for run reports (default: reports)")
     group.addoption("--chaos-seed", type=int, help="seed for the faults' random choices")
     group.addoption(
@@ -234,7 +237,10 @@ def _swarm_options(config: pytest.Config) -> Any:
         raise pytest.UsageError(f"--chaos-swarm-healthcheck: {e}") from e
     if seconds is not None and seconds < 0.1:
         raise pytest.UsageError(f"--chaos-swarm-healthcheck: {every!r} is less than 100ms")
-    return SwarmOptions(workers=workers, healthcheck=seconds)
+    spares = config.getoption("chaos_swarm_spares")
+    if not 0 <= spares <= 4:
+        raise pytest.UsageError(f"--chaos-swarm-spares: {spares} is not 0..4")
+    return SwarmOptions(workers=workers, healthcheck=seconds, spares=spares)
 
 
 def _plan(config: pytest.Config) -> Any:

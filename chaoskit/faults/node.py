@@ -4,9 +4,10 @@
 the node SIGKILLed at once, :func:`chaoskit.stack.swarm_nodes.stop_engine`): its tasks
 die with it, and Swarm learns of it only when the node's heartbeats stop (about 12 s
 here) before it reschedules them.  chaoskit's DR engine, seeing a replica gone whose
-node no longer answers, drains that node at once, so Swarm moves its tasks without
-waiting.  Undone by starting the engine again (the node rejoins, Ready) and making
-drained nodes active again.
+node no longer answers, drains that node and moves the replica to a warm spare or a new
+task on another node at once (:mod:`chaoskit.stack.swarm_placement`).  Undone by
+starting the engine again once Swarm has marked the node Down, as after a reboot (the
+node rejoins, Ready), and making drained nodes active again.
 
 ``DrainNode`` is the planned counterpart: ``docker node update --availability drain``,
 Swarm moves the node's tasks elsewhere, one graceful stop each.  Undone by making the

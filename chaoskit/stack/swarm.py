@@ -25,10 +25,11 @@ commands and labels this backend shares):
   through its node's engine;
 * restarts are Swarm's: its restart policy (condition ``any``, 5 s delay, Swarm's default)
   replaces a task that exits.  :meth:`SwarmBackend.restart` removes the current task's
-  container (a hung one that Swarm believes running, one serving damaged weights), drains
-  the node of a task whose node is lost, and waits for a fresh rollout's new task rather
-  than fight Swarm's update (:mod:`chaoskit.stack.swarm_rollout`); then it waits until
-  the replacement is ready.  ``recovery = "observe"`` leaves all of it to Swarm;
+  container (a hung one that Swarm believes running, one serving damaged weights),
+  replaces a task whose node is lost on another node at once
+  (:mod:`chaoskit.stack.swarm_placement`), and waits for a fresh rollout's new task
+  rather than fight Swarm's update (:mod:`chaoskit.stack.swarm_rollout`); then it waits
+  until the replacement is ready.  ``recovery = "observe"`` leaves all of it to Swarm;
 * every service, network, volume and secret carries chaoskit's labels; ``close()`` removes
   them, and the next backend removes those of a killed run (:func:`docker_engine.reap_orphans`).
 """
@@ -39,6 +40,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ from chaoskit.stack.readiness import is_ready, wait_ready
 from chaoskit.stack.service import ServiceSpec
 from chaoskit.stack.swarm_forwarder import Forwarder
 from chaoskit.stack.swarm_mode import SwarmOptions
+from chaoskit.stack.swarm_placement import Placement
 from chaoskit.stack.swarm_tasks import (
     FAILED,
     RUNNING,
@@ -83,9 +86,11 @@ class _SwarmService:
     name: str
     id: str
     members: list[str] = field(default_factory=list)
+    spares: list[_Member] = field(default_factory=list)
+    """Warm slots beyond the members' (``SwarmOptions.spares``; see swarm_placement)."""
 
 
-class SwarmBackend(DockerBackend):
+class SwarmBackend(Placement, DockerBackend):
     """Runs services as Swarm services; see the module docstring for the layout."""
 
     name = "swarm"
@@ -101,6 +106,7 @@ class SwarmBackend(DockerBackend):
         self.initialised_swarm = swarm_mode.ensure_manager(self.client, self.url)
         self.options = options or SwarmOptions()
         self.topology = Topology(self.client, self.url)
+        self._placement_lock = threading.Lock()
         self._drained: set[str] = set()
         self.drains: list[str] = []
         """Every node this backend drained, in order (the DR engine's node repairs)."""
@@ -138,6 +144,7 @@ class SwarmBackend(DockerBackend):
             self._ensure_network()
             self._ensure_volumes()
             name = f"{self.project}-{first.name}"
+            spares = self.options.spares if len(specs) > 1 else 0
             created = self._create_service(name, svc, replicas=len(specs))
             group = self._swarm_services[name] = _SwarmService(name, created)
             for slot, spec in enumerate(specs, start=1):
@@ -146,22 +153,37 @@ class SwarmBackend(DockerBackend):
                 self._services[spec.name] = member_svc
                 self._members[spec.name] = _Member(spec.name, name, slot, spec, member_svc)
                 group.members.append(spec.name)
+            for slot in range(len(specs) + 1, len(specs) + spares + 1):
+                group.spares.append(_Member(f"{first.name}~spare{slot}", name, slot, first, svc))
             self._ensure_forwarder()
-        for spec in specs:
-            self._wait_ready(self._members[spec.name], before=None)
+        self._place_spares(group)
+        for member in [*(self._members[spec.name] for spec in specs), *group.spares]:
+            self._wait_ready(member, before=None)
 
     def _create_service(self, name: str, svc: _Service, *, replicas: int) -> str:
-        from docker.types import ContainerSpec, RestartPolicy, ServiceMode, TaskTemplate
+        from docker.types import (
+            ContainerSpec,
+            Placement,
+            RestartPolicy,
+            ServiceMode,
+            TaskTemplate,
+        )
 
         self._claim_service_name(name)
         container = ContainerSpec(
-            svc.image, command=self._command(svc), env=self._env(svc), workdir=self._workdir(svc),
-            user=user_of_this_process(), mounts=self._mounts(svc), init=True,
+            self._pinned(svc.image), command=self._command(svc), env=self._env(svc),
+            workdir=self._workdir(svc), user=user_of_this_process(), mounts=self._mounts(svc),
+            init=True,
             labels={engine.PROJECT: self.project, engine.SERVICE: svc.spec.name},
             stop_grace_period=int(svc.spec.stop_timeout * 1e9), healthcheck=self._healthcheck(svc),
             secrets=[self._secret(path) for path in svc.spec.secrets],
         )  # fmt: skip
+        # A one-task service keeps state (a trainer's checkpoints, a DR site's store) that
+        # must never have two writers: on a lost node it could only wait for Swarm's
+        # heartbeat timeout.  It stays on the manager's node, which no node fault takes.
+        placement = None if replicas > 1 else Placement([f"node.id=={self.topology.own_id}"])
         template = TaskTemplate(container, restart_policy=RestartPolicy(condition="any"),
+                                placement=placement,
                                 networks=[{"Target": self.network,
                                            "Aliases": [svc.spec.name]}])  # fmt: skip
         endpoint = {"Mode": "dnsrr", "Ports": [
@@ -174,6 +196,15 @@ class SwarmBackend(DockerBackend):
                 update_config=rollout.update_config(), rollback_config=rollout.rollback_config(),
             )  # fmt: skip
         return str(created["ID"])
+
+    def _pinned(self, image: str) -> str:
+        """What a task runs: a local image by its id, so no engine tries to pull it (each
+        task start would ask a registry first, and could get another image of that
+        name); a registry's by its digest, as ``docker service create`` pins it."""
+        with engine.engine_errors(f"inspecting image {image!r}"):
+            info = self.client.api.inspect_image(image)
+        digests = info.get("RepoDigests") or []
+        return str(digests[0] if digests else info["Id"])
 
     def _secret(self, path: str) -> Any:
         """A Docker secret holding the file *path* (labelled, removed with the run), given
@@ -240,7 +271,9 @@ class SwarmBackend(DockerBackend):
 
     def task(self, service: str) -> dict[str, Any] | None:
         """The current task of *service* (a slot of its Swarm service), from the manager."""
-        member = self._member(service)
+        return self._slot_task(self._member(service))
+
+    def _slot_task(self, member: _Member) -> dict[str, Any] | None:
         return slot_task(self._tasks(member.service), member.slot)
 
     def _inspect_task(self, task: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -266,9 +299,11 @@ class SwarmBackend(DockerBackend):
     def task_endpoint(self, service: str, port: str) -> tuple[str, int] | None:
         """The current task's own address for *port* (its node's address and the port
         Swarm published), bypassing the forwarder; None while no task runs."""
-        member = self._member(service)
+        return self._task_endpoint(self._member(service), port)
+
+    def _task_endpoint(self, member: _Member, port: str) -> tuple[str, int] | None:
         target = self._target_port(member, port)
-        task = self.task(service)
+        task = self._slot_task(member)
         if task is None or (task.get("Status") or {}).get("State") != RUNNING:
             return None
         published = published_port(task, target)
@@ -314,12 +349,13 @@ class SwarmBackend(DockerBackend):
         first_port = next(iter(member.svc.ports), None)
 
         def ready() -> bool:
-            task = self.task(member.name)
+            task = self._slot_task(member)
             if task is None or task_container(task) in (None, before):
                 return False
-            if rollout.task_rollout(task) != self.rollout_of(member.name):
+            spec = rollout.inspect_service(self.client.api, member.service)
+            if rollout.task_rollout(task) != rollout.rollout_of(spec):
                 return False  # a task of the spec being replaced
-            address = self.task_endpoint(member.name, first_port) if first_port else None
+            address = self._task_endpoint(member, first_port) if first_port else None
             if first_port is not None and address is None:
                 return False
             host, port = address if address else (HOST, None)
@@ -334,7 +370,7 @@ class SwarmBackend(DockerBackend):
 
         wait_ready(member.name, timeout or member.spec.readiness.timeout, ready=ready,
                    exit_code=exit_code,
-                   logs=lambda: self.logs(member.name, tail=15),
+                   logs=lambda: self._logs(member, tail=15),
                    give_up=lambda: None)  # fmt: skip  (close() removes the service)
         if self._forwarder is not None:
             self._forwarder.follow()  # the service's address reaches the new task now
@@ -404,7 +440,8 @@ class SwarmBackend(DockerBackend):
         """Remove the current task's container if it still runs (hung, or serving damaged
         files); Swarm replaces the task; wait until the replacement is ready."""
         member = self._member(service)
-        wanted = len(self._swarm_services[member.service].members)
+        group = self._swarm_services[member.service]
+        wanted = len(group.members) + len(group.spares)
         if rollout.replicas_of(self.client.api, member.service) < wanted:
             rollout.scale(self.client.api, member.service, wanted)  # scaled down: back up
         if self.fresh_rollout(service):
@@ -416,7 +453,9 @@ class SwarmBackend(DockerBackend):
         info = self._inspect_task(task)
         before = task_container(task)
         if task is not None and self.topology.lost(task.get("NodeID")):
-            self.drain(task["NodeID"])  # Swarm would wait for the heartbeats to stop
+            with self._placement_lock:
+                if self.replace_elsewhere(member):
+                    before = None  # a new slot
         elif info is not None and info["State"].get("Running"):
             self._remove_container(task, service)
         elif task is not None and (task.get("Status") or {}).get("State") in STARTING:
@@ -441,46 +480,6 @@ class SwarmBackend(DockerBackend):
         except BackendError as e:
             if not engine.is_not_found(e):
                 raise
-
-    # -- nodes ----------------------------------------------------------------------
-    def node_of(self, service: str) -> str | None:
-        """The swarm node id of the node running *service*'s current task."""
-        task = self.task(service)
-        return None if task is None else task.get("NodeID")
-
-    def drain(self, node_id: str) -> None:
-        """Drain a node (Swarm moves its tasks at once); :meth:`ensure_running` and the
-        node faults' reverts make drained nodes active again."""
-        self.topology.set_availability(node_id, "drain")
-        self._drained.add(node_id)
-        self.drains.append(node_id)
-
-    def rebalance(self) -> list[str]:
-        """Spread each replicated service over the active nodes again: Swarm never moves a
-        task back after a node came back, so a node fault would leave the next one's node
-        empty.  Moves one task (its container removed: Swarm's spread puts the
-        replacement on the emptier node); returns the services moved."""
-        active = self.topology.active_nodes()
-        moved = []
-        for group in self._swarm_services.values():
-            if len(group.members) < 2 or len(active) < 2:
-                continue
-            nodes = {self.node_of(m) for m in group.members}
-            if len(nodes) == 1 and nodes <= active:
-                member = self._members[group.members[-1]]
-                task = self.task(member.name)
-                self._remove_container(task, member.name)
-                self._wait_ready(member, before=task_container(task))
-                moved.append(member.name)
-        return moved
-
-    def activate_drained(self) -> list[str]:
-        """Make the nodes this backend drained active again, once they are back."""
-        back = [n for n in self._drained if not self.topology.lost(n)]
-        for node_id in back:
-            self.topology.set_availability(node_id, "active")
-            self._drained.discard(node_id)
-        return back
 
     # -- rollouts and scale -----------------------------------------------------------
     def scale(self, service: str, replicas: int) -> int:
@@ -547,7 +546,11 @@ class SwarmBackend(DockerBackend):
     connect = None  # type: ignore[assignment]
 
     def logs(self, service: str, tail: int = 50) -> str:
-        task = self._latest_task(self._member(service))
+        return self._logs(self._member(service), tail)
+
+    def _logs(self, member: _Member, tail: int) -> str:
+        service = member.name
+        task = self._latest_task(member)
         container = task_container(task)
         if container is not None and self._inspect_task(task) is not None:
             assert task is not None

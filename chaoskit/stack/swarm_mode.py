@@ -22,13 +22,16 @@ from chaoskit.stack import docker_engine as engine
 @dataclass(frozen=True)
 class SwarmOptions:
     """How the swarm is set up for a run (``--chaos-swarm-workers``,
-    ``--chaos-swarm-healthcheck``)."""
+    ``--chaos-swarm-healthcheck``, ``--chaos-swarm-spares``)."""
 
     workers: int = 0
     """Worker nodes chaoskit adds on this machine for the run (node loss needs one)."""
     healthcheck: float | None = None
     """Seconds between the Docker health checks of each task (None: no health check,
     Swarm's default, so Swarm sees only exits); a check is the service's readiness."""
+    spares: int = 0
+    """Warm tasks a replicated service runs beyond its replicas, on the manager's node:
+    a replica whose node is lost moves to one at once (:mod:`swarm_placement`)."""
 
 
 SWARM_OWNER = "chaoskit.swarm-owner"

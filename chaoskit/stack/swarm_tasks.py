@@ -42,3 +42,9 @@ def published_port(task: dict[str, Any], target: int) -> int | None:
         if port.get("TargetPort") == target and port.get("PublishedPort"):
             return int(port["PublishedPort"])
     return None
+
+
+def live_slots(tasks: list[dict[str, Any]]) -> set[int]:
+    """Slots Swarm keeps: those with a task it wants running, or ready to start (a
+    replacement waiting out its restart delay)."""
+    return {int(t["Slot"]) for t in tasks if t.get("DesiredState") in ("ready", RUNNING)}

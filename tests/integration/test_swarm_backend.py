@@ -149,3 +149,52 @@ def test_a_worker_s_engine_is_refused_and_nothing_is_made(swarm, tmp_path):
         assert connect(node.url).api.containers(all=True) == []
     finally:
         swarm_nodes.remove_node(node.name)
+
+
+@pytest.mark.parametrize("spares", [0, 1], ids=["new-task", "warm-spare"])
+def test_a_replica_on_a_lost_node_moves_before_swarm_notices(swarm_engine, tmp_path, spares):
+    """Restart of a replica whose node's engine is gone: the node is drained and the
+    replica runs on the manager's node (in a warm spare's slot, or a new one) while Swarm
+    still calls the lost node ready; between experiments the service is back at its
+    count, with its spare on the manager's node."""
+    from chaoskit.stack import swarm_nodes
+    from chaoskit.stack import swarm_rollout as rollout
+    from chaoskit.stack.swarm_mode import SwarmOptions
+    from chaoskit.stack.swarm_tasks import live_slots
+
+    options = SwarmOptions(workers=1, spares=spares)
+    backend = SwarmBackend(tmp_path / "run", tmp_path / "data", options=options)
+    names = ("web", "web-b")
+    try:
+        backend.start_replicas([http_spec(name) for name in names])
+        backend.rebalance()  # the spare, wherever Swarm put it, to the manager's node
+        own = backend.topology.own_id
+        (group,) = backend._swarm_services.values()
+        assert [backend._node(s) for s in group.spares] == [own] * spares
+        (lost,) = [n for n in names if backend.node_of(n) != own]  # Swarm spreads
+        node_id = backend.node_of(lost)
+        spare_slots = [s.slot for s in group.spares]
+        swarm_nodes.stop_engine(backend.topology.name_of(node_id))
+        port = backend.endpoint(lost, "rest")[1]
+        assert not answers(port)
+        backend.restart(lost)
+        assert swarm_engine.api.inspect_node(node_id)["Status"]["State"] == "ready"  # Swarm
+        assert backend.drains == [node_id]  # has not noticed yet: it would wait for that
+        assert backend.node_of(lost) == own and answers(port)
+        if spares:
+            assert backend.task(lost)["Slot"] == spare_slots[0]  # no new task
+        assert rollout.replicas_of(swarm_engine.api, group.id) == 2 + 1
+
+        swarm_nodes.start_engine(backend.topology.name_of(node_id))
+        backend.activate_drained()
+        backend.rebalance()  # as the next experiment's ensure_running does
+        assert rollout.replicas_of(swarm_engine.api, group.id) == 2 + spares
+        slots = {backend.task(n)["Slot"] for n in names} | {s.slot for s in group.spares}
+        assert slots == live_slots(backend._tasks(group.name)) and len(slots) == 2 + spares
+        assert [backend._node(s) for s in group.spares] == [own] * spares
+        for name in names:
+            assert backend.status(name) == "running"
+            assert answers(backend.endpoint(name, "rest")[1])
+    finally:
+        backend.close()
+    assert managed_objects(swarm_engine, project=backend.project) == NOTHING_LEFT

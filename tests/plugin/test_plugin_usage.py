@@ -23,6 +23,7 @@ def test_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize("option,message", [
     ("--chaos-swarm-workers=9", "*--chaos-swarm-workers: 9 is not 0..8*"),
     ("--chaos-swarm-healthcheck=often", "*--chaos-swarm-healthcheck: 'often' is not a duration*"),
+    ("--chaos-swarm-spares=5", "*--chaos-swarm-spares: 5 is not 0..4*"),
 ])  # fmt: skip
 def test_bad_swarm_options_are_usage_errors(pytester: pytest.Pytester, option: str,
                                             message: str) -> None:  # fmt: skip

@@ -13,7 +13,13 @@ from chaoskit.faults import BadRollout, NodeLoss
 from chaoskit.faults.base import FaultContext
 from chaoskit.journal import Journal
 from chaoskit.stack.swarm_rollout import FRESH_S, ROLLOUT, fresh_rollout, rollout_of
-from chaoskit.stack.swarm_tasks import created_at, published_port, slot_task, task_container
+from chaoskit.stack.swarm_tasks import (
+    created_at,
+    live_slots,
+    published_port,
+    slot_task,
+    task_container,
+)
 
 
 def task(slot: int, created: str, desired: str = "running", state: str = "running",
@@ -34,6 +40,19 @@ def test_the_slot_s_task_is_the_newest_one_swarm_wants_running():
     assert slot_task(tasks, 1) is tasks[1]  # .25 is later than .123456789
     assert task_container(slot_task(tasks, 1)) is None
     assert slot_task(tasks, 3) is None
+
+
+def test_live_slots_are_those_swarm_keeps_a_task_for():
+    tasks = [
+        task(1, "2026-12-02T05:00:01Z"),
+        task(2, "2026-12-02T05:00:01Z", desired="shutdown"),  # on a drained, lost node
+        task(2, "2026-12-02T05:00:02Z", desired="ready", state="new", container=None),
+        task(3, "2026-12-02T05:00:02Z", state="starting", container=None),  # a new slot
+        task(4, "2026-12-02T05:00:01Z", desired="remove"),  # scaled away
+        task(5, "2026-12-02T05:00:01Z", desired="shutdown", state="failed"),
+    ]
+    assert live_slots(tasks) == {1, 2, 3}
+    assert live_slots([]) == set()
 
 
 def test_fractions_of_different_lengths_sort_by_time():
