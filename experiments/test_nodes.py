@@ -30,9 +30,10 @@ def _moved_off(chaos, record: dict) -> None:
         assert backend.status(service) == "running", service
 
 
-# RTO: the replacement is a TensorFlow cold start on the other node (4-6 s measured, with
-# the last probes); waiting for Swarm's heartbeat timeout alone would take 12 s of it
-@pytest.mark.chaos(ttd="1s", rto="12s")
+# RTO: a warm spare takes over in 1.5 s; a new task is a TensorFlow cold start on the
+# other node (5-11 s measured on 2 cores, with the last probes).  Waiting for Swarm would
+# add its heartbeat timeout and restart delay (15-20 s) to that, and breach this budget.
+@pytest.mark.chaos(ttd="1s", rto="20s")
 def test_a_lost_node_s_tasks_run_again_on_another_node(chaos):
     result = chaos.run(NodeLoss())
     record = [e for e in chaos.events() if e["event"] == "fault.injected"][-1]["changes"]
