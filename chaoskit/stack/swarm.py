@@ -106,6 +106,7 @@ class SwarmBackend(Placement, DockerBackend):
         self.initialised_swarm = swarm_mode.ensure_manager(self.client, self.url)
         self.options = options or SwarmOptions()
         self.topology = Topology(self.client, self.url)
+        self.topology.reap_paused()
         self._placement_lock = threading.Lock()
         self._drained: set[str] = set()
         self.drains: list[str] = []

@@ -18,6 +18,8 @@ from chaoskit.stack import docker_engine as engine
 from chaoskit.stack import swarm_nodes
 from chaoskit.stack.ports import HOST
 
+PAUSED_BY = "chaoskit.paused-by"
+"""Node label: the chaoskit process (owner label) that paused the node for a while."""
 _CONFLICT = "update out of sequence"
 """swarmkit's answer to an update naming a version that is no longer the object's."""
 _CONFLICT_TRIES = 5
@@ -100,18 +102,36 @@ class Topology:
     # -- node faults and their repair --------------------------------------------------
     def set_availability(self, node_id: str, availability: str) -> None:
         """``drain`` (Swarm moves its tasks elsewhere at once, reachable or not) or
-        ``active``, ``pause``.  The update names the node's version, which the manager
+        ``active``, ``pause``.  A pause names this process in the node's labels, so that
+        the next backend makes the node active again if this one was killed meanwhile
+        (:meth:`reap_paused`).  The update names the node's version, which the manager
         bumps on its own too (a node marked Ready, Down): a conflict is tried again."""
         for attempt in range(1, _CONFLICT_TRIES + 1):
             try:
                 with engine.engine_errors(f"setting node {node_id[:12]} to {availability}"):
                     node = self.client.api.inspect_node(node_id)
-                    spec = {**node["Spec"], "Availability": availability}
+                    labels = dict(node["Spec"].get("Labels") or {})
+                    labels.pop(PAUSED_BY, None)
+                    if availability == "pause":
+                        labels[PAUSED_BY] = engine.owner_label()
+                    spec = {**node["Spec"], "Availability": availability, "Labels": labels}
                     self.client.api.update_node(node_id, node["Version"]["Index"], spec)
                 return
             except BackendError as e:
                 if _CONFLICT not in str(e) or attempt == _CONFLICT_TRIES:
                     raise
+
+    def reap_paused(self) -> list[str]:
+        """Make active again the nodes a killed chaoskit process paused (it placed a task
+        when it was killed); their ids."""
+        with engine.engine_errors("listing the swarm's nodes"):
+            nodes = self.client.api.nodes()
+        orphans = [n["ID"] for n in nodes if n["Spec"].get("Availability") == "pause"
+                   and PAUSED_BY in (n["Spec"].get("Labels") or {})
+                   and not engine.owner_alive(n["Spec"]["Labels"][PAUSED_BY])]  # fmt: skip
+        for node_id in orphans:
+            self.set_availability(node_id, "active")
+        return orphans
 
     def active_nodes(self) -> set[str]:
         """Ids of the nodes that are Ready and active (tasks may go there)."""
