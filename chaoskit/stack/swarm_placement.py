@@ -112,10 +112,10 @@ class Placement:
     def _warm_spare(self, group: _SwarmService) -> _Member | None:
         """A spare whose task runs on a node that is neither lost nor drained."""
         for spare in group.spares:
-            task = self._slot_task(spare)
-            node_id = None if task is None else task.get("NodeID")
-            if (task or {}).get("Status", {}).get("State") == RUNNING and \
-                    node_id not in self._drained and not self.topology.lost(node_id):
+            task = self._slot_task(spare) or {}
+            node_id = task.get("NodeID")
+            running = (task.get("Status") or {}).get("State") == RUNNING
+            if running and node_id not in self._drained and not self.topology.lost(node_id):
                 return spare
         return None
 
