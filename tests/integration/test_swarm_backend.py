@@ -26,7 +26,9 @@ REPLACED = 30.0
 def swarm_engine(docker_client):  # noqa: F811
     """One swarm for the module (leaving one takes ~5 s: Swarm waits for its ingress
     network to go); a backend that initialised its own swarm leaves it is tested in
-    test_swarm_experiments.py."""
+    test_swarm_experiments.py.  A swarm a killed run initialised is left first, as every
+    backend does: an engine whose state outlived its last run (CI's did) holds one."""
+    swarm_mode.reap_orphan_swarm(docker_client)
     initialised = swarm_mode.ensure_manager(docker_client, engine_url())
     yield docker_client
     if initialised:
