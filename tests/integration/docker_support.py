@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from chaoskit.errors import BackendError
+from chaoskit.stack import docker_engine, swarm_mode, swarm_nodes
 from chaoskit.stack.service import Readiness, ServiceSpec
 
 REQUIRE_ENV = "CHAOSKIT_REQUIRE_DOCKER"
@@ -89,3 +90,12 @@ def answers(port: int) -> bool:
         return get(port, timeout=0.5) == 200
     except OSError:
         return False
+
+
+def reap_killed_runs(client: object) -> None:
+    """Remove what killed runs left on the engine (objects, added nodes, the swarm one of
+    them initialised), as every swarm backend does as it starts: a test's "before" is the
+    engine without them, whose state may outlive its runs (CI's did)."""
+    docker_engine.reap_orphans(client)
+    swarm_nodes.reap_orphan_nodes()
+    swarm_mode.reap_orphan_swarm(client)

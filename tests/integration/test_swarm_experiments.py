@@ -14,7 +14,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from docker_support import NOTHING_LEFT, docker_client, engine_or_skip  # noqa: F401
+from docker_support import NOTHING_LEFT, docker_client, engine_or_skip, reap_killed_runs  # noqa: F401
 
 from chaoskit.journal import read_journal
 from chaoskit.stack import swarm_mode, swarm_nodes
@@ -46,6 +46,7 @@ def test_a_partitioned_task_fails_over(chaos):
 
 def test_swarm_experiments_pass_on_two_nodes_and_leave_nothing(pytester: pytest.Pytester,
                                                                 docker_client):  # noqa: F811
+    reap_killed_runs(docker_client)
     swarm_before = swarm_mode.swarm_state(docker_client)[0]
     nodes_before = {n.name for n in swarm_nodes.list_nodes()}
     files = {Path(m).stem: (ROOT / m).read_text() for m in MODULES}
