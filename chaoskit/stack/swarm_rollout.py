@@ -9,12 +9,18 @@ see is a new task that runs but serves no model, or the wrong one; that takes pr
 which is chaoskit's part.
 
 A rollout chaoskit makes (the bad-rollout fault) labels the task template's containers
-with ``chaoskit.rollout=<id>``; rolling back re-applies the service's previous spec, as
-``docker service rollback`` does.
+with ``chaoskit.rollout=<id>`` and what it added; rolling it back is Swarm's own rollback
+(``docker service rollback``), under the rollback policy.  A plain update back to the old
+spec would not do: it runs under ``failure_action: rollback``, so a task failing while it
+is watched (a restart, a slow cold start) makes Swarm roll the service forward to the bad
+spec again, which is then its "previous" one.  When the service was changed after the
+rollout (scaled), its previous spec is the bad one too: the rollout's additions are taken
+out of the current spec instead.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -23,6 +29,8 @@ from chaoskit.stack import docker_engine as engine
 
 ROLLOUT = "chaoskit.rollout"
 """Container label of the task template a chaoskit rollout applied."""
+ADDED = "chaoskit.rollout.added"
+"""Container label: how many arguments and mounts the rollout appended (JSON)."""
 MONITOR_S = 5
 """Seconds Swarm watches each updated task for a failure (Swarm's default)."""
 FRESH_S = 60.0
@@ -75,7 +83,9 @@ def roll_out(api: Any, service: str, rollout: str, *, args: tuple[str, ...] = ()
     if (container.get("Labels") or {}).get(ROLLOUT):
         raise StackError(f"swarm service {service!r} is already rolled out "
                          f"({container['Labels'][ROLLOUT]}); roll it back first")  # fmt: skip
-    container["Labels"] = {**(container.get("Labels") or {}), ROLLOUT: rollout}
+    added = {"args": len(args), "mounts": len(mounts)}
+    container["Labels"] = {**(container.get("Labels") or {}), ROLLOUT: rollout,
+                           ADDED: json.dumps(added)}  # fmt: skip
     if args:
         container["Args"] = [*(container.get("Args") or []), *args]
     if mounts:
@@ -100,13 +110,35 @@ def scale(api: Any, service: str, replicas: int) -> int:
 
 
 def roll_back(api: Any, service: str) -> bool:
-    """Re-apply the service's previous spec when its current one is a chaoskit rollout;
-    False when there was nothing to roll back (Swarm, or someone, did already)."""
+    """Roll the service back when its current spec is a chaoskit rollout (see the module
+    docstring); False when there was nothing to roll back (Swarm, or someone, did already)."""
     info = inspect_service(api, service)
-    if rollout_of(info) is None or "PreviousSpec" not in info:
+    if rollout_of(info) is None:
         return False
-    _update(api, info, dict(info["PreviousSpec"]["TaskTemplate"]), "rolling back")
+    previous = info.get("PreviousSpec")
+    if previous is None or rollout_of({"Spec": previous}) is not None:
+        _update(api, info, _without_rollout(info["Spec"]["TaskTemplate"]), "rolling back")
+        return True
+    with engine.engine_errors(f"rolling back swarm service {info['Spec']['Name']!r}"):
+        # docker-py has no call for it: the Engine API's update with rollback=previous
+        response = api._post_json(api._url("/services/{0}/update", info["ID"]),
+                                  data=info["Spec"], params={"version": info["Version"]["Index"],
+                                                             "rollback": "previous"})  # fmt: skip
+        api._raise_for_status(response)
     return True
+
+
+def _without_rollout(template: dict[str, Any]) -> dict[str, Any]:
+    """*template* as it was before the rollout its container labels name."""
+    container = dict(template["ContainerSpec"])
+    labels = dict(container.get("Labels") or {})
+    labels.pop(ROLLOUT)
+    added = json.loads(labels.pop(ADDED, '{"args": 0, "mounts": 0}'))
+    for key, count in (("Args", added["args"]), ("Mounts", added["mounts"])):
+        if count:
+            container[key] = list(container[key])[:-count]
+    container["Labels"] = labels
+    return {**template, "ContainerSpec": container}
 
 
 def rollout_of(info: dict[str, Any]) -> str | None:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
-from docker_support import NOTHING_LEFT, answers, docker_client, engine_or_skip, http_spec  # noqa: F401
+from docker_support import (  # noqa: F401
+    NOTHING_LEFT,
+    answers,
+    docker_client,
+    engine_or_skip,
+    http_spec,
+    reap_killed_runs,
+)
 from owner_support import killed_owner
 
 from chaoskit.errors import StackError
@@ -26,9 +33,8 @@ REPLACED = 30.0
 def swarm_engine(docker_client):  # noqa: F811
     """One swarm for the module (leaving one takes ~5 s: Swarm waits for its ingress
     network to go); a backend that initialised its own swarm leaves it is tested in
-    test_swarm_experiments.py.  A swarm a killed run initialised is left first, as every
-    backend does: an engine whose state outlived its last run (CI's did) holds one."""
-    swarm_mode.reap_orphan_swarm(docker_client)
+    test_swarm_experiments.py."""
+    reap_killed_runs(docker_client)
     initialised = swarm_mode.ensure_manager(docker_client, engine_url())
     yield docker_client
     if initialised:
@@ -79,6 +85,25 @@ def test_restart_replaces_a_hung_task_swarm_thinks_running(swarm):
     swarm.restart("web")
     assert swarm.status("web") == "running" and swarm.instance("web") != hung
     assert answers(swarm.endpoint("web", "rest")[1])
+
+
+def test_a_task_failing_while_a_rollout_is_rolled_back_does_not_bring_it_back(swarm):
+    """The DR engine may restart a replica just after its rollback (a first answer slower
+    than its probe): Swarm is still watching the rollback's tasks, and the rollout must
+    stay rolled back (a plain update back ran under failure_action: rollback, and Swarm
+    rolled the service forward to the rollout it had just left)."""
+    swarm.start_replicas([http_spec("web"), http_spec("web-b")])
+    swarm.roll_out("web", "labelled-only")  # tasks that run and answer: Swarm goes on
+    swarm.await_replicas("web")
+    assert swarm.rollout_of("web") == "labelled-only"
+    assert swarm.roll_back("web")  # returns once every replica runs the old spec, ready
+    for name in ("web-b", "web"):
+        swarm.remove(name)  # inside the rollback's monitoring of its tasks
+    wait_until(lambda: swarm.update_state("web") == "rollback_completed", REPLACED,
+               what="Swarm's end of the rollback")  # fmt: skip
+    assert swarm.rollout_of("web") is None
+    swarm.await_replicas("web")
+    assert swarm.rollout_of("web") is None and swarm.update_state("web") == "rollback_completed"
 
 
 def test_faults_on_a_task_that_is_not_running_say_so(swarm):
