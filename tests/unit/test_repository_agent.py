@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,53 @@ def test_a_rewound_trainer_reuses_checkpoint_names_and_each_is_backed_up_anew(
     repo.restore(new.id, tmp_path / "out")
     assert (tmp_path / "out" / "ckpt-2.data-00000-of-00001").read_bytes() == data
     assert {s.id for s in repo.snapshots()} >= {first.id, old.id, new.id}  # nothing lost
+
+
+@pytest.mark.parametrize("when", ["before-the-scan", "after-the-scan"])
+def test_a_checkpoint_its_trainer_rotates_away_before_it_is_read_is_skipped(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A trainer keeping its newest N checkpoints removes the oldest while the agent is
+    about to read it (CI: the Keras example's stack failed to start): that one is skipped
+    and journaled, no snapshot of part of it is kept, and the next is backed up."""
+    from test_checkpoints import OLD, write_h5
+
+    from chaoskit.dr.protect.checkpoints import KerasFormat
+    from chaoskit.dr.protect.repository import backup
+
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    write_h5(ckpts / "ckpt-0001.weights.h5", 1, mtime=OLD + 1)
+    write_h5(ckpts / "ckpt-0002.weights.h5", 2, mtime=OLD + 2)
+    oldest = ckpts / "ckpt-0001.weights.h5"
+
+    if when == "before-the-scan":
+        real_backup = repo.backup
+
+        def rotating_backup(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+            oldest.unlink(missing_ok=True)
+            return real_backup(*args, **kwargs)
+
+        monkeypatch.setattr(repo, "backup", rotating_backup)
+    else:
+        real_scan = backup.scan
+
+        def rotating_scan(*args: object):  # type: ignore[no-untyped-def]
+            found = real_scan(*args)
+            oldest.unlink(missing_ok=True)
+            return found
+
+        monkeypatch.setattr(backup, "scan", rotating_scan)
+    with Journal(tmp_path / "journal.jsonl") as journal:
+        agent = BackupAgent(repo, ckpts, journal=journal, checkpoint_format=KerasFormat(settle=30))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "vanished during the backup; skipped"
+            snap = agent.poll_once()
+        assert snap is not None and snap.checkpoint_step == 2
+        assert agent.poll_once() is None and agent.refused == {}
+    assert [s.checkpoint_step for s in repo.snapshots()] == [2]  # none of part of ckpt-1
+    events = read_journal(tmp_path / "journal.jsonl")
+    assert [(e["event"], e["checkpoint"]) for e in events] == [
+        ("backup.skipped", "ckpt-0001.weights.h5"),
+        ("backup.recovery_point", "ckpt-0002.weights.h5"),
+    ]

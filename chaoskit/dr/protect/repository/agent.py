@@ -45,7 +45,7 @@ from chaoskit.dr.protect.manifest import (
 )
 from chaoskit.dr.protect.repository.repo import Repository
 from chaoskit.dr.protect.repository.snapshots import Snapshot
-from chaoskit.errors import ChaosKitError, ConfigError
+from chaoskit.errors import ChaosKitError, ConfigError, RepositoryError
 from chaoskit.journal import Journal
 
 MANIFEST_GRACE = 5.0
@@ -131,17 +131,9 @@ class BackupAgent(BackgroundLoop):
             if not verdict.ok:
                 self.refused[checkpoint.name] = verdict
                 continue
-            snap = self.repo.backup(
-                self.dir,
-                files=checkpoint.files,
-                extra_files=dict(checkpoint.extra_files),
-                tags=self.tags,
-                time=checkpoint.wall_created,
-                checkpoint_step=checkpoint.step,
-                model_name=self.model_name,
-                summary={"checkpoint": checkpoint.name, "format": self.format.kind,
-                         "rule": verdict.rule},
-            )  # fmt: skip
+            snap = self._back_up(checkpoint, verdict)
+            if snap is None:
+                continue
             verdict = vet_backed_up(verdict, "checkpoint", checkpoint.name, snap.files)
             if not verdict.ok:  # changed between the check and the backup's read
                 discard_snapshot(self.forget_with, snap)
@@ -155,6 +147,39 @@ class BackupAgent(BackgroundLoop):
                 self.on_backup(snap)
             return snap
         return None
+
+    def _back_up(self, checkpoint: Checkpoint, verdict: Verdict) -> Snapshot | None:
+        """The checkpoint's snapshot; None when its trainer removed it (a kept-N rotation)
+        before the backup had read all of it: nothing of it is left to protect, and a
+        snapshot missing a file is no recovery point."""
+        try:
+            snap = self.repo.backup(
+                self.dir,
+                files=checkpoint.files,
+                extra_files=dict(checkpoint.extra_files),
+                tags=self.tags,
+                time=checkpoint.wall_created,
+                checkpoint_step=checkpoint.step,
+                model_name=self.model_name,
+                summary={"checkpoint": checkpoint.name, "format": self.format.kind,
+                         "rule": verdict.rule},
+            )  # fmt: skip
+        except RepositoryError:
+            if self._on_disk(checkpoint):
+                raise
+            snap = None
+        if snap is not None and {f.path for f in snap.files} >= set(checkpoint.files):
+            return snap
+        if snap is not None:
+            discard_snapshot(self.forget_with, snap)
+        self._done.add(checkpoint.name)  # gone: never tried again
+        if self.journal is not None:
+            reason = "its trainer removed it before the backup read it"
+            self.journal.record("backup.skipped", checkpoint=checkpoint.name, reason=reason)
+        return None
+
+    def _on_disk(self, checkpoint: Checkpoint) -> bool:
+        return all((self.dir / name).exists() for name in checkpoint.files)
 
     def _trim(self) -> None:
         """Keep the newest :data:`RECENT` recovery points and any older one whose
