@@ -12,21 +12,19 @@ answers an HTML 404), is a JSON object, except TF Serving's Prometheus page
 from __future__ import annotations
 
 import json
-import logging
 import re
 import socket
-import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
+from chaoskit.http_server import QuietHTTPServer
 from chaoskit.serving import api, examples, tensors
 from chaoskit.serving.api import ApiError
 from chaoskit.serving.metrics import CONTENT_TYPE, RequestMetrics
 from chaoskit.serving.store import ModelStore, Servable, Signature
 
-log = logging.getLogger(__name__)
 _FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL
 # TF Serving's own route patterns (http_rest_api_util.cc), matched whole and ignoring
 # case; the verb and "metadata" are then compared as written, as TF Serving does, so
@@ -40,7 +38,7 @@ METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's default promethe
 MAX_BODY = 64 * 1024 * 1024
 
 
-class ServingHTTPServer(ThreadingHTTPServer):
+class ServingHTTPServer(QuietHTTPServer):
     """Threading server that knows the store and skips the slow reverse DNS lookup."""
 
     daemon_threads = True
@@ -52,14 +50,6 @@ class ServingHTTPServer(ThreadingHTTPServer):
         self.store = store
         self.metrics = RequestMetrics()
         super().__init__(address, ServingHandler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up or timed out is routine (probes give up); anything else
-        is logged once, without a traceback on stderr."""
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            return
-        log.warning("request from %s failed: %r", client_address, error)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), which may wait on DNS.

@@ -28,9 +28,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from chaoskit.errors import StackError
+from chaoskit.http_server import QuietHTTPServer
 
 RETRIED_HEADER = "X-Chaoskit-Retried"
 REPLICA_HEADER = "X-Chaoskit-Replica"
@@ -222,7 +223,7 @@ def _error(status: int, replica: str, message: str) -> Answer:
                                    (REPLICA_HEADER, replica)], body)  # fmt: skip
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(QuietHTTPServer):
     daemon_threads = False  # handler threads are joined on close: none outlives the stack
     block_on_close = True
     router: Router

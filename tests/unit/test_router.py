@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -256,6 +257,22 @@ def test_close_ends_idle_keep_alive_connections_and_every_thread() -> None:
         router.close()
         conn.close()
     assert set(threading.enumerate()) - before == set()
+
+
+def test_a_client_that_gave_up_before_the_answer_prints_nothing(capfd) -> None:
+    """A probe gives up on a slow replica and hangs up; the router's answer then meets a
+    reset connection.  That is routine: 60 such tracebacks buried a benchmark's output."""
+    gate, arrived = threading.Event(), threading.Event()
+    with answering("a", gate, arrived.set) as a, router_over({"a": a}, deadline_s=5.0) as router:
+        client = socket.create_connection(router.endpoint, timeout=2.0)
+        client.sendall(b"GET /v1/models/m HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert arrived.wait(2.0), "the router did not forward the request"
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset, not a FIN: the router's write fails at once
+        gate.set()
+        assert call(router, method="GET", path="/v1/models/m")[0] == 200  # still serving
+    # the router is closed: every handler thread, the hung-up one too, has ended
+    assert capfd.readouterr().err == ""
 
 
 def test_per_try_wait_is_a_multiple_of_recent_p99_with_a_floor() -> None:

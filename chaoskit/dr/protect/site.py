@@ -45,13 +45,14 @@ import sys
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from chaoskit.atomic import atomic_write_bytes, fsync_dir
 from chaoskit.dr.protect.witness import Witness
 from chaoskit.durations import format_duration, parse_duration
 from chaoskit.errors import ConfigError
+from chaoskit.http_server import QuietHTTPServer
 
 FILES = "/files"
 WITNESS = "/audit/witness"
@@ -365,7 +366,7 @@ class SiteHandler(BaseHTTPRequestHandler):
         self._answer(HTTPStatus.OK, b'{"deleted":true}')
 
 
-class SiteServer(ThreadingHTTPServer):
+class SiteServer(QuietHTTPServer):
     daemon_threads = True
 
     def __init__(
