@@ -12,7 +12,9 @@ with a new task (a cold start), and with one warm spare task (``--chaos-swarm-sp
     .venv/bin/python bench/rto_swarm.py [--runs 3] [--slow-runs 1] [--timeout 40]
 
 TTD and RTO come from each experiment's journal (the same metrics as the report). A
-platform that has not recovered within ``--timeout`` seconds is "never".  Kill and node
+recovery (the DR engine's, or Swarm's while chaoskit watches) that has not ended within
+``--timeout`` seconds of its start is "never"; an RTO runs from the fault over every
+replica's recovery, so a recovered run's RTO can exceed ``--timeout``.  Kill and node
 loss run ``--runs`` times; hang and bad rollout, where Swarm alone waits out the whole
 timeout, ``--slow-runs`` times.
 """
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--slow-runs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=40.0,
-                        help="seconds a platform gets to recover before it is 'never'")
+                        help="seconds each recovery gets before the platform is 'never'")
     args = parser.parse_args(argv)
     table: dict[str, dict[str, Cell]] = {}
     with tempfile.TemporaryDirectory(prefix="chaoskit-bench-swarm-") as tmp:
